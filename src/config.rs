@@ -1,0 +1,480 @@
+//! Run configuration: one TOML file with sections model, data, prompt, lora, train, cost, output.
+//!
+//! Every key has a default (see README "Config reference"); unknown keys are rejected with the
+//! closest valid key, and values are validated with messages naming the file and key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The whole run configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Which pretrained model to load.
+    pub model: ModelConfig,
+    /// Where the labelled data comes from and how it is split.
+    pub data: DataConfig,
+    /// Prompt template and label words, shared by baselines and the verbalizer head.
+    pub prompt: PromptConfig,
+    /// LoRA adapter shape.
+    pub lora: LoraConfig,
+    /// Training hyper-parameters.
+    pub train: TrainConfig,
+    /// Prices used by the cost report.
+    pub cost: CostConfig,
+    /// Where outputs go.
+    pub output: OutputConfig,
+    /// The file this config was read from (set by [`Config::load`]; not a TOML key).
+    #[serde(skip)]
+    pub source_path: Option<PathBuf>,
+}
+
+/// `[model]`: the pretrained model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A GGUF file, an HF folder (config.json + safetensors + tokenizer.json) or a hub id `org/name[@rev]`.
+    pub source: String,
+    /// Compute dtype of the frozen base: "auto" (f16 on CUDA, f32 on CPU), "f32", "f16", "bf16".
+    pub dtype: String,
+    /// "auto", "cpu" or "cuda:N".
+    pub device: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            source: "assets/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+            dtype: "auto".into(),
+            device: "auto".into(),
+        }
+    }
+}
+
+/// `[data]`: the labelled data set and its splits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Data file (CSV, TSV, JSONL or JSON array; optionally .bz2 / .gz). Ignored when split files are given.
+    pub path: Option<PathBuf>,
+    /// "auto" (from the extension), "csv", "tsv", "jsonl" or "json".
+    pub format: String,
+    /// Column (or JSON field) holding the text.
+    pub text_column: String,
+    /// Column (or JSON field) holding the label.
+    pub label_column: String,
+    /// Optional column whose values never straddle splits (e.g. the movie).
+    pub group_column: Option<String>,
+    /// The label set, in class-index order.
+    pub labels: Vec<String>,
+    /// Raw label value -> label name (values that already are label names need no entry).
+    pub label_map: BTreeMap<String, String>,
+    /// Raw label values whose rows are skipped and counted (e.g. "plot").
+    pub drop_labels: Vec<String>,
+    /// Fractions of the data for train / dev / test (must sum to 1).
+    pub train_fraction: f64,
+    /// Fraction for dev.
+    pub dev_fraction: f64,
+    /// Fraction for test.
+    pub test_fraction: f64,
+    /// Seed of the split.
+    pub seed: u64,
+    /// Explicit split files instead of fractions (all three or none).
+    pub train_path: Option<PathBuf>,
+    /// Explicit dev split file.
+    pub dev_path: Option<PathBuf>,
+    /// Explicit test split file.
+    pub test_path: Option<PathBuf>,
+    /// Texts with fewer words than this are reported as too short by `data check`.
+    pub min_words: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            format: "auto".into(),
+            text_column: "text".into(),
+            label_column: "label".into(),
+            group_column: None,
+            labels: vec!["negative".into(), "positive".into()],
+            label_map: BTreeMap::new(),
+            drop_labels: Vec::new(),
+            train_fraction: 0.8,
+            dev_fraction: 0.1,
+            test_fraction: 0.1,
+            seed: 42,
+            train_path: None,
+            dev_path: None,
+            test_path: None,
+            min_words: 3,
+        }
+    }
+}
+
+/// `[prompt]`: how a text becomes a prompt, and which words name the labels.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptConfig {
+    /// System message (used when the model has a chat template).
+    pub system: String,
+    /// Instruction template; must contain `{text}`.
+    pub template: String,
+    /// Paraphrases of `template` used to measure consistency (each must contain `{text}`).
+    pub variants: Vec<String>,
+    /// Label name -> the word the model should answer with (leading space matters).
+    pub label_words: BTreeMap<String, String>,
+    /// Apply the model's chat template when it has one.
+    pub use_chat_template: bool,
+    /// Number of demonstrations for few-shot and retrieval.
+    pub k_shot: usize,
+    /// Seed for demonstration sampling and order.
+    pub seed: u64,
+}
+
+impl Default for PromptConfig {
+    fn default() -> Self {
+        let label_words = [("negative", " negative"), ("positive", " positive")]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        Self {
+            system: "You are a helpful assistant that classifies the sentiment of movie reviews.".into(),
+            template: "Is the sentiment of this review positive or negative?\nReview: {text}\nAnswer with one word.".into(),
+            variants: vec![
+                "Classify the sentiment of the following review as positive or negative.\nReview: {text}".into(),
+                "Review: {text}\nDid the reviewer like the movie? Answer positive or negative.".into(),
+                "Here is a movie review: \"{text}\"\nIs this review positive or negative?".into(),
+            ],
+            label_words,
+            use_chat_template: true,
+            k_shot: 4,
+            seed: 7,
+        }
+    }
+}
+
+/// `[lora]`: the adapter, with HF PEFT's meaning for every field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraConfig {
+    /// Rank r.
+    pub r: usize,
+    /// lora_alpha; the scale is alpha/r (alpha/sqrt(r) with rslora).
+    pub alpha: f64,
+    /// Dropout on the adapter input during training.
+    pub dropout: f64,
+    /// Module names to adapt, or ["all-linear"].
+    pub target_modules: Vec<String>,
+    /// Use rank-stabilised scaling alpha/sqrt(r).
+    pub use_rslora: bool,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.05,
+            target_modules: vec!["all-linear".into()],
+            use_rslora: false,
+        }
+    }
+}
+
+/// `[train]`: optimisation and checkpointing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// "verbalizer" (label-word logits) or "linear" (a new head on the last token).
+    pub head: String,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Micro-batch size.
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step.
+    pub grad_accum: usize,
+    /// Optimiser steps (0: derived from `epochs`).
+    pub max_steps: usize,
+    /// Passes over the train split when `max_steps` is 0.
+    pub epochs: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// "cosine", "linear" or "constant" decay after warmup.
+    pub schedule: String,
+    /// Floor of the decay as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Global-norm gradient clipping (0 disables).
+    pub max_grad_norm: f64,
+    /// Longer inputs are truncated (and counted).
+    pub max_seq_len: usize,
+    /// Evaluate on dev every this many steps.
+    pub eval_every: usize,
+    /// Early-stopping patience in evaluations (0 disables).
+    pub patience: usize,
+    /// "accuracy" or "macro_f1".
+    pub metric: String,
+    /// Keep this many most recent checkpoints (plus the best).
+    pub save_total_limit: usize,
+    /// Recompute each layer's activations in the backward pass.
+    pub gradient_checkpointing: bool,
+    /// Seed of shuffling, dropout and adapter init.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            head: "verbalizer".into(),
+            lr: 2e-4,
+            weight_decay: 0.0,
+            batch_size: 16,
+            grad_accum: 1,
+            max_steps: 0,
+            epochs: 1.0,
+            warmup_steps: 10,
+            schedule: "cosine".into(),
+            min_lr_ratio: 0.1,
+            max_grad_norm: 1.0,
+            max_seq_len: 256,
+            eval_every: 50,
+            patience: 0,
+            metric: "accuracy".into(),
+            save_total_limit: 2,
+            gradient_checkpointing: false,
+            seed: 42,
+        }
+    }
+}
+
+/// `[cost]`: prices for the decision report (the seed's 2024 API prices by default).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostConfig {
+    /// $ per 1K input tokens on the base model.
+    pub base_input_per_1k: f64,
+    /// $ per 1K output tokens on the base model.
+    pub base_output_per_1k: f64,
+    /// $ per 1K input tokens on the tuned model.
+    pub tuned_input_per_1k: f64,
+    /// $ per 1K output tokens on the tuned model.
+    pub tuned_output_per_1k: f64,
+    /// $ per 1K training tokens.
+    pub training_per_1k: f64,
+    /// $ per GPU-hour when self-hosting (0: not reported).
+    pub gpu_hour: f64,
+    /// Requests per month for the monthly figures.
+    pub monthly_requests: u64,
+}
+
+impl Default for CostConfig {
+    fn default() -> Self {
+        Self {
+            base_input_per_1k: 0.03,
+            base_output_per_1k: 0.06,
+            tuned_input_per_1k: 0.012,
+            tuned_output_per_1k: 0.012,
+            training_per_1k: 0.008,
+            gpu_hour: 0.0,
+            monthly_requests: 100_000,
+        }
+    }
+}
+
+/// `[output]`: where runs are written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Directory of run outputs.
+    pub dir: PathBuf,
+    /// Run name (a sub-directory of `dir`).
+    pub run_name: String,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { dir: "checkpoints".into(), run_name: "default".into() }
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file. Relative paths are resolved against the current
+    /// directory (configs are run from the repository root, as in the README).
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut cfg = Self::parse(&text).map_err(|msg| Error::Config(format!("{}: {msg}", path.display())))?;
+        cfg.source_path = Some(path.to_path_buf());
+        cfg.validate().map_err(|msg| Error::Config(format!("{}: {msg}", path.display())))?;
+        Ok(cfg)
+    }
+
+    /// Parse TOML text; the error names the key (and the closest valid key when it is unknown).
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        toml::from_str::<Self>(text).map_err(|e| describe_toml_error(text, &e))
+    }
+
+    /// Check values that TOML types cannot express; the error names the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let d = &self.data;
+        for (key, v) in [("train_fraction", d.train_fraction), ("dev_fraction", d.dev_fraction), ("test_fraction", d.test_fraction)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("data.{key} = {v} must be between 0 and 1"));
+            }
+        }
+        let sum = d.train_fraction + d.dev_fraction + d.test_fraction;
+        if (sum - 1.0).abs() > 1e-6 {
+            return Err(format!("data.train_fraction + dev_fraction + test_fraction = {sum}, must sum to 1"));
+        }
+        let explicit = [&d.train_path, &d.dev_path, &d.test_path].iter().filter(|p| p.is_some()).count();
+        if explicit != 0 && explicit != 3 {
+            return Err("data.train_path, dev_path and test_path must be given together".into());
+        }
+        if explicit == 0 && d.path.is_none() {
+            return Err("data.path is missing (or give data.train_path, dev_path and test_path)".into());
+        }
+        for (key, p) in [("path", &d.path), ("train_path", &d.train_path), ("dev_path", &d.dev_path), ("test_path", &d.test_path)] {
+            if let Some(p) = p {
+                if !p.exists() {
+                    return Err(format!("data.{key}: file {} does not exist (run scripts/fetch-assets?)", p.display()));
+                }
+            }
+        }
+        if !["auto", "csv", "tsv", "jsonl", "json"].contains(&d.format.as_str()) {
+            return Err(format!("data.format = {:?}: expected auto, csv, tsv, jsonl or json", d.format));
+        }
+        if d.labels.len() < 2 {
+            return Err("data.labels needs at least two labels".into());
+        }
+        for (raw, name) in &d.label_map {
+            if !d.labels.contains(name) {
+                return Err(format!("data.label_map.{raw} = {name:?} is not one of data.labels {:?}", d.labels));
+            }
+        }
+        let p = &self.prompt;
+        for label in &d.labels {
+            match p.label_words.get(label) {
+                None => return Err(format!("prompt.label_words has no word for label {label:?}")),
+                Some(w) if w.trim().is_empty() => return Err(format!("prompt.label_words.{label} is empty")),
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = p.label_words.keys().find(|k| !d.labels.contains(k)) {
+            return Err(format!("prompt.label_words.{extra}: {extra:?} is not one of data.labels {:?}", d.labels));
+        }
+        if !p.template.contains("{text}") {
+            return Err("prompt.template must contain {text}".into());
+        }
+        if let Some(i) = p.variants.iter().position(|v| !v.contains("{text}")) {
+            return Err(format!("prompt.variants[{i}] must contain {{text}}"));
+        }
+        let m = &self.model;
+        if !["auto", "f32", "f16", "bf16"].contains(&m.dtype.as_str()) {
+            return Err(format!("model.dtype = {:?}: expected auto, f32, f16 or bf16", m.dtype));
+        }
+        if !(m.device == "auto" || m.device == "cpu" || m.device.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok())) {
+            return Err(format!("model.device = {:?}: expected auto, cpu or cuda:N", m.device));
+        }
+        let l = &self.lora;
+        if l.r == 0 {
+            return Err("lora.r must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&l.dropout) {
+            return Err(format!("lora.dropout = {} must be in [0, 1)", l.dropout));
+        }
+        const MODULES: [&str; 8] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "all-linear"];
+        if let Some(bad) = l.target_modules.iter().find(|t| !MODULES.contains(&t.as_str())) {
+            return Err(format!("lora.target_modules: unknown module {bad:?}{}", suggest(bad, &MODULES)));
+        }
+        let t = &self.train;
+        if !["verbalizer", "linear"].contains(&t.head.as_str()) {
+            return Err(format!("train.head = {:?}: expected verbalizer or linear", t.head));
+        }
+        if !["cosine", "linear", "constant"].contains(&t.schedule.as_str()) {
+            return Err(format!("train.schedule = {:?}: expected cosine, linear or constant", t.schedule));
+        }
+        if !["accuracy", "macro_f1"].contains(&t.metric.as_str()) {
+            return Err(format!("train.metric = {:?}: expected accuracy or macro_f1", t.metric));
+        }
+        for (key, v) in [("batch_size", t.batch_size), ("grad_accum", t.grad_accum), ("max_seq_len", t.max_seq_len), ("eval_every", t.eval_every)] {
+            if v == 0 {
+                return Err(format!("train.{key} must be at least 1"));
+            }
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(format!("train.lr = {} must be a positive number", t.lr));
+        }
+        Ok(())
+    }
+
+    /// Directory of this run's outputs: `output.dir/output.run_name`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.output.dir.join(&self.output.run_name)
+    }
+}
+
+/// Turn a toml/serde error into one line naming the key (and line), suggesting the closest key.
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let msg = err.message().trim().to_string();
+    let location = err.span().map(|span| {
+        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+        format!("line {line}: ")
+    });
+    let location = location.unwrap_or_default();
+    // serde's message: "unknown field `lr_rate`, expected one of `lr`, `weight_decay`, ..."
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            return format!("{location}unknown key `{field}`{}", suggest(field, &valid));
+        }
+    }
+    format!("{location}{msg}")
+}
+
+/// ", did you mean `x`?" for the closest candidate, or the list of valid keys when none is close.
+pub fn suggest(word: &str, candidates: &[&str]) -> String {
+    let best = candidates
+        .iter()
+        .map(|c| (strsim::normalized_damerau_levenshtein(word, c), *c))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((score, c)) if score >= 0.4 => format!(", did you mean `{c}`?"),
+        _ if !candidates.is_empty() => format!(" (valid: {})", candidates.join(", ")),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_suggests_closest() {
+        let err = Config::parse("[train]\nlearning_rat = 0.1\n").unwrap_err();
+        assert!(err.contains("unknown key `learning_rat`"), "{err}");
+        let err = Config::parse("[train]\nbatchsize = 4\n").unwrap_err();
+        assert!(err.contains("did you mean `batch_size`"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        let err = Config::parse("[trian]\n").unwrap_err();
+        assert!(err.contains("did you mean `train`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let err = Config::parse("[train]\nlr = \"fast\"\n").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn fractions_must_sum_to_one() {
+        let mut cfg = Config::parse("[data]\npath = \"Cargo.toml\"\ntrain_fraction = 0.9\n").unwrap();
+        assert!(cfg.validate().unwrap_err().contains("sum to 1"));
+        cfg.data.train_fraction = 0.8;
+        cfg.validate().unwrap();
+    }
+}

@@ -1,0 +1,1 @@
+//! Labelled data: readers, label normalisation, splits and quality checks.

@@ -1,0 +1,7 @@
+//! wick: is prompting enough, or should we fine-tune? Measured on your data and model.
+
+pub mod config;
+pub mod error;
+pub mod data;
+pub mod hub;
+pub mod tokenizer;

@@ -1,0 +1,1 @@
+//! Tokenizer rebuilt from GGUF metadata, and chat templates.
