@@ -5,3 +5,6 @@ pub mod error;
 pub mod data;
 pub mod hub;
 pub mod tokenizer;
+pub mod lora;
+pub mod model;
+pub mod ops;

@@ -1,0 +1,226 @@
+//! LoRA with HF PEFT's exact semantics: y = W·x + b + s·B·A·dropout(x).
+//!
+//! A is (r × in) kaiming-uniform with a = √5 (bound 1/√in), B is (out × r) zeros, s = alpha/r
+//! (alpha/√r with rsLoRA). Adapter tensors are f32 `Var`s (the trainable masters); the frozen
+//! base weight stays in the compute dtype.
+
+use std::sync::Mutex;
+
+use candle_core::{DType, Result, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The projections LoRA may target, in PEFT's module names.
+pub const TARGETABLE: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// Expand a `target_modules` list (`all-linear` means every projection) into module names.
+pub fn expand_targets(targets: &[String]) -> Vec<&'static str> {
+    if targets.iter().any(|t| t == "all-linear") {
+        return TARGETABLE.to_vec();
+    }
+    TARGETABLE.iter().copied().filter(|m| targets.iter().any(|t| t == m)).collect()
+}
+
+/// Scale s of the adapter output: alpha/r, or alpha/√r with rsLoRA.
+pub fn lora_scale(alpha: f64, r: usize, use_rslora: bool) -> f64 {
+    if use_rslora { alpha / (r as f64).sqrt() } else { alpha / r as f64 }
+}
+
+/// Seeded source of dropout masks, shared by every adapter of a model so a run is reproducible
+/// (candle's CPU RNG cannot be seeded) and its state can be checkpointed.
+#[derive(Debug)]
+pub struct DropoutRng {
+    rng: Mutex<ChaCha8Rng>,
+}
+
+impl DropoutRng {
+    /// A generator at the start of the stream of `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)) }
+    }
+
+    /// (seed, word position): enough to restore the stream exactly.
+    pub fn state(&self) -> (u64, u128) {
+        let rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let seed = u64::from_le_bytes(rng.get_seed()[..8].try_into().unwrap_or([0; 8]));
+        (seed, rng.get_word_pos())
+    }
+
+    /// Restore a state returned by [`DropoutRng::state`].
+    pub fn restore(&self, seed: u64, word_pos: u128) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_word_pos(word_pos);
+        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = rng;
+    }
+
+    /// Inverted-dropout mask of `x`'s shape: 0 with probability p, else 1/(1-p).
+    fn mask_like(&self, x: &Tensor, p: f64) -> Result<Tensor> {
+        let n = x.elem_count();
+        let keep = 1.0 / (1.0 - p) as f32;
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let values: Vec<f32> = (0..n).map(|_| if rng.random::<f64>() < p { 0.0 } else { keep }).collect();
+        Tensor::from_vec(values, x.shape(), x.device())?.to_dtype(x.dtype())
+    }
+}
+
+/// A LoRA adapter on one projection.
+#[derive(Debug, Clone)]
+pub struct LoraAdapter {
+    /// A, shape (r, in), f32.
+    pub a: Var,
+    /// B, shape (out, r), f32.
+    pub b: Var,
+    /// Output scale s.
+    pub scale: f64,
+    /// Dropout probability on the adapter input (training only).
+    pub dropout: f64,
+}
+
+/// A frozen linear projection with an optional LoRA adapter.
+#[derive(Debug, Clone)]
+pub struct LoraLinear {
+    /// Frozen weight, shape (out, in), in the compute dtype.
+    weight: Tensor,
+    /// Frozen bias (Qwen2's q/k/v), shape (out).
+    bias: Option<Tensor>,
+    /// The adapter, when this module is targeted.
+    adapter: Option<LoraAdapter>,
+    /// True while the adapter is folded into `weight`.
+    merged: bool,
+}
+
+impl LoraLinear {
+    /// A plain frozen projection.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias, adapter: None, merged: false }
+    }
+
+    /// The frozen weight (merged with the adapter while merged).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The frozen bias.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// The adapter, if any.
+    pub fn adapter(&self) -> Option<&LoraAdapter> {
+        self.adapter.as_ref()
+    }
+
+    /// Attach a fresh adapter: A kaiming-uniform(a=√5) from `rng`, B = 0.
+    pub fn add_adapter(&mut self, r: usize, scale: f64, dropout: f64, rng: &mut ChaCha8Rng) -> Result<()> {
+        let (out_dim, in_dim) = self.weight.dims2()?;
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        let a: Vec<f32> = (0..r * in_dim).map(|_| rng.random_range(-bound..bound) as f32).collect();
+        let a = Var::from_tensor(&Tensor::from_vec(a, (r, in_dim), self.weight.device())?)?;
+        let b = Var::zeros((out_dim, r), DType::F32, self.weight.device())?;
+        self.adapter = Some(LoraAdapter { a, b, scale, dropout });
+        Ok(())
+    }
+
+    /// Attach an adapter with given A and B (loading a checkpoint).
+    pub fn set_adapter(&mut self, a: Tensor, b: Tensor, scale: f64, dropout: f64) -> Result<()> {
+        let (out_dim, in_dim) = self.weight.dims2()?;
+        let r = a.dim(0)?;
+        if a.dims() != [r, in_dim] || b.dims() != [out_dim, r] {
+            candle_core::bail!("adapter shapes A {:?} / B {:?} do not fit a ({out_dim} × {in_dim}) projection", a.dims(), b.dims());
+        }
+        let a = Var::from_tensor(&a.to_dtype(DType::F32)?)?;
+        let b = Var::from_tensor(&b.to_dtype(DType::F32)?)?;
+        self.adapter = Some(LoraAdapter { a, b, scale, dropout });
+        Ok(())
+    }
+
+    /// s·B·A in the weight's dtype: the update merging adds to W.
+    fn delta_weight(adapter: &LoraAdapter, dtype: DType) -> Result<Tensor> {
+        (adapter.b.as_tensor().matmul(adapter.a.as_tensor())? * adapter.scale)?.to_dtype(dtype)
+    }
+
+    /// Fold the adapter into W (PEFT's merge); forward then skips the adapter.
+    pub fn merge(&mut self) -> Result<()> {
+        if let (Some(adapter), false) = (&self.adapter, self.merged) {
+            self.weight = (&self.weight + Self::delta_weight(adapter, self.weight.dtype())?)?;
+            self.merged = true;
+        }
+        Ok(())
+    }
+
+    /// Undo [`LoraLinear::merge`].
+    pub fn unmerge(&mut self) -> Result<()> {
+        if let (Some(adapter), true) = (&self.adapter, self.merged) {
+            self.weight = (&self.weight - Self::delta_weight(adapter, self.weight.dtype())?)?;
+            self.merged = false;
+        }
+        Ok(())
+    }
+
+    /// y = x·Wᵀ + b + s·dropout(x)·Aᵀ·Bᵀ for x of shape (..., in).
+    pub fn forward(&self, x: &Tensor, dropout: Option<&DropoutRng>) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().unwrap_or(&0);
+        let rows = x.elem_count() / in_dim.max(1);
+        let x2 = x.reshape((rows, in_dim))?;
+        let mut y = x2.matmul(&self.weight.t()?)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        if let (Some(adapter), false) = (&self.adapter, self.merged) {
+            let dtype = x.dtype();
+            let xin = match dropout {
+                Some(rng) if adapter.dropout > 0.0 => (&x2 * rng.mask_like(&x2, adapter.dropout)?)?,
+                _ => x2.clone(),
+            };
+            let a = adapter.a.as_tensor().to_dtype(dtype)?;
+            let b = adapter.b.as_tensor().to_dtype(dtype)?;
+            let delta = xin.matmul(&a.t()?)?.matmul(&b.t()?)?;
+            y = (y + (delta * adapter.scale)?)?;
+        }
+        let mut out_dims = dims;
+        if let Some(last) = out_dims.last_mut() {
+            *last = y.dim(1)?;
+        }
+        y.reshape(out_dims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn kaiming_bound_and_zero_b() -> Result<()> {
+        let w = Tensor::randn(0f32, 1.0, (6, 100), &Device::Cpu)?;
+        let mut lin = LoraLinear::new(w, None);
+        lin.add_adapter(4, 2.0, 0.0, &mut ChaCha8Rng::seed_from_u64(1))?;
+        let ad = lin.adapter().unwrap();
+        let max = ad.a.as_tensor().abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(max <= 0.1 && max > 0.08, "max |A| = {max}, bound 1/sqrt(100)");
+        assert_eq!(ad.b.as_tensor().abs()?.sum_all()?.to_scalar::<f32>()?, 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn dropout_rng_restores_stream() -> Result<()> {
+        let x = Tensor::ones((4, 8), DType::F32, &Device::Cpu)?;
+        let rng = DropoutRng::new(9);
+        rng.mask_like(&x, 0.5)?;
+        let (seed, pos) = rng.state();
+        let next = rng.mask_like(&x, 0.5)?.to_vec2::<f32>()?;
+        let again = DropoutRng::new(0);
+        again.restore(seed, pos);
+        assert_eq!(again.mask_like(&x, 0.5)?.to_vec2::<f32>()?, next);
+        Ok(())
+    }
+
+    #[test]
+    fn scale_follows_peft() {
+        assert_eq!(lora_scale(16.0, 8, false), 2.0);
+        assert_eq!(lora_scale(16.0, 4, true), 8.0);
+        assert_eq!(expand_targets(&["all-linear".into()]).len(), 7);
+        assert_eq!(expand_targets(&["v_proj".into(), "q_proj".into()]), vec!["q_proj", "v_proj"]);
+    }
+}

@@ -1,0 +1,376 @@
+//! A trainable Llama-family decoder (Llama, SmolLM, Qwen2) with LoRA on its projections.
+//!
+//! Reads like candle-transformers' llama.rs, but every op has a backward (see `ops`), batches are
+//! right-padded with a padding mask, and a shared prompt prefix can be run once and reused.
+
+use std::collections::HashMap;
+
+use candle_core::{D, DType, Device, IndexOp, Result, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::config::ArchConfig;
+use crate::lora::{DropoutRng, LoraLinear, expand_targets};
+use crate::ops::{Rotary, rms_norm, softmax_last_dim, swiglu};
+
+/// Keys and values of a prompt prefix, per layer, each (1, kv_heads, prefix_len, head_dim).
+#[derive(Debug, Clone)]
+pub struct PrefixCache {
+    /// (key, value) per layer.
+    layers: Vec<(Tensor, Tensor)>,
+    /// Number of prefix tokens.
+    pub len: usize,
+}
+
+/// One decoder layer: attention and SwiGLU MLP, each behind an RMSNorm and a residual.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    input_layernorm: Tensor,
+    q_proj: LoraLinear,
+    k_proj: LoraLinear,
+    v_proj: LoraLinear,
+    o_proj: LoraLinear,
+    post_attention_layernorm: Tensor,
+    gate_proj: LoraLinear,
+    up_proj: LoraLinear,
+    down_proj: LoraLinear,
+}
+
+impl DecoderLayer {
+    fn projections(&self) -> [(&'static str, &'static str, &LoraLinear); 7] {
+        [
+            ("self_attn", "q_proj", &self.q_proj),
+            ("self_attn", "k_proj", &self.k_proj),
+            ("self_attn", "v_proj", &self.v_proj),
+            ("self_attn", "o_proj", &self.o_proj),
+            ("mlp", "gate_proj", &self.gate_proj),
+            ("mlp", "up_proj", &self.up_proj),
+            ("mlp", "down_proj", &self.down_proj),
+        ]
+    }
+
+    fn projections_mut(&mut self) -> [(&'static str, &'static str, &mut LoraLinear); 7] {
+        [
+            ("self_attn", "q_proj", &mut self.q_proj),
+            ("self_attn", "k_proj", &mut self.k_proj),
+            ("self_attn", "v_proj", &mut self.v_proj),
+            ("self_attn", "o_proj", &mut self.o_proj),
+            ("mlp", "gate_proj", &mut self.gate_proj),
+            ("mlp", "up_proj", &mut self.up_proj),
+            ("mlp", "down_proj", &mut self.down_proj),
+        ]
+    }
+}
+
+/// The decoder: embedding, layers, final norm, (tied or untied) LM head.
+#[derive(Debug)]
+pub struct Llama {
+    /// Architecture hyper-parameters.
+    pub cfg: ArchConfig,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: Tensor,
+    /// Untied LM head (None when tied to the embedding).
+    lm_head: Option<Tensor>,
+    rotary: Rotary,
+    dropout: DropoutRng,
+}
+
+/// Inputs of one forward pass over a right-padded batch.
+pub struct Batch<'a> {
+    /// Token ids, (batch, seq), u32.
+    pub input_ids: &'a Tensor,
+    /// Number of real (non-pad) tokens per row.
+    pub lengths: &'a [usize],
+}
+
+impl Llama {
+    /// Build from HF-named tensors (`model.layers.N.self_attn.q_proj.weight`, ...), checking shapes.
+    pub fn from_tensors(cfg: ArchConfig, mut tensors: HashMap<String, Tensor>, dtype: DType, device: &Device) -> crate::error::Result<Self> {
+        use crate::error::Error;
+        let mut take = |name: &str, shape: &[usize]| -> crate::error::Result<Tensor> {
+            let t = tensors.remove(name).ok_or_else(|| Error::Model(format!("weights lack tensor {name}")))?;
+            if t.dims() != shape {
+                return Err(Error::Model(format!("tensor {name} has shape {:?}, config expects {shape:?}", t.dims())));
+            }
+            t.to_device(device)
+                .and_then(|t| t.to_dtype(dtype))
+                .map_err(|e| Error::Model(format!("tensor {name}: {e}")))
+        };
+        let (d, v, ff) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
+        let (q_dim, kv_dim) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+        let embed_tokens = take("model.embed_tokens.weight", &[v, d])?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mut lin = |name: &str, out: usize, inp: usize, bias: bool| -> crate::error::Result<LoraLinear> {
+                let w = take(&format!("{p}.{name}.weight"), &[out, inp])?;
+                let b = if bias { Some(take(&format!("{p}.{name}.bias"), &[out])?) } else { None };
+                Ok(LoraLinear::new(w, b))
+            };
+            let bias = cfg.attention_bias;
+            let q_proj = lin("self_attn.q_proj", q_dim, d, bias)?;
+            let k_proj = lin("self_attn.k_proj", kv_dim, d, bias)?;
+            let v_proj = lin("self_attn.v_proj", kv_dim, d, bias)?;
+            let o_proj = lin("self_attn.o_proj", d, q_dim, false)?;
+            let gate_proj = lin("mlp.gate_proj", ff, d, false)?;
+            let up_proj = lin("mlp.up_proj", ff, d, false)?;
+            let down_proj = lin("mlp.down_proj", d, ff, false)?;
+            layers.push(DecoderLayer {
+                input_layernorm: take(&format!("{p}.input_layernorm.weight"), &[d])?,
+                post_attention_layernorm: take(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
+                gate_proj,
+                up_proj,
+                down_proj,
+            });
+        }
+        let norm = take("model.norm.weight", &[d])?;
+        let lm_head = if cfg.tie_word_embeddings { None } else { Some(take("lm_head.weight", &[v, d])?) };
+        let max_pos = cfg.max_position_embeddings.clamp(1, 32_768);
+        let rotary = Rotary::new(cfg.head_dim, cfg.rope_theta, max_pos, device).map_err(|e| Error::Model(format!("rotary tables: {e}")))?;
+        Ok(Self { cfg, embed_tokens, layers, norm, lm_head, rotary, dropout: DropoutRng::new(0) })
+    }
+
+    /// Device of the weights.
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.device()
+    }
+
+    /// Compute dtype of the frozen weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.dtype()
+    }
+
+    /// The dropout generator (its state is checkpointed for exact resume).
+    pub fn dropout_rng(&self) -> &DropoutRng {
+        &self.dropout
+    }
+
+    /// Add fresh LoRA adapters to the named modules (`all-linear` for all seven projections).
+    /// A is drawn from a generator seeded with `seed`, layer by layer in module order.
+    pub fn add_lora(&mut self, targets: &[String], r: usize, scale: f64, dropout: f64, seed: u64) -> Result<()> {
+        let targets = expand_targets(targets);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        self.dropout = DropoutRng::new(seed ^ 0x9e37_79b9_7f4a_7c15);
+        for layer in &mut self.layers {
+            for (_, name, lin) in layer.projections_mut() {
+                if targets.contains(&name) {
+                    lin.add_adapter(r, scale, dropout, &mut rng)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every adapter tensor with its PEFT key, in a stable order
+    /// (`base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight`, ...).
+    pub fn lora_vars(&self) -> Vec<(String, Var)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (block, name, lin) in layer.projections() {
+                if let Some(ad) = lin.adapter() {
+                    let p = format!("base_model.model.model.layers.{i}.{block}.{name}");
+                    out.push((format!("{p}.lora_A.weight"), ad.a.clone()));
+                    out.push((format!("{p}.lora_B.weight"), ad.b.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Load adapters from PEFT-keyed tensors (as [`Llama::lora_vars`] names them).
+    pub fn set_lora(&mut self, tensors: &HashMap<String, Tensor>, scale: f64, dropout: f64) -> crate::error::Result<usize> {
+        let mut n = 0;
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (block, name, lin) in layer.projections_mut() {
+                let p = format!("base_model.model.model.layers.{i}.{block}.{name}");
+                match (tensors.get(&format!("{p}.lora_A.weight")), tensors.get(&format!("{p}.lora_B.weight"))) {
+                    (Some(a), Some(b)) => {
+                        lin.set_adapter(a.clone(), b.clone(), scale, dropout)
+                            .map_err(|e| crate::error::Error::Model(format!("{p}: {e}")))?;
+                        n += 1;
+                    }
+                    (None, None) => {}
+                    _ => return Err(crate::error::Error::Model(format!("{p}: adapter has only one of lora_A / lora_B"))),
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Fold every adapter into its base weight.
+    pub fn merge_lora(&mut self) -> Result<()> {
+        self.layers.iter_mut().try_for_each(|l| l.projections_mut().into_iter().try_for_each(|(_, _, p)| p.merge()))
+    }
+
+    /// Undo [`Llama::merge_lora`].
+    pub fn unmerge_lora(&mut self) -> Result<()> {
+        self.layers.iter_mut().try_for_each(|l| l.projections_mut().into_iter().try_for_each(|(_, _, p)| p.unmerge()))
+    }
+
+    /// The frozen weights under their HF names (what `model export` writes).
+    pub fn named_weights(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.input_layernorm.weight"), layer.input_layernorm.clone()));
+            out.push((format!("{p}.post_attention_layernorm.weight"), layer.post_attention_layernorm.clone()));
+            for (block, name, lin) in layer.projections() {
+                out.push((format!("{p}.{block}.{name}.weight"), lin.weight().clone()));
+                if let Some(b) = lin.bias() {
+                    out.push((format!("{p}.{block}.{name}.bias"), b.clone()));
+                }
+            }
+        }
+        out.push(("model.norm.weight".into(), self.norm.clone()));
+        if let Some(h) = &self.lm_head {
+            out.push(("lm_head.weight".into(), h.clone()));
+        }
+        out
+    }
+
+    /// Additive attention bias (batch, 1, seq, prefix+seq): 0 where a query may attend, -inf where
+    /// the key is in the future or is padding. Built once per forward, shared by all layers.
+    fn attention_bias(&self, lengths: &[usize], seq: usize, prefix: usize) -> Result<Tensor> {
+        let total = prefix + seq;
+        let mut bias = vec![0f32; lengths.len() * seq * total];
+        for (b, &len) in lengths.iter().enumerate() {
+            for i in 0..seq {
+                let row = &mut bias[(b * seq + i) * total..(b * seq + i + 1) * total];
+                for (j, v) in row.iter_mut().enumerate() {
+                    let key = j as isize - prefix as isize;
+                    if key > i as isize || key >= len as isize {
+                        *v = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(bias, (lengths.len(), 1, seq, total), self.device())?.to_dtype(self.dtype())
+    }
+
+    fn attention(&self, layer: &DecoderLayer, x: &Tensor, bias: &Tensor, prefix: Option<&(Tensor, Tensor)>, offset: usize, drop: Option<&DropoutRng>) -> Result<(Tensor, (Tensor, Tensor))> {
+        let (b, t, _) = x.dims3()?;
+        let (h, kvh, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
+        let q = layer.q_proj.forward(x, drop)?.reshape((b, t, h, hd))?.transpose(1, 2)?;
+        let k = layer.k_proj.forward(x, drop)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?;
+        let v = layer.v_proj.forward(x, drop)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?;
+        let q = self.rotary.apply(&q, offset)?;
+        let k = self.rotary.apply(&k, offset)?;
+        let new_kv = (k.clone(), v.clone());
+        let (k, v) = match prefix {
+            Some((pk, pv)) => {
+                let pk = pk.broadcast_as((b, kvh, pk.dim(2)?, hd))?;
+                let pv = pv.broadcast_as((b, kvh, pv.dim(2)?, hd))?;
+                (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?)
+            }
+            None => (k, v),
+        };
+        let s = k.dim(2)?;
+        // Grouped-query attention without repeating K/V: the `rep` query heads that share a KV
+        // head are stacked along the sequence axis, so one matmul per KV head serves them all.
+        let rep = h / kvh;
+        let q = (q.contiguous()?.reshape((b, kvh, rep * t, hd))? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = q.matmul(&k.contiguous()?.t()?)?.reshape((b, h, t, s))?;
+        let probs = softmax_last_dim(&scores.broadcast_add(bias)?)?;
+        let out = probs.reshape((b, kvh, rep * t, s))?.matmul(&v.contiguous()?)?;
+        let out = out.reshape((b, h, t, hd))?.transpose(1, 2)?.reshape((b, t, h * hd))?;
+        Ok((layer.o_proj.forward(&out, drop)?, new_kv))
+    }
+
+    fn mlp(layer: &DecoderLayer, x: &Tensor, drop: Option<&DropoutRng>) -> Result<Tensor> {
+        let gate = layer.gate_proj.forward(x, drop)?;
+        let up = layer.up_proj.forward(x, drop)?;
+        layer.down_proj.forward(&swiglu(&gate, &up)?, drop)
+    }
+
+    fn run(&self, batch: &Batch, prefix: Option<&PrefixCache>, train: bool) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+        let (b, t) = batch.input_ids.dims2()?;
+        if batch.lengths.len() != b {
+            candle_core::bail!("{} lengths for a batch of {b}", batch.lengths.len());
+        }
+        let offset = prefix.map_or(0, |p| p.len);
+        if offset + t > self.rotary.max_positions() {
+            candle_core::bail!("sequence of {} tokens exceeds the model's {} positions", offset + t, self.rotary.max_positions());
+        }
+        let drop = if train { Some(&self.dropout) } else { None };
+        let bias = self.attention_bias(batch.lengths, t, offset)?;
+        let mut x = self.embed_tokens.index_select(&batch.input_ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        let mut kvs = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let normed = rms_norm(&x, &layer.input_layernorm, self.cfg.rms_norm_eps)?;
+            let (attn, kv) = self.attention(layer, &normed, &bias, prefix.map(|p| &p.layers[i]), offset, drop)?;
+            x = (x + attn)?;
+            let normed = rms_norm(&x, &layer.post_attention_layernorm, self.cfg.rms_norm_eps)?;
+            x = (&x + Self::mlp(layer, &normed, drop)?)?;
+            kvs.push(kv);
+        }
+        Ok((rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?, kvs))
+    }
+
+    /// Final-normed hidden states (batch, seq, hidden). `train` enables adapter dropout.
+    pub fn forward_hidden(&self, batch: &Batch, prefix: Option<&PrefixCache>, train: bool) -> Result<Tensor> {
+        Ok(self.run(batch, prefix, train)?.0)
+    }
+
+    /// Run a shared prompt prefix (1, len) once; its keys and values serve every later batch.
+    pub fn prefix_cache(&self, prefix_ids: &[u32]) -> Result<PrefixCache> {
+        let ids = Tensor::new(prefix_ids, self.device())?.unsqueeze(0)?;
+        let (_, kvs) = self.run(&Batch { input_ids: &ids, lengths: &[prefix_ids.len()] }, None, false)?;
+        let layers = kvs.into_iter().map(|(k, v)| Ok((k.detach(), v.detach()))).collect::<Result<Vec<_>>>()?;
+        Ok(PrefixCache { layers, len: prefix_ids.len() })
+    }
+
+    /// Hidden state at each row's last real token, (batch, hidden).
+    pub fn last_hidden(hidden: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let (b, t, d) = hidden.dims3()?;
+        let idx: Vec<u32> = lengths.iter().enumerate().map(|(i, &l)| (i * t + l.max(1) - 1) as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), hidden.device())?;
+        hidden.reshape((b * t, d))?.index_select(&idx, 0)
+    }
+
+    /// The output-projection rows of `token_ids` (label words), (n, hidden).
+    pub fn output_rows(&self, token_ids: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::new(token_ids, self.device())?;
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens).index_select(&ids, 0)
+    }
+
+    /// Logits of only the given tokens for hidden states (..., hidden) — no vocabulary-wide matmul.
+    pub fn token_logits(&self, hidden: &Tensor, token_ids: &[u32]) -> Result<Tensor> {
+        project(hidden, &self.output_rows(token_ids)?)
+    }
+
+    /// Full-vocabulary logits for hidden states (..., hidden), f32.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        project(hidden, self.lm_head.as_ref().unwrap_or(&self.embed_tokens))
+    }
+
+    /// Greedy decoding of up to `max_new` tokens after `prompt` (no KV cache: short answers only).
+    pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>> {
+        let mut ids = prompt.to_vec();
+        let mut out = Vec::new();
+        for _ in 0..max_new {
+            let input = Tensor::new(ids.as_slice(), self.device())?.unsqueeze(0)?;
+            let hidden = self.forward_hidden(&Batch { input_ids: &input, lengths: &[ids.len()] }, None, false)?;
+            let last = hidden.i((0, ids.len() - 1))?;
+            let next = self.logits(&last)?.argmax(D::Minus1)?.to_scalar::<u32>()?;
+            if stop.contains(&next) {
+                break;
+            }
+            ids.push(next);
+            out.push(next);
+        }
+        Ok(out)
+    }
+}
+
+/// hidden (..., d) · rowsᵀ (n, d) → (..., n) in f32; a single vector gives a vector.
+fn project(hidden: &Tensor, rows: &Tensor) -> Result<Tensor> {
+    if hidden.rank() == 1 {
+        return hidden.unsqueeze(0)?.matmul(&rows.t()?)?.squeeze(0)?.to_dtype(DType::F32);
+    }
+    hidden.broadcast_matmul(&rows.t()?)?.to_dtype(DType::F32)
+}

@@ -1,0 +1,94 @@
+//! The model every job runs: a Llama-family decoder plus its tokenizer, from any supported source.
+
+pub mod config;
+pub mod llama;
+pub mod load;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use tokenizers::Tokenizer;
+
+pub use config::ArchConfig;
+pub use llama::{Batch, Llama, PrefixCache};
+
+use crate::error::{Error, Result};
+use crate::hub::{ModelSource, resolve};
+
+/// A decoder with its tokenizer and chat template, as loaded from one source.
+pub struct LoadedModel {
+    /// The network.
+    pub model: Llama,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Jinja chat template, when the model has one (instruct models).
+    pub chat_template: Option<String>,
+    /// The source string it was loaded from.
+    pub source: String,
+}
+
+/// Parse a dtype name ("f32", "f16", "bf16").
+pub fn parse_dtype(name: &str) -> Result<DType> {
+    match name {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        other => Err(Error::Config(format!("dtype {other:?}: expected f32, f16 or bf16"))),
+    }
+}
+
+/// Load a model from a GGUF file, an HF folder or a hub id (see [`crate::hub::resolve`]).
+pub fn load(source: &str, dtype: DType, device: &Device) -> Result<LoadedModel> {
+    let (raw, tokenizer, chat_template) = match resolve(source)? {
+        ModelSource::Gguf(path) => {
+            let (raw, ct) = load::load_gguf(&path, dtype, device)?;
+            let tok = crate::tokenizer::GgufTokenizer::from_content(&ct, &path)?;
+            (raw, tok.tokenizer, tok.chat_template)
+        }
+        ModelSource::HfFolder(files) => {
+            let raw = load::load_safetensors(&files.config, &files.weights, dtype, device)?;
+            let tokenizer = Tokenizer::from_file(&files.tokenizer).map_err(|e| Error::Model(format!("{}: not a readable tokenizer.json ({e})", files.tokenizer.display())))?;
+            let chat_template = files.chat_template()?;
+            (raw, tokenizer, chat_template)
+        }
+    };
+    if tokenizer.get_vocab_size(true) > raw.cfg.vocab_size {
+        return Err(Error::Model(format!(
+            "{source}: tokenizer has {} tokens but the embedding only {} rows",
+            tokenizer.get_vocab_size(true),
+            raw.cfg.vocab_size
+        )));
+    }
+    let model = Llama::from_tensors(raw.cfg, raw.tensors, dtype, device).map_err(|e| Error::Model(format!("{source}: {e}")))?;
+    Ok(LoadedModel { model, tokenizer, chat_template, source: source.to_string() })
+}
+
+/// Write an HF folder (config.json, model.safetensors, tokenizer.json, tokenizer_config.json) that
+/// Python tools load as exactly the weights wick uses. Weights are written in f32.
+pub fn export_hf(loaded: &LoadedModel, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tensors: HashMap<String, candle_core::Tensor> = loaded
+        .model
+        .named_weights()
+        .into_iter()
+        .map(|(k, t)| t.to_dtype(DType::F32).map(|t| (k, t)))
+        .collect::<candle_core::Result<_>>()
+        .map_err(|e| Error::Model(format!("export: {e}")))?;
+    load::save_safetensors_atomic(&dir.join("model.safetensors"), &tensors)?;
+    let cfg = serde_json::to_vec_pretty(&loaded.model.cfg.to_hf_json()).map_err(|e| Error::Model(e.to_string()))?;
+    load::write_atomic(&dir.join("config.json"), &cfg)?;
+    let tok_json = loaded.tokenizer.to_string(true).map_err(|e| Error::Model(format!("tokenizer: {e}")))?;
+    load::write_atomic(&dir.join("tokenizer.json"), tok_json.as_bytes())?;
+    let token = |id: Option<u32>| id.and_then(|i| loaded.tokenizer.id_to_token(i));
+    let tok_cfg = serde_json::json!({
+        "tokenizer_class": "GPT2Tokenizer",
+        "bos_token": token(loaded.model.cfg.bos_token_id),
+        "eos_token": token(loaded.model.cfg.eos_token_id),
+        "chat_template": loaded.chat_template,
+        "add_bos_token": false,
+        "clean_up_tokenization_spaces": false,
+        "model_max_length": loaded.model.cfg.max_position_embeddings,
+    });
+    load::write_atomic(&dir.join("tokenizer_config.json"), &serde_json::to_vec_pretty(&tok_cfg).map_err(|e| Error::Model(e.to_string()))?)
+}

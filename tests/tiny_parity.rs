@@ -1,0 +1,140 @@
+//! Random tiny Llama and Qwen2 configs: wick's decoder equals candle-transformers' models.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use wick::model::{ArchConfig, Batch, Llama};
+
+fn random_weights(cfg: &ArchConfig, seed: u64) -> candle_core::Result<HashMap<String, Tensor>> {
+    let dev = Device::Cpu;
+    dev.set_seed(seed).ok();
+    let (d, v, ff) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
+    let (q, kv) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+    let mut m = HashMap::new();
+    let mut put = |name: String, shape: &[usize], std: f32| -> candle_core::Result<()> {
+        m.insert(name, Tensor::randn(0f32, std, shape, &dev)?);
+        Ok(())
+    };
+    put("model.embed_tokens.weight".into(), &[v, d], 1.0)?;
+    put("model.norm.weight".into(), &[d], 1.0)?;
+    if !cfg.tie_word_embeddings {
+        put("lm_head.weight".into(), &[v, d], 0.2)?;
+    }
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        put(format!("{p}.input_layernorm.weight"), &[d], 1.0)?;
+        put(format!("{p}.post_attention_layernorm.weight"), &[d], 1.0)?;
+        for (n, o, i_) in [("self_attn.q_proj", q, d), ("self_attn.k_proj", kv, d), ("self_attn.v_proj", kv, d), ("self_attn.o_proj", d, q), ("mlp.gate_proj", ff, d), ("mlp.up_proj", ff, d), ("mlp.down_proj", d, ff)] {
+            put(format!("{p}.{n}.weight"), &[o, i_], 0.2)?;
+            if cfg.attention_bias && n.starts_with("self_attn") && n != "self_attn.o_proj" {
+                put(format!("{p}.{n}.bias"), &[o], 0.2)?;
+            }
+        }
+    }
+    Ok(m)
+}
+
+fn tiny(model_type: &str, tie: bool) -> ArchConfig {
+    let json = serde_json::json!({
+        "model_type": model_type, "vocab_size": 61, "hidden_size": 24, "intermediate_size": 40,
+        "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 2,
+        "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": tie,
+        "max_position_embeddings": 64,
+    });
+    ArchConfig::from_hf_json(&json.to_string(), "tiny").unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+#[test]
+fn tiny_llama_matches_candle_transformers() -> anyhow::Result<()> {
+    for tie in [false, true] {
+        let cfg = tiny("llama", tie);
+        let weights = random_weights(&cfg, 1)?;
+        let dev = Device::Cpu;
+        let json = cfg.to_hf_json().to_string();
+        let theirs_cfg: candle_transformers::models::llama::LlamaConfig = serde_json::from_str(&json)?;
+        let theirs_cfg = theirs_cfg.into_config(false);
+        let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &dev);
+        let theirs = candle_transformers::models::llama::Llama::load(vb, &theirs_cfg)?;
+        let ours = Llama::from_tensors(cfg, weights, DType::F32, &dev)?;
+        let ids: Vec<u32> = (0..11).map(|i| (i * 7 + 3) % 61).collect();
+        let input = Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?;
+        let mut cache = candle_transformers::models::llama::Cache::new(false, DType::F32, &theirs_cfg, &dev)?;
+        let want = theirs.forward(&input, 0, &mut cache)?.squeeze(0)?;
+        let hidden = ours.forward_hidden(&Batch { input_ids: &input, lengths: &[ids.len()] }, None, false)?;
+        let got = ours.logits(&hidden.i((0, ids.len() - 1))?)?;
+        let diff = max_diff(&got, &want);
+        assert!(diff < 1e-4, "tie={tie}: max |diff| = {diff}");
+    }
+    Ok(())
+}
+
+#[test]
+fn tiny_qwen2_matches_candle_transformers() -> anyhow::Result<()> {
+    let cfg = tiny("qwen2", true);
+    let weights = random_weights(&cfg, 2)?;
+    let dev = Device::Cpu;
+    let theirs_cfg = candle_transformers::models::qwen2::Config {
+        vocab_size: cfg.vocab_size,
+        hidden_size: cfg.hidden_size,
+        intermediate_size: cfg.intermediate_size,
+        num_hidden_layers: cfg.num_hidden_layers,
+        num_attention_heads: cfg.num_attention_heads,
+        num_key_value_heads: cfg.num_key_value_heads,
+        max_position_embeddings: cfg.max_position_embeddings,
+        sliding_window: 64,
+        max_window_layers: 2,
+        tie_word_embeddings: true,
+        rope_theta: cfg.rope_theta,
+        rms_norm_eps: cfg.rms_norm_eps,
+        use_sliding_window: false,
+        hidden_act: candle_nn::Activation::Silu,
+    };
+    let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &dev);
+    let mut theirs = candle_transformers::models::qwen2::Model::new(&theirs_cfg, vb)?;
+    let ours = Llama::from_tensors(cfg, weights, DType::F32, &dev)?;
+    let ids: Vec<u32> = (0..9).map(|i| (i * 5 + 1) % 61).collect();
+    let input = Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?;
+    let want = theirs.forward(&input, 0, None)?;
+    let got = ours.forward_hidden(&Batch { input_ids: &input, lengths: &[ids.len()] }, None, false)?;
+    let diff = max_diff(&got, &want);
+    assert!(diff < 1e-4, "max |diff| of hidden states = {diff}");
+    Ok(())
+}
+
+#[test]
+fn padding_and_prefix_cache_do_not_change_results() -> anyhow::Result<()> {
+    let cfg = tiny("llama", true);
+    let dev = Device::Cpu;
+    let ours = Llama::from_tensors(cfg, random_weights(&tiny("llama", true), 3)?, DType::F32, &dev)?;
+    let a: Vec<u32> = vec![5, 9, 13, 2, 40, 7, 8];
+    let b: Vec<u32> = vec![11, 3, 30];
+    // Alone.
+    let alone = |ids: &[u32]| -> anyhow::Result<Tensor> {
+        let input = Tensor::new(ids, &dev)?.unsqueeze(0)?;
+        let h = ours.forward_hidden(&Batch { input_ids: &input, lengths: &[ids.len()] }, None, false)?;
+        Ok(h.i((0, ids.len() - 1))?)
+    };
+    // Right-padded batch.
+    let mut padded = b.clone();
+    padded.resize(a.len(), 0);
+    let input = Tensor::new(vec![a.clone(), padded], &dev)?;
+    let h = ours.forward_hidden(&Batch { input_ids: &input, lengths: &[a.len(), b.len()] }, None, false)?;
+    let last = Llama::last_hidden(&h, &[a.len(), b.len()])?;
+    assert!(max_diff(&last.i(0)?, &alone(&a)?) < 1e-5);
+    assert!(max_diff(&last.i(1)?, &alone(&b)?) < 1e-5);
+    // Shared prefix [5, 9, 13] run once, suffixes batched.
+    let cache = ours.prefix_cache(&a[..3])?;
+    let suffix_a = &a[3..];
+    let suffix_b: Vec<u32> = vec![2, 0, 0, 0];
+    let input = Tensor::new(vec![suffix_a.to_vec(), suffix_b], &dev)?;
+    let h = ours.forward_hidden(&Batch { input_ids: &input, lengths: &[4, 1] }, Some(&cache), false)?;
+    let last = Llama::last_hidden(&h, &[4, 1])?;
+    assert!(max_diff(&last.i(0)?, &alone(&a)?) < 1e-5);
+    assert!(max_diff(&last.i(1)?, &alone(&a[..4])?) < 1e-5);
+    Ok(())
+}
