@@ -128,6 +128,8 @@ pub struct PromptConfig {
     pub variants: Vec<String>,
     /// Label name -> the word the model should answer with (leading space matters).
     pub label_words: BTreeMap<String, String>,
+    /// Text the answer starts with; the label word follows it (e.g. "Sentiment:" + " positive").
+    pub answer_prefix: String,
     /// Apply the model's chat template when it has one.
     pub use_chat_template: bool,
     /// Number of demonstrations for few-shot and retrieval.
@@ -151,6 +153,7 @@ impl Default for PromptConfig {
                 "Here is a movie review: \"{text}\"\nIs this review positive or negative?".into(),
             ],
             label_words,
+            answer_prefix: "Sentiment:".into(),
             use_chat_template: true,
             k_shot: 4,
             seed: 7,

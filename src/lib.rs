@@ -8,3 +8,5 @@ pub mod tokenizer;
 pub mod lora;
 pub mod model;
 pub mod ops;
+pub mod prompt;
+pub mod score;

@@ -1,0 +1,166 @@
+//! Prompts: instruction template, optional demonstrations and chat template, split into a shared
+//! prefix and a per-example suffix, and the label words the model answers with.
+//!
+//! The same prompt serves the zero-shot baseline and the verbalizer head, so the tuned model is
+//! literally "the prompt plus an adapter".
+
+use tokenizers::Tokenizer;
+
+use crate::config::PromptConfig;
+use crate::error::{Error, Result};
+use crate::tokenizer::{ChatMessage, ChatTemplate};
+
+/// Marks where the example text goes while the chat template is rendered.
+const SLOT: &str = "\u{1}WICK_TEXT\u{1}";
+
+/// A labelled demonstration shown before the question (few-shot, retrieval).
+#[derive(Debug, Clone)]
+pub struct Demo {
+    /// Demonstration text.
+    pub text: String,
+    /// Its label index.
+    pub label: usize,
+}
+
+/// A prompt tokenized as shared prefix + per-example rest; the label word is predicted after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptTokens {
+    /// Tokens before the example text (identical for every example with the same demonstrations).
+    pub prefix: Vec<u32>,
+    /// The example text and what follows it, up to the answer prefix.
+    pub rest: Vec<u32>,
+}
+
+impl PromptTokens {
+    /// The whole prompt.
+    pub fn full(&self) -> Vec<u32> {
+        [self.prefix.as_slice(), self.rest.as_slice()].concat()
+    }
+}
+
+/// Renders and tokenizes prompts for one instruction template.
+pub struct Prompter {
+    system: String,
+    template: String,
+    answer_prefix: String,
+    /// Label words in label order, as text (" positive").
+    label_words: Vec<String>,
+    /// One token id per label word.
+    label_token_ids: Vec<u32>,
+    chat: Option<ChatTemplate>,
+    tokenizer: Tokenizer,
+}
+
+impl Prompter {
+    /// Build from the `[prompt]` config; `template` overrides `prompt.template` (for variants).
+    pub fn new(cfg: &PromptConfig, labels: &[String], tokenizer: &Tokenizer, chat_template: Option<&str>, template: Option<&str>) -> Result<Self> {
+        let template = template.unwrap_or(&cfg.template).to_string();
+        if !template.contains("{text}") {
+            return Err(Error::Config(format!("prompt template {template:?} must contain {{text}}")));
+        }
+        let mut label_words = Vec::new();
+        let mut label_token_ids = Vec::new();
+        for label in labels {
+            let word = cfg.label_words.get(label).ok_or_else(|| Error::Config(format!("prompt.label_words has no word for label {label:?}")))?;
+            let ids = tokenizer.encode(word.as_str(), false).map_err(|e| Error::Config(format!("prompt.label_words.{label}: {e}")))?;
+            match ids.get_ids() {
+                [] => return Err(Error::Config(format!("prompt.label_words.{label} = {word:?} tokenizes to nothing"))),
+                [id] => {
+                    if label_token_ids.contains(id) {
+                        return Err(Error::Config(format!("prompt.label_words.{label} = {word:?} has the same token as another label")));
+                    }
+                    label_token_ids.push(*id)
+                }
+                many => {
+                    return Err(Error::Config(format!(
+                        "prompt.label_words.{label} = {word:?} is {} tokens {:?}; wick needs one token per label word (try a leading space)",
+                        many.len(),
+                        ids.get_tokens()
+                    )));
+                }
+            }
+            label_words.push(word.clone());
+        }
+        let chat = match (cfg.use_chat_template, chat_template) {
+            (true, Some(src)) => Some(ChatTemplate::new(src, None, None)?),
+            _ => None,
+        };
+        Ok(Self {
+            system: cfg.system.clone(),
+            template,
+            answer_prefix: cfg.answer_prefix.clone(),
+            label_words,
+            label_token_ids,
+            chat,
+            tokenizer: tokenizer.clone(),
+        })
+    }
+
+    /// Token id of each label word, in label order.
+    pub fn label_token_ids(&self) -> &[u32] {
+        &self.label_token_ids
+    }
+
+    /// The label words, in label order.
+    pub fn label_words(&self) -> &[String] {
+        &self.label_words
+    }
+
+    /// The prompt text for `text` after `demos`, ending with the answer prefix.
+    pub fn render(&self, text: &str, demos: &[Demo]) -> Result<String> {
+        let (prefix, rest) = self.render_parts(demos)?;
+        Ok(format!("{prefix}{}", rest.replace(SLOT, text)))
+    }
+
+    /// (shared prefix, rest with the text slot): the template rendered around a placeholder.
+    fn render_parts(&self, demos: &[Demo]) -> Result<(String, String)> {
+        let question = |t: &str| self.template.replace("{text}", t);
+        let answer = |label: usize| format!("{}{}", self.answer_prefix, self.label_words[label]);
+        let whole = match &self.chat {
+            Some(chat) => {
+                let mut messages = Vec::new();
+                if !self.system.is_empty() {
+                    messages.push(ChatMessage::new("system", &self.system));
+                }
+                for d in demos {
+                    messages.push(ChatMessage::new("user", question(&d.text)));
+                    messages.push(ChatMessage::new("assistant", answer(d.label)));
+                }
+                messages.push(ChatMessage::new("user", question(SLOT)));
+                format!("{}{}", chat.render(&messages, true)?, self.answer_prefix)
+            }
+            None => {
+                let mut s = String::new();
+                if !self.system.is_empty() {
+                    s.push_str(&self.system);
+                    s.push_str("\n\n");
+                }
+                for d in demos {
+                    s.push_str(&format!("{}\n{}\n\n", question(&d.text), answer(d.label)));
+                }
+                format!("{s}{}\n{}", question(SLOT), self.answer_prefix)
+            }
+        };
+        let at = whole.find(SLOT).ok_or_else(|| Error::Config("the chat template dropped the user message".into()))?;
+        let (prefix, rest) = whole.split_at(at);
+        // Spaces before the text belong to the text's first token in byte-level BPE.
+        let trimmed = prefix.trim_end_matches(' ');
+        Ok((trimmed.to_string(), format!("{}{rest}", &prefix[trimmed.len()..])))
+    }
+
+    /// Tokenize the prompt for `text` as prefix + rest. Every job uses this one tokenization,
+    /// so cached-prefix and uncached scoring see the same tokens.
+    pub fn tokens(&self, text: &str, demos: &[Demo]) -> Result<PromptTokens> {
+        let (prefix, rest) = self.render_parts(demos)?;
+        Ok(PromptTokens { prefix: self.encode(&prefix)?, rest: self.encode(&rest.replace(SLOT, text))? })
+    }
+
+    /// Tokenize the shared prefix only.
+    pub fn prefix_tokens(&self, demos: &[Demo]) -> Result<Vec<u32>> {
+        self.encode(&self.render_parts(demos)?.0)
+    }
+
+    fn encode(&self, s: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode(s, false).map_err(|e| Error::Data(format!("tokenizing a prompt: {e}")))?.get_ids().to_vec())
+    }
+}

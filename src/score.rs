@@ -1,0 +1,112 @@
+//! Label-word scoring: batched, length-bucketed forward passes that return, per example, the
+//! log-probability of each label word at the answer position. Baselines, eval and the
+//! verbalizer head all classify this way.
+
+use std::time::Instant;
+
+use candle_core::{D, Tensor};
+
+use crate::model::{Batch, Llama, PrefixCache};
+use crate::ops::log_softmax_last_dim;
+use crate::prompt::PromptTokens;
+
+/// The scores of one example.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    /// log p(label word | prompt) under the full vocabulary, per label.
+    pub label_logprobs: Vec<f32>,
+    /// Prompt length in tokens (after truncation).
+    pub prompt_tokens: usize,
+    /// True when the text was cut to fit `max_len`.
+    pub truncated: bool,
+    /// Wall time of this example's share of its batch, in milliseconds.
+    pub latency_ms: f64,
+}
+
+impl Scored {
+    /// Probabilities renormalised over the label words.
+    pub fn label_probs(&self) -> Vec<f32> {
+        let max = self.label_logprobs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = self.label_logprobs.iter().map(|l| (l - max).exp()).collect();
+        let sum: f32 = exps.iter().sum();
+        exps.iter().map(|e| e / sum).collect()
+    }
+
+    /// Index of the most probable label.
+    pub fn predicted(&self) -> usize {
+        argmax(&self.label_logprobs)
+    }
+}
+
+/// Index of the largest value (first on ties).
+pub fn argmax(xs: &[f32]) -> usize {
+    xs.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best }).0
+}
+
+/// How to batch.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreOptions {
+    /// Examples per forward pass.
+    pub batch_size: usize,
+    /// Longest prompt in tokens; longer texts are cut from the left of the per-example part.
+    pub max_len: usize,
+    /// Run a prefix shared by every prompt once and reuse its keys/values.
+    pub prefix_cache: bool,
+}
+
+/// Fit prefix + rest into `max_len` by dropping the start of `rest` (the text), keeping the end of
+/// the prompt where the answer follows.
+pub fn fit(prompt: &PromptTokens, max_len: usize) -> (Vec<u32>, bool) {
+    let full = prompt.full();
+    if full.len() <= max_len {
+        return (full, false);
+    }
+    let keep_rest = max_len.saturating_sub(prompt.prefix.len()).max(1);
+    let rest = &prompt.rest[prompt.rest.len().saturating_sub(keep_rest)..];
+    ([prompt.prefix.as_slice(), rest].concat(), true)
+}
+
+/// Score every prompt; results are in input order.
+pub fn score(model: &Llama, label_ids: &[u32], prompts: &[PromptTokens], opts: ScoreOptions) -> candle_core::Result<Vec<Scored>> {
+    let shared = opts.prefix_cache && !prompts.is_empty() && prompts.iter().all(|p| p.prefix == prompts[0].prefix) && !prompts[0].prefix.is_empty();
+    let cache: Option<PrefixCache> = if shared { Some(model.prefix_cache(&prompts[0].prefix)?) } else { None };
+    let prefix_len = cache.as_ref().map_or(0, |c| c.len);
+    // Inputs to run: the rest when the prefix is cached, else the whole prompt.
+    let inputs: Vec<(Vec<u32>, bool)> = prompts
+        .iter()
+        .map(|p| {
+            let (ids, truncated) = fit(p, opts.max_len);
+            if shared { (ids[prefix_len..].to_vec(), truncated) } else { (ids, truncated) }
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..inputs.len()).collect();
+    order.sort_by_key(|&i| inputs[i].0.len());
+    let mut out: Vec<Option<Scored>> = vec![None; inputs.len()];
+    for chunk in order.chunks(opts.batch_size.max(1)) {
+        let start = Instant::now();
+        let lengths: Vec<usize> = chunk.iter().map(|&i| inputs[i].0.len()).collect();
+        let width = lengths.iter().copied().max().unwrap_or(1).max(1);
+        let mut ids = Vec::with_capacity(chunk.len() * width);
+        for &i in chunk {
+            ids.extend_from_slice(&inputs[i].0);
+            ids.resize(ids.len() + width - inputs[i].0.len(), 0);
+        }
+        let input = Tensor::from_vec(ids, (chunk.len(), width), model.device())?;
+        let hidden = model.forward_hidden(&Batch { input_ids: &input, lengths: &lengths }, cache.as_ref(), false)?;
+        let last = Llama::last_hidden(&hidden, &lengths)?;
+        // Full-vocabulary normaliser at the answer position only: cheap next to the forward.
+        let logprobs = log_softmax_last_dim(&model.logits(&last)?)?;
+        let ids = Tensor::new(label_ids, model.device())?.unsqueeze(0)?.repeat((chunk.len(), 1))?;
+        let picked: Vec<Vec<f32>> = logprobs.gather(&ids.contiguous()?, D::Minus1)?.to_vec2()?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0 / chunk.len() as f64;
+        for (row, &i) in chunk.iter().enumerate() {
+            out[i] = Some(Scored {
+                label_logprobs: picked[row].clone(),
+                prompt_tokens: lengths[row] + prefix_len,
+                truncated: inputs[i].1,
+                latency_ms: ms,
+            });
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
