@@ -219,6 +219,8 @@ pub struct TrainConfig {
     pub max_seq_len: usize,
     /// Evaluate on dev every this many steps.
     pub eval_every: usize,
+    /// Evaluate on at most this many dev examples (0: all of dev).
+    pub eval_examples: usize,
     /// Early-stopping patience in evaluations (0 disables).
     pub patience: usize,
     /// "accuracy" or "macro_f1".
@@ -247,6 +249,7 @@ impl Default for TrainConfig {
             max_grad_norm: 1.0,
             max_seq_len: 256,
             eval_every: 50,
+            eval_examples: 0,
             patience: 0,
             metric: "accuracy".into(),
             save_total_limit: 2,

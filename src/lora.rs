@@ -30,35 +30,36 @@ pub fn lora_scale(alpha: f64, r: usize, use_rslora: bool) -> f64 {
 /// (candle's CPU RNG cannot be seeded) and its state can be checkpointed.
 #[derive(Debug)]
 pub struct DropoutRng {
-    rng: Mutex<ChaCha8Rng>,
+    /// (seed, generator); the seed is kept because ChaCha's expanded seed cannot be inverted.
+    rng: Mutex<(u64, ChaCha8Rng)>,
 }
 
 impl DropoutRng {
     /// A generator at the start of the stream of `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)) }
+        Self { rng: Mutex::new((seed, ChaCha8Rng::seed_from_u64(seed))) }
     }
 
     /// (seed, word position): enough to restore the stream exactly.
     pub fn state(&self) -> (u64, u128) {
-        let rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        let seed = u64::from_le_bytes(rng.get_seed()[..8].try_into().unwrap_or([0; 8]));
-        (seed, rng.get_word_pos())
+        let guard = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        (guard.0, guard.1.get_word_pos())
     }
 
     /// Restore a state returned by [`DropoutRng::state`].
     pub fn restore(&self, seed: u64, word_pos: u128) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_word_pos(word_pos);
-        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = rng;
+        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = (seed, rng);
     }
 
     /// Inverted-dropout mask of `x`'s shape: 0 with probability p, else 1/(1-p).
     fn mask_like(&self, x: &Tensor, p: f64) -> Result<Tensor> {
         let n = x.elem_count();
         let keep = 1.0 / (1.0 - p) as f32;
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        let values: Vec<f32> = (0..n).map(|_| if rng.random::<f64>() < p { 0.0 } else { keep }).collect();
+        let mut guard = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let rng = &mut guard.1;
+        let values: Vec<f32> = (0..n).map(|_| if rng.random::<f32>() < p as f32 { 0.0 } else { keep }).collect();
         Tensor::from_vec(values, x.shape(), x.device())?.to_dtype(x.dtype())
     }
 }

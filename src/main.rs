@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use wick::config::Config;
 
 /// Prompt or fine-tune? wick measures both on your data and model.
 #[derive(Parser)]
@@ -15,11 +17,68 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Inspect the labelled data set of a config.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Inspect or export a model (GGUF file, HF folder or hub id).
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Train a LoRA adapter as the config says (resumable).
+    Train(TrainArgs),
     /// Validate a config file and print it with every default filled in.
     Config {
         /// Path to the TOML run config.
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Counts, lengths, duplicates, conflicts, short texts, unknown labels and imbalance per split.
+    Check {
+        /// Path to the TOML run config.
+        config: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Exit non-zero when any problem is found.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Architecture, parameter counts, dtype, vocabulary and special tokens.
+    Info {
+        /// GGUF file, HF folder, or hub id `org/name[@rev][:file.gguf]`.
+        source: String,
+    },
+    /// Write an HF folder (config.json, model.safetensors, tokenizer.json) with wick's exact weights.
+    Export {
+        /// GGUF file, HF folder, or hub id.
+        source: String,
+        /// Output folder.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Path to the TOML run config.
+    config: PathBuf,
+    /// Continue from the run's latest checkpoint, or from the given checkpoint folder.
+    #[arg(long, num_args = 0..=1, value_name = "DIR")]
+    resume: Option<Option<PathBuf>>,
+    /// Train on only the first N examples of the train split.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Override train.max_steps.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -40,9 +99,45 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config { config } => {
-            let cfg = wick::config::Config::load(&config)?;
+            let cfg = Config::load(&config)?;
             print!("{}", toml::to_string_pretty(&cfg)?);
-            Ok(ExitCode::SUCCESS)
+        }
+        Command::Data(DataCommand::Check { config, json, strict }) => {
+            let cfg = Config::load(&config)?;
+            let tokenizer = wick::model::tokenizer_for(&cfg.model.source).ok();
+            let report = wick::data::check(&cfg.data, tokenizer.as_ref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.render_table());
+            }
+            let problems = report.problems();
+            if strict && !problems.is_empty() {
+                eprintln!("error: {} data problem(s) found (--strict)", problems.len());
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Model(ModelCommand::Info { source }) => {
+            let loaded = wick::model::load(&source, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+            print!("{}", wick::model::describe(&loaded));
+        }
+        Command::Model(ModelCommand::Export { source, dir }) => {
+            let loaded = wick::model::load(&source, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+            wick::model::export_hf(&loaded, &dir)?;
+            println!("wrote {} (config.json, model.safetensors, tokenizer.json, tokenizer_config.json)", dir.display());
+        }
+        Command::Train(args) => {
+            let mut cfg = Config::load(&args.config)?;
+            if let Some(n) = args.max_steps {
+                cfg.train.max_steps = n;
+            }
+            let opts = wick::train::TrainOptions { resume: args.resume, train_limit: args.train_limit, quiet: args.quiet };
+            let summary = wick::train::train(&cfg, &opts).context("train")?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            if summary.interrupted {
+                return Ok(ExitCode::from(130));
+            }
         }
     }
+    Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,7 @@ use crate::tokenizer::{ChatMessage, ChatTemplate};
 const SLOT: &str = "\u{1}WICK_TEXT\u{1}";
 
 /// A labelled demonstration shown before the question (few-shot, retrieval).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Demo {
     /// Demonstration text.
     pub text: String,

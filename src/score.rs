@@ -66,8 +66,37 @@ pub fn fit(prompt: &PromptTokens, max_len: usize) -> (Vec<u32>, bool) {
     ([prompt.prefix.as_slice(), rest].concat(), true)
 }
 
-/// Score every prompt; results are in input order.
+/// How label scores are read off the final hidden state at the answer position.
+#[derive(Debug, Clone, Copy)]
+pub enum Head<'a> {
+    /// Log-probabilities of the label words' tokens under the full vocabulary.
+    Verbalizer(&'a [u32]),
+    /// A trained linear head (n_labels, hidden): log-softmax of its logits.
+    Linear(&'a Tensor),
+}
+
+impl Head<'_> {
+    /// Per-label log-scores for last-token hidden states (batch, hidden), f32.
+    pub fn log_scores(&self, model: &Llama, last: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Head::Verbalizer(label_ids) => {
+                // Full-vocabulary normaliser at the answer position only: cheap next to the forward.
+                let logprobs = log_softmax_last_dim(&model.logits(last)?)?;
+                let ids = Tensor::new(*label_ids, model.device())?.unsqueeze(0)?.repeat((last.dim(0)?, 1))?;
+                logprobs.gather(&ids.contiguous()?, D::Minus1)
+            }
+            Head::Linear(w) => log_softmax_last_dim(&last.to_dtype(candle_core::DType::F32)?.matmul(&w.t()?)?),
+        }
+    }
+}
+
+/// Score every prompt with the verbalizer; results are in input order.
 pub fn score(model: &Llama, label_ids: &[u32], prompts: &[PromptTokens], opts: ScoreOptions) -> candle_core::Result<Vec<Scored>> {
+    score_head(model, Head::Verbalizer(label_ids), prompts, opts)
+}
+
+/// Score every prompt with `head`; results are in input order.
+pub fn score_head(model: &Llama, head: Head, prompts: &[PromptTokens], opts: ScoreOptions) -> candle_core::Result<Vec<Scored>> {
     let shared = opts.prefix_cache && !prompts.is_empty() && prompts.iter().all(|p| p.prefix == prompts[0].prefix) && !prompts[0].prefix.is_empty();
     let cache: Option<PrefixCache> = if shared { Some(model.prefix_cache(&prompts[0].prefix)?) } else { None };
     let prefix_len = cache.as_ref().map_or(0, |c| c.len);
@@ -94,10 +123,7 @@ pub fn score(model: &Llama, label_ids: &[u32], prompts: &[PromptTokens], opts: S
         let input = Tensor::from_vec(ids, (chunk.len(), width), model.device())?;
         let hidden = model.forward_hidden(&Batch { input_ids: &input, lengths: &lengths }, cache.as_ref(), false)?;
         let last = Llama::last_hidden(&hidden, &lengths)?;
-        // Full-vocabulary normaliser at the answer position only: cheap next to the forward.
-        let logprobs = log_softmax_last_dim(&model.logits(&last)?)?;
-        let ids = Tensor::new(label_ids, model.device())?.unsqueeze(0)?.repeat((chunk.len(), 1))?;
-        let picked: Vec<Vec<f32>> = logprobs.gather(&ids.contiguous()?, D::Minus1)?.to_vec2()?;
+        let picked: Vec<Vec<f32>> = head.log_scores(model, &last)?.to_vec2()?;
         let ms = start.elapsed().as_secs_f64() * 1000.0 / chunk.len() as f64;
         for (row, &i) in chunk.iter().enumerate() {
             out[i] = Some(Scored {

@@ -318,9 +318,17 @@ impl Llama {
 
     /// Run a shared prompt prefix (1, len) once; its keys and values serve every later batch.
     pub fn prefix_cache(&self, prefix_ids: &[u32]) -> Result<PrefixCache> {
+        let cache = self.prefix_kv(prefix_ids, false)?;
+        let layers = cache.layers.into_iter().map(|(k, v)| (k.detach(), v.detach())).collect();
+        Ok(PrefixCache { layers, len: cache.len })
+    }
+
+    /// Keys and values of a prefix shared by a training batch, kept in the autograd graph so the
+    /// adapters get the gradient of all rows through the one prefix pass (exact, and the prefix
+    /// is computed once instead of once per row).
+    pub fn prefix_kv(&self, prefix_ids: &[u32], train: bool) -> Result<PrefixCache> {
         let ids = Tensor::new(prefix_ids, self.device())?.unsqueeze(0)?;
-        let (_, kvs) = self.run(&Batch { input_ids: &ids, lengths: &[prefix_ids.len()] }, None, false)?;
-        let layers = kvs.into_iter().map(|(k, v)| Ok((k.detach(), v.detach()))).collect::<Result<Vec<_>>>()?;
+        let (_, layers) = self.run(&Batch { input_ids: &ids, lengths: &[prefix_ids.len()] }, None, train)?;
         Ok(PrefixCache { layers, len: prefix_ids.len() })
     }
 

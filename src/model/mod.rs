@@ -38,6 +38,41 @@ pub fn parse_dtype(name: &str) -> Result<DType> {
     }
 }
 
+/// The device named by `model.device`: "cpu", "cuda:N", or "auto" (CUDA when wick is built with
+/// the `cuda` feature and a GPU answers, else CPU with a one-line notice).
+pub fn select_device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => {
+            if cfg!(feature = "cuda") {
+                match Device::new_cuda(0) {
+                    Ok(d) => return Ok(d),
+                    Err(e) => eprintln!("wick: no usable CUDA GPU ({}); running on CPU", e.to_string().lines().next().unwrap_or("")),
+                }
+            } else {
+                eprintln!("wick: built without the `cuda` feature; running on CPU");
+            }
+            Ok(Device::Cpu)
+        }
+        other => {
+            let n: usize = other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| Error::Config(format!("model.device = {other:?}: expected auto, cpu or cuda:N")))?;
+            Device::new_cuda(n).map_err(|e| Error::Config(format!("model.device = {other:?}: {e}")))
+        }
+    }
+}
+
+/// The compute dtype for `model.dtype` on `device`: "auto" is f16 on CUDA, f32 on CPU.
+pub fn resolve_dtype(name: &str, device: &Device) -> Result<DType> {
+    match name {
+        "auto" if device.is_cuda() => Ok(DType::F16),
+        "auto" => Ok(DType::F32),
+        other => parse_dtype(other),
+    }
+}
+
 /// Load a model from a GGUF file, an HF folder or a hub id (see [`crate::hub::resolve`]).
 pub fn load(source: &str, dtype: DType, device: &Device) -> Result<LoadedModel> {
     let (raw, tokenizer, chat_template) = match resolve(source)? {
@@ -91,4 +126,56 @@ pub fn export_hf(loaded: &LoadedModel, dir: &Path) -> Result<()> {
         "model_max_length": loaded.model.cfg.max_position_embeddings,
     });
     load::write_atomic(&dir.join("tokenizer_config.json"), &serde_json::to_vec_pretty(&tok_cfg).map_err(|e| Error::Model(e.to_string()))?)
+}
+
+/// Only the tokenizer of a source (for token counts), without loading the weights.
+pub fn tokenizer_for(source: &str) -> Result<Tokenizer> {
+    match resolve(source)? {
+        ModelSource::Gguf(path) => Ok(crate::tokenizer::GgufTokenizer::load(&path)?.tokenizer),
+        ModelSource::HfFolder(files) => Tokenizer::from_file(&files.tokenizer).map_err(|e| Error::Model(format!("{}: {e}", files.tokenizer.display()))),
+    }
+}
+
+/// Human summary of a loaded model: architecture, parameter counts, dtype, vocabulary, special tokens.
+pub fn describe(loaded: &LoadedModel) -> String {
+    let c = &loaded.model.cfg;
+    let special: Vec<String> = loaded
+        .tokenizer
+        .get_added_tokens_decoder()
+        .iter()
+        .filter(|(_, t)| t.special)
+        .map(|(id, t)| (*id, t.content.clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .map(|(id, s)| format!("{s}={id}"))
+        .collect();
+    let millions = |n: usize| format!("{:.2}M", n as f64 / 1e6);
+    format!(
+        "source:            {}\narchitecture:      {} ({} layers, hidden {}, MLP {}, {} query / {} key-value heads, head_dim {})\n\
+         parameters:        {} total = {} embedding + {} non-embedding{}\n\
+         dtype:             {:?} (weights dequantized for training)\nvocabulary:        {} tokens\n\
+         rope theta:        {}\nrms eps:           {}\nmax positions:     {}\n\
+         bos / eos:         {:?} / {:?}\nspecial tokens:    {}\nchat template:     {}\n",
+        loaded.source,
+        c.model_type,
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.head_dim,
+        millions(c.embedding_params() + c.non_embedding_params()),
+        millions(c.embedding_params()),
+        millions(c.non_embedding_params()),
+        if c.tie_word_embeddings { " (LM head tied to the embedding)" } else { "" },
+        loaded.model.dtype(),
+        c.vocab_size,
+        c.rope_theta,
+        c.rms_norm_eps,
+        c.max_position_embeddings,
+        c.bos_token_id,
+        c.eos_token_id,
+        special.join(" "),
+        if loaded.chat_template.is_some() { "yes" } else { "no" },
+    )
 }
