@@ -81,8 +81,9 @@ fn accuracy_macro_f1(gold: &[usize], pred: &[usize], n_labels: usize) -> (f64, f
 }
 
 /// Sum over the micro-batch of −log p(gold), divided by the size of the whole effective batch,
-/// so accumulated micro-batches give exactly the gradient of one large batch.
-fn micro_batch_loss(model: &Llama, head: Head, items: &[&Encoded], effective: usize) -> candle_core::Result<(Tensor, usize)> {
+/// so accumulated micro-batches give exactly the gradient of one large batch. Returns the loss and
+/// the number of tokens run.
+pub fn micro_batch_loss(model: &Llama, head: Head, items: &[&Encoded], effective: usize) -> candle_core::Result<(Tensor, usize)> {
     let device = model.device();
     let shared = items.iter().all(|e| e.prompt.prefix == items[0].prompt.prefix) && !items[0].prompt.prefix.is_empty();
     // A prefix shared by the whole micro-batch runs once (with gradients), not once per row.

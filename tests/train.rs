@@ -1,0 +1,146 @@
+//! Training: accumulation equivalence, PEFT folder contents, kill -9 resume reproducing the same
+//! adapter bit for bit, Ctrl-C, and refusing an incompatible resume. A tiny random Llama with the
+//! real tokenizer keeps each run to seconds.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use common::{TRAIN, tiny_config, tiny_model_dir};
+use wick::config::Config;
+use wick::prompt::Prompter;
+use wick::score::Head;
+use wick::train::batches::encode;
+use wick::train::micro_batch_loss;
+use wick::train::optim::accumulate;
+
+fn wick() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wick"))
+}
+
+fn adapter(dir: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir.join("adapter_model.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn assert_bit_identical(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
+    assert_eq!(a.len(), b.len());
+    for (k, ta) in a {
+        let va: Vec<f32> = ta.flatten_all().unwrap().to_vec1().unwrap();
+        let vb: Vec<f32> = b[k].flatten_all().unwrap().to_vec1().unwrap();
+        assert!(va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{k} differs");
+    }
+}
+
+#[test]
+fn accumulating_4x2_equals_one_batch_of_8() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let model_dir = tiny_model_dir(tmp.path(), 1);
+    let cfg = Config::load(&tiny_config(tmp.path(), &model_dir, TRAIN))?;
+    let mut loaded = wick::model::load(model_dir.to_str().unwrap(), DType::F32, &Device::Cpu)?;
+    loaded.model.add_lora(&["all-linear".into()], 4, 2.0, 0.0, 5)?;
+    // Non-zero B so that every tensor has a gradient to compare.
+    for (name, var) in loaded.model.lora_vars() {
+        if name.ends_with("lora_B.weight") {
+            var.set(&Tensor::randn(0f32, 0.1, var.shape(), &Device::Cpu)?)?;
+        }
+    }
+    let vars = loaded.model.lora_vars();
+    let (splits, _) = wick::data::load_splits(&cfg.data, wick::data::ReadMode::Strict)?;
+    let prompter = Prompter::new(&cfg.prompt, &cfg.data.labels, &loaded.tokenizer, loaded.chat_template.as_deref(), None)?;
+    let (encoded, _) = encode(&prompter, &splits.train[..8], 128)?;
+    let items: Vec<_> = encoded.iter().collect();
+    let head = Head::Verbalizer(prompter.label_token_ids());
+
+    let mut one = vec![None; vars.len()];
+    let (loss, _) = micro_batch_loss(&loaded.model, head, &items, 8)?;
+    accumulate(&mut one, &loss.backward()?, &vars)?;
+    let mut four = vec![None; vars.len()];
+    for micro in items.chunks(2) {
+        let (loss, _) = micro_batch_loss(&loaded.model, head, micro, 8)?;
+        accumulate(&mut four, &loss.backward()?, &vars)?;
+    }
+    for ((name, _), (a, b)) in vars.iter().zip(one.iter().zip(&four)) {
+        let (a, b) = (a.as_ref().expect(name), b.as_ref().expect(name));
+        let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "{name}: max |grad diff| = {diff}");
+    }
+    Ok(())
+}
+
+#[test]
+fn kill_9_then_resume_reproduces_the_uninterrupted_adapter() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let model_dir = tiny_model_dir(tmp.path(), 2);
+    let train = format!("{TRAIN}\nmax_steps = 8\nsave_total_limit = 10");
+    let a_dir = tmp.path().join("a");
+    let b_dir = tmp.path().join("b");
+    std::fs::create_dir_all(&a_dir)?;
+    std::fs::create_dir_all(&b_dir)?;
+    let cfg_a = tiny_config(&a_dir, &model_dir, &train);
+    let cfg_b = tiny_config(&b_dir, &model_dir, &train);
+
+    let status = wick().args(["train", cfg_a.to_str().unwrap(), "--quiet"]).status()?;
+    assert!(status.success());
+    let uninterrupted = adapter(&a_dir.join("ck/run/step-8"));
+
+    // Kill -9 as soon as the first checkpoint exists, mid-run.
+    let mut child = wick().args(["train", cfg_b.to_str().unwrap(), "--quiet"]).stdout(Stdio::null()).spawn()?;
+    let run = b_dir.join("ck/run");
+    let start = Instant::now();
+    while !run.join("step-2/trainer_state.json").exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait()?;
+    assert!(!run.join("step-8").exists(), "the run finished before it was killed");
+    let status = wick().args(["train", cfg_b.to_str().unwrap(), "--quiet", "--resume"]).status()?;
+    assert!(status.success());
+    assert_bit_identical(&uninterrupted, &adapter(&run.join("step-8")));
+
+    // The folder is what PEFT expects.
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("step-8/adapter_config.json"))?)?;
+    for key in ["base_model_name_or_path", "r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "task_type", "peft_type"] {
+        assert!(cfg.get(key).is_some(), "adapter_config.json lacks {key}");
+    }
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["target_modules"].as_array().unwrap().len(), 7);
+    assert!(uninterrupted.contains_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+    assert!(uninterrupted.contains_key("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"));
+    assert_eq!(uninterrupted.len(), 2 * 7 * 2);
+    Ok(())
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_refuses_another_config() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let model_dir = tiny_model_dir(tmp.path(), 3);
+    let train = format!("{}\nmax_steps = 100000", TRAIN.replace("eval_every = 2", "eval_every = 1000"));
+    let cfg = tiny_config(tmp.path(), &model_dir, &train);
+    let mut child = wick().args(["train", cfg.to_str().unwrap(), "--quiet"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let metrics = tmp.path().join("ck/run/metrics.jsonl");
+    let start = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count()) < 3 {
+        assert!(start.elapsed() < Duration::from_secs(120), "training did not start");
+        assert!(child.try_wait()?.is_none(), "wick train exited before Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status()?;
+    let status = child.wait()?;
+    assert_eq!(status.code(), Some(130), "Ctrl-C exits with 130 after saving");
+    let saved = wick::train::state::list_checkpoints(&tmp.path().join("ck/run"));
+    assert_eq!(saved.len(), 1, "one checkpoint saved on Ctrl-C");
+
+    // Same run name, different LoRA rank: refused with a clear line.
+    let text = std::fs::read_to_string(&cfg)?.replace("r = 4", "r = 8");
+    std::fs::write(&cfg, text)?;
+    let out = wick().args(["train", cfg.to_str().unwrap(), "--quiet", "--resume"]).output()?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot resume") && err.contains("[lora]"), "{err}");
+    Ok(())
+}
