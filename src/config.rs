@@ -227,8 +227,6 @@ pub struct TrainConfig {
     pub metric: String,
     /// Keep this many most recent checkpoints (plus the best).
     pub save_total_limit: usize,
-    /// Recompute each layer's activations in the backward pass.
-    pub gradient_checkpointing: bool,
     /// Seed of shuffling, dropout and adapter init.
     pub seed: u64,
 }
@@ -253,7 +251,6 @@ impl Default for TrainConfig {
             patience: 0,
             metric: "accuracy".into(),
             save_total_limit: 2,
-            gradient_checkpointing: false,
             seed: 42,
         }
     }
