@@ -90,7 +90,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One line: candle appends a backtrace to its errors when RUST_BACKTRACE is set.
+            let msg = format!("{e:#}");
+            eprintln!("error: {}", msg.lines().next().unwrap_or("").trim_end_matches(['(', ' ']));
             ExitCode::FAILURE
         }
     }
