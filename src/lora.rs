@@ -164,7 +164,7 @@ impl LoraLinear {
         let in_dim = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        let mut y = crate::ops::frozen_linear(&x2, &self.weight)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }

@@ -234,6 +234,19 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_position(st.step as u64);
+    if st.step == 0 && st.history.is_empty() {
+        // Step 0 is the untrained model under the same prompt and scoring: the zero-shot baseline
+        // (verbalizer head) the adapter has to beat.
+        let head = match &head_var {
+            Some(h) => Head::Linear(h.as_tensor()),
+            None => Head::Verbalizer(&label_ids),
+        };
+        let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels.len(), t.batch_size).map_err(candle("dev evaluation"))?;
+        let record = EvalRecord { step: 0, accuracy, macro_f1, train_loss: None };
+        bar.println(format!("step 0 (before training): dev accuracy {accuracy:.4}  macro-F1 {macro_f1:.4}"));
+        log_line(&metrics_path, &serde_json::json!({"eval": record}))?;
+        st.history.push(record);
+    }
     let session_start = Instant::now();
     let seconds_before = st.train_seconds;
     let mut loss_since_eval = (0.0f64, 0usize);
@@ -298,7 +311,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         let stop_now = interrupted.load(Ordering::SeqCst);
         if st.step % t.eval_every == 0 || st.step == total_steps || stop_now {
             let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels.len(), t.batch_size).map_err(candle("dev evaluation"))?;
-            let record = EvalRecord { step: st.step, accuracy, macro_f1, train_loss: loss_since_eval.0 / loss_since_eval.1.max(1) as f64 };
+            let record = EvalRecord { step: st.step, accuracy, macro_f1, train_loss: Some(loss_since_eval.0 / loss_since_eval.1.max(1) as f64) };
             loss_since_eval = (0.0, 0);
             let metric = if t.metric == "macro_f1" { macro_f1 } else { accuracy };
             if st.best_metric.is_none_or(|b| metric > b) {
@@ -308,7 +321,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             } else {
                 st.evals_since_best += 1;
             }
-            bar.println(format!("step {}: dev accuracy {:.4}  macro-F1 {:.4}  train loss {:.4}", st.step, accuracy, macro_f1, record.train_loss));
+            bar.println(format!("step {}: dev accuracy {:.4}  macro-F1 {:.4}  train loss {:.4}", st.step, accuracy, macro_f1, record.train_loss.unwrap_or(f64::NAN)));
             log_line(&metrics_path, &serde_json::json!({"eval": record}))?;
             st.history.push(record);
             let (seed, pos) = loaded.model.dropout_rng().state();

@@ -53,8 +53,8 @@ pub struct EvalRecord {
     pub accuracy: f64,
     /// Dev macro-F1.
     pub macro_f1: f64,
-    /// Mean training loss since the previous evaluation.
-    pub train_loss: f64,
+    /// Mean training loss since the previous evaluation (none before training).
+    pub train_loss: Option<f64>,
 }
 
 /// Name of the checkpoint folder of `step`.
