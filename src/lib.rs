@@ -8,5 +8,7 @@ pub mod tokenizer;
 pub mod lora;
 pub mod model;
 pub mod ops;
+pub mod train;
 pub mod prompt;
 pub mod score;
+pub mod checkpoint;
