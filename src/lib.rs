@@ -12,3 +12,6 @@ pub mod train;
 pub mod prompt;
 pub mod score;
 pub mod checkpoint;
+pub mod metrics;
+pub mod baseline;
+pub mod eval;

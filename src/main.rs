@@ -25,6 +25,12 @@ enum Command {
     Model(ModelCommand),
     /// Train a LoRA adapter as the config says (resumable).
     Train(TrainArgs),
+    /// Score prompt-only strategies on the frozen model (zero-shot, few-shot, calibrated, retrieval).
+    Baseline(wick::eval::BaselineArgs),
+    /// Metrics of a trained checkpoint on a split or any data file.
+    Eval(wick::eval::EvalArgs),
+    /// Label and probability for texts, from a checkpoint or a prompt strategy.
+    Predict(wick::eval::PredictArgs),
     /// Validate a config file and print it with every default filled in.
     Config {
         /// Path to the TOML run config.
@@ -128,6 +134,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wick::model::export_hf(&loaded, &dir)?;
             println!("wrote {} (config.json, model.safetensors, tokenizer.json, tokenizer_config.json)", dir.display());
         }
+        Command::Baseline(args) => wick::eval::run_baseline(&args)?,
+        Command::Eval(args) => wick::eval::run_eval(&args)?,
+        Command::Predict(args) => wick::eval::run_predict(&args)?,
         Command::Train(args) => {
             let mut cfg = Config::load(&args.config)?;
             if let Some(n) = args.max_steps {

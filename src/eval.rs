@@ -1,0 +1,447 @@
+//! The `wick baseline`, `wick eval` and `wick predict` commands: score prompt-only strategies on
+//! the frozen base model, or a LoRA checkpoint, on a split or any data file, and write
+//! metrics.json + predictions.jsonl under the run folder.
+
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::Tensor;
+use sha2::{Digest, Sha256};
+
+use crate::baseline::{BaselineOptions, Baselines, CONTENT_FREE, CacheCheck, DEMO_ORDERS, Memo, RetrievalIndex, Strategy, VariantRun};
+use crate::checkpoint::{base_fingerprint, load_adapter, read_run, resolve_checkpoint_dir};
+use crate::config::{Config, ModelConfig};
+use crate::error::{Error, Result};
+use crate::metrics::{TableRow, render_detail, render_table};
+use crate::model::LoadedModel;
+use crate::score::{Head, ScoreOptions, score_head};
+
+use report::{CalibrationInfo, DemoOut, RetrievalInfo, load_eval_set, summarize, write_outputs};
+pub use report::{DataArgs, Report};
+
+/// `wick baseline`: score prompt-only strategies with the frozen base model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BaselineArgs {
+    /// Path to the TOML run config.
+    pub config: PathBuf,
+    /// "all", or a comma-separated list of zero-shot, few-shot, calibrated, retrieval.
+    #[arg(long, default_value = "all")]
+    pub strategy: String,
+    /// Split to score: train, dev or test.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// A data file to score instead of the split.
+    #[command(flatten)]
+    pub data_args: DataArgs,
+    /// Score only N examples (the first N of a split; a seeded sample of N from a --data file).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Examples per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// What `calibrated` calibrates: zero-shot or few-shot.
+    #[arg(long, default_value = "zero-shot")]
+    pub calibrate_on: String,
+    /// Retrieve from a seeded sample of N train examples (default: the whole train split).
+    #[arg(long, value_name = "N")]
+    pub retrieval_pool: Option<usize>,
+}
+
+/// `wick eval`: score a LoRA checkpoint (verbalizer or linear head).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// A checkpoint folder, or a run folder whose `best` file names one.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// Split to score: train, dev or test.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// A data file to score instead of the split.
+    #[command(flatten)]
+    pub data_args: DataArgs,
+    /// Take the [data] and [output] sections from this config instead of the checkpoint's.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Score only N examples (the first N of a split; a seeded sample of N from a --data file).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Examples per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+}
+
+/// `wick predict`: label texts with a checkpoint or a prompt-only strategy.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PredictArgs {
+    /// A checkpoint folder (or run folder with a `best` file).
+    #[arg(long, value_name = "DIR", conflicts_with = "strategy", required_unless_present = "strategy")]
+    pub checkpoint: Option<PathBuf>,
+    /// A prompt-only strategy on the base model (zero-shot, few-shot, calibrated, retrieval); needs --config.
+    #[arg(long, requires = "config")]
+    pub strategy: Option<String>,
+    /// Run config (for --strategy).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A file with one text per line.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Examples per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// What `calibrated` calibrates: zero-shot or few-shot.
+    #[arg(long, default_value = "zero-shot")]
+    pub calibrate_on: String,
+    /// Retrieve from a seeded sample of N train examples (default: the whole train split).
+    #[arg(long, value_name = "N")]
+    pub retrieval_pool: Option<usize>,
+    /// Texts to label.
+    pub texts: Vec<String>,
+}
+
+/// Load the model a `[model]` section names, on its device and dtype.
+pub fn load_model(cfg: &ModelConfig) -> Result<LoadedModel> {
+    let device = crate::model::select_device(&cfg.device)?;
+    let dtype = crate::model::resolve_dtype(&cfg.dtype, &device)?;
+    crate::model::load(&cfg.source, dtype, &device)
+}
+
+fn device_name(loaded: &LoadedModel) -> String {
+    format!("{:?} {:?}", loaded.model.device(), loaded.model.dtype()).to_lowercase()
+}
+
+/// The train split's retrieval index, read from `dir` when it was built for the same weights,
+/// texts and length limit, else built and saved there.
+pub fn cached_index(
+    loaded: &LoadedModel,
+    cfg: &Config,
+    texts: &[&str],
+    batch_size: usize,
+    dir: &Path,
+) -> Result<(RetrievalIndex, RetrievalInfo)> {
+    let mut h = Sha256::new();
+    h.update(base_fingerprint(&loaded.model)?.as_bytes());
+    h.update(cfg.train.max_seq_len.to_le_bytes());
+    for t in texts {
+        h.update(t.as_bytes());
+        h.update([0u8]);
+    }
+    let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let (file, key_file) = (dir.join("retrieval-index.safetensors"), dir.join("retrieval-index.key"));
+    let hidden = loaded.model.cfg.hidden_size;
+    if std::fs::read_to_string(&key_file).is_ok_and(|k| k.trim() == key) {
+        let loaded_index = candle_core::safetensors::load(&file, loaded.model.device()).ok().and_then(|mut t| t.remove("embeddings"));
+        if let Some(emb) = loaded_index.filter(|e| e.dims() == [texts.len(), hidden]) {
+            let info = RetrievalInfo {
+                index_size: texts.len(),
+                train_size: texts.len(),
+                index_seconds: 0.0,
+                index_from_cache: true,
+                nearest_label_accuracy: None,
+            };
+            return Ok((RetrievalIndex { embeddings: emb }, info));
+        }
+    }
+    eprintln!("building the retrieval index of {} train texts (cached in {} afterwards)", texts.len(), dir.display());
+    let start = Instant::now();
+    let index = RetrievalIndex::build(&loaded.model, &loaded.tokenizer, texts, batch_size, cfg.train.max_seq_len)?;
+    let seconds = start.elapsed().as_secs_f64();
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let cpu = index
+        .embeddings
+        .to_device(&candle_core::Device::Cpu)
+        .map_err(|source| Error::Candle { context: "saving the retrieval index".into(), source })?;
+    let tensors = std::collections::HashMap::from([("embeddings".to_string(), cpu)]);
+    crate::model::load::save_safetensors_atomic(&file, &tensors)?;
+    crate::model::load::write_atomic(&key_file, key.as_bytes())?;
+    Ok((
+        index,
+        RetrievalInfo {
+            index_size: texts.len(),
+            train_size: texts.len(),
+            index_seconds: seconds,
+            index_from_cache: false,
+            nearest_label_accuracy: None,
+        },
+    ))
+}
+
+fn print_cache(name: &str, c: &CacheCheck) {
+    println!(
+        "prefix cache ({name}): {} examples, {} shared prefix tokens, max |cached - uncached| = {:.1e}, {:.1} vs {:.1} examples/s ({:.2}x)",
+        c.examples, c.prefix_tokens, c.max_abs_diff, c.cached_examples_per_s, c.uncached_examples_per_s, c.speedup
+    );
+}
+
+/// `wick baseline CONFIG`: score each strategy on a split or file and write its outputs under
+/// `run_dir/baseline/<strategy>/<split-or-file-stem>/`.
+pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(&args.config)?;
+    let strategies = Strategy::parse_list(&args.strategy)?;
+    let calibrate_on: Strategy = args.calibrate_on.parse()?;
+    let needs_train = strategies.iter().any(|s| matches!(s, Strategy::FewShot | Strategy::Retrieval))
+        || (strategies.contains(&Strategy::Calibrated) && calibrate_on == Strategy::FewShot);
+    let (set, train) = load_eval_set(&cfg, &args.split, &args.data_args, args.limit, needs_train)?;
+    if needs_train {
+        // Fail before the model load when the demonstrations cannot be drawn.
+        crate::baseline::check_k_shot(cfg.prompt.k_shot, train.len())?;
+    }
+    let loaded = load_model(&cfg.model)?;
+    let opts = BaselineOptions { batch_size: args.batch_size, calibrate_on, all_variants: true, retrieval_pool: args.retrieval_pool };
+    let mut baselines = Baselines::new(&loaded, &cfg, &train, opts)?;
+    baselines.check(&strategies)?;
+    let base_dir = cfg.run_dir().join("baseline");
+    let mut retrieval = None;
+    if strategies.contains(&Strategy::Retrieval) {
+        let (index, mut info) = cached_index(&loaded, &cfg, &baselines.pool_texts(), args.batch_size, &base_dir)?;
+        info.train_size = train.len();
+        baselines = baselines.with_index(index);
+        retrieval = Some(info);
+    }
+    let texts: Vec<String> = set.examples.iter().map(|e| e.text.clone()).collect();
+    let gold: Vec<usize> = set.examples.iter().map(|e| e.label).collect();
+    let labels = &cfg.data.labels;
+    let mut memo = Memo::default();
+    let mut checks: BTreeMap<&'static str, CacheCheck> = BTreeMap::new();
+    let mut reports = Vec::new();
+    for &strategy in &strategies {
+        let orders = strategy == Strategy::FewShot || (strategy == Strategy::Calibrated && calibrate_on == Strategy::FewShot);
+        let extra = if orders { format!(" (+{} demonstration orders)", DEMO_ORDERS - 1) } else { String::new() };
+        eprintln!("{strategy}: {} examples of {} x {} templates{extra}", texts.len(), set.source, baselines.prompters().len());
+        let run = baselines.run_strategy(strategy, &texts, &mut memo)?;
+        let base = if strategy == Strategy::Calibrated { calibrate_on } else { strategy };
+        if base != Strategy::Retrieval
+            && !checks.contains_key(base.name())
+            && let Some(c) = baselines.cache_check(base, &texts)?
+        {
+            checks.insert(base.name(), c);
+        }
+        let (metrics, templates, consistency) = summarize(&run.variants, &gold, labels).context("no prompt was scored")?;
+        let (orders, order_consistency) = match summarize(&run.orders, &gold, labels) {
+            Some((_, o, c)) if run.orders.len() > 1 => (o, c),
+            _ => (Vec::new(), None),
+        };
+        let report = Report {
+            command: "baseline".into(),
+            method: strategy.name().into(),
+            checkpoint: None,
+            data: set.source.clone(),
+            n: texts.len(),
+            limit: args.limit,
+            model: cfg.model.source.clone(),
+            device: device_name(&loaded),
+            labels: labels.clone(),
+            metrics,
+            templates,
+            consistency,
+            orders,
+            order_consistency,
+            truncated: run.variants[0].truncated,
+            prefix_cache: checks.get(base.name()).cloned(),
+            calibration: (strategy == Strategy::Calibrated).then(|| CalibrationInfo {
+                base: calibrate_on.name().into(),
+                content_free_inputs: CONTENT_FREE.iter().map(|s| s.to_string()).collect(),
+                p_cf: run.content_free.clone(),
+            }),
+            demos: run
+                .demos
+                .iter()
+                .map(|d| DemoOut { text: d.text.clone(), label: labels.get(d.label).cloned().unwrap_or_default() })
+                .collect(),
+            retrieval: if strategy == Strategy::Retrieval {
+                retrieval.clone().map(|info| {
+                    let hits = run.neighbour_labels.iter().zip(&gold).filter(|(n, g)| n.last() == Some(*g)).count();
+                    RetrievalInfo { nearest_label_accuracy: Some(hits as f64 / gold.len().max(1) as f64), ..info }
+                })
+            } else {
+                None
+            },
+            seconds: run.seconds,
+        };
+        let dir = base_dir.join(strategy.name()).join(&set.name);
+        write_outputs(&dir, &report, &set.examples, &run.variants[0])?;
+        eprintln!("  {:.1}s, wrote {}", run.seconds, dir.display());
+        reports.push(report);
+    }
+    let rows: Vec<TableRow> =
+        reports.iter().map(|r| TableRow { name: r.method.clone(), metrics: &r.metrics, consistency: r.consistency.as_ref() }).collect();
+    println!("{} on {} ({} examples)", cfg.model.source, set.source, texts.len());
+    println!("{}", render_table(&rows));
+    for (name, c) in &checks {
+        print_cache(name, c);
+    }
+    Ok(())
+}
+
+/// A checkpoint's model with its adapter attached, the config it was trained with (data and
+/// output sections optionally overridden) and its linear head, if any.
+fn load_checkpoint(checkpoint: &Path, override_cfg: Option<&Path>) -> anyhow::Result<(PathBuf, Config, LoadedModel, Option<Tensor>)> {
+    let dir = resolve_checkpoint_dir(checkpoint)?;
+    let mut cfg = read_run(&dir)?.config;
+    if let Some(path) = override_cfg {
+        let o = Config::load(path)?;
+        cfg.data = o.data;
+        cfg.output = o.output;
+    }
+    let mut loaded = load_model(&cfg.model)?;
+    let head = load_adapter(&dir, &mut loaded.model)?;
+    if let Some(h) = &head
+        && h.dims() != [cfg.data.labels.len(), loaded.model.cfg.hidden_size]
+    {
+        anyhow::bail!(
+            "{}: linear head has shape {:?}, expected [{}, {}]",
+            dir.display(),
+            h.dims(),
+            cfg.data.labels.len(),
+            loaded.model.cfg.hidden_size
+        );
+    }
+    Ok((dir, cfg, loaded, head))
+}
+
+/// Every template's results for the tuned model: verbalizer (label words) or linear head.
+fn score_tuned(
+    baselines: &Baselines,
+    loaded: &LoadedModel,
+    head: Option<&Tensor>,
+    texts: &[String],
+    batch_size: usize,
+    all: bool,
+) -> Result<Vec<VariantRun>> {
+    let Some(head) = head else {
+        let mut memo = Memo::default();
+        let run = if all {
+            baselines.run_strategy(Strategy::ZeroShot, texts, &mut memo)?.variants
+        } else {
+            vec![baselines.predict(Strategy::ZeroShot, texts)?]
+        };
+        return Ok(run);
+    };
+    let prompters = if all { baselines.prompters() } else { &baselines.prompters()[..1] };
+    let mut out = Vec::new();
+    for (name, prompter) in prompters {
+        let (prompts, _) = baselines.prompts(prompter, &|_| Vec::new(), texts)?;
+        let opts = ScoreOptions { batch_size: batch_size.max(1), max_len: usize::MAX, prefix_cache: true };
+        let scored = score_head(&loaded.model, Head::Linear(head), &prompts, opts)
+            .map_err(|source| Error::Candle { context: "scoring with the linear head".into(), source })?;
+        out.push(VariantRun::from_scored(name.clone(), &scored, None));
+    }
+    Ok(out)
+}
+
+/// `wick eval --checkpoint DIR`: score a checkpoint on a split or file and write its outputs
+/// under `run_dir/eval/<checkpoint-step>/<split-or-file-stem>/`.
+pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
+    let (dir, cfg, loaded, head) = load_checkpoint(&args.checkpoint, args.config.as_deref())?;
+    let (set, _) = load_eval_set(&cfg, &args.split, &args.data_args, args.limit, false)?;
+    let opts = BaselineOptions { batch_size: args.batch_size, ..BaselineOptions::default() };
+    let baselines = Baselines::new(&loaded, &cfg, &[], opts)?;
+    let texts: Vec<String> = set.examples.iter().map(|e| e.text.clone()).collect();
+    let gold: Vec<usize> = set.examples.iter().map(|e| e.label).collect();
+    let labels = &cfg.data.labels;
+    let method = if head.is_some() { "linear" } else { "verbalizer" };
+    eprintln!("{} ({method}): {} examples of {} x {} templates", dir.display(), texts.len(), set.source, baselines.prompters().len());
+    let start = Instant::now();
+    let variants = score_tuned(&baselines, &loaded, head.as_ref(), &texts, args.batch_size, true)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let prefix_cache = if head.is_none() { baselines.cache_check(Strategy::ZeroShot, &texts)? } else { None };
+    let (metrics, templates, consistency) = summarize(&variants, &gold, labels).context("no prompt was scored")?;
+    let step = dir.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
+    let report = Report {
+        command: "eval".into(),
+        method: method.into(),
+        checkpoint: Some(dir.display().to_string()),
+        data: set.source.clone(),
+        n: texts.len(),
+        limit: args.limit,
+        model: cfg.model.source.clone(),
+        device: device_name(&loaded),
+        labels: labels.clone(),
+        metrics,
+        templates,
+        consistency,
+        orders: Vec::new(),
+        order_consistency: None,
+        truncated: variants[0].truncated,
+        prefix_cache,
+        calibration: None,
+        demos: Vec::new(),
+        retrieval: None,
+        seconds,
+    };
+    let out = cfg.run_dir().join("eval").join(&step).join(&set.name);
+    write_outputs(&out, &report, &set.examples, &variants[0])?;
+    println!("{} ({method}) on {} ({} examples)", dir.display(), set.source, texts.len());
+    println!(
+        "{}",
+        render_table(&[TableRow {
+            name: format!("{step} ({method})"),
+            metrics: &report.metrics,
+            consistency: report.consistency.as_ref()
+        }])
+    );
+    println!("{}", render_detail(&report.metrics));
+    if let Some(c) = &report.prefix_cache {
+        print_cache("verbalizer", c);
+    }
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// The texts to predict: positional ones, then one per non-empty line of `--input`.
+fn predict_texts(args: &PredictArgs) -> anyhow::Result<Vec<String>> {
+    let mut texts: Vec<String> = args.texts.iter().filter(|t| !t.trim().is_empty()).cloned().collect();
+    if let Some(path) = &args.input {
+        let content = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        texts.extend(content.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+    }
+    if texts.is_empty() {
+        anyhow::bail!("nothing to predict: give texts as arguments or --input FILE (one text per line)");
+    }
+    Ok(texts)
+}
+
+/// `wick predict`: print the predicted label and its probability for each text.
+pub fn run_predict(args: &PredictArgs) -> anyhow::Result<()> {
+    let texts = predict_texts(args)?;
+    let (labels, run) = match (&args.checkpoint, &args.strategy) {
+        (Some(ckpt), None) => {
+            let (_, cfg, loaded, head) = load_checkpoint(ckpt, None)?;
+            let baselines =
+                Baselines::new(&loaded, &cfg, &[], BaselineOptions { batch_size: args.batch_size, ..BaselineOptions::default() })?;
+            let run = score_tuned(&baselines, &loaded, head.as_ref(), &texts, args.batch_size, false)?;
+            (cfg.data.labels.clone(), run)
+        }
+        (None, Some(name)) => {
+            let path = args.config.as_ref().context("--strategy needs --config CONFIG")?;
+            let cfg = Config::load(path)?;
+            let strategy: Strategy = name.parse()?;
+            let calibrate_on: Strategy = args.calibrate_on.parse()?;
+            let needs_train = matches!(strategy, Strategy::FewShot | Strategy::Retrieval)
+                || (strategy == Strategy::Calibrated && calibrate_on == Strategy::FewShot);
+            let train = if needs_train { crate::data::load_splits(&cfg.data, crate::data::ReadMode::Strict)?.0.train } else { Vec::new() };
+            let loaded = load_model(&cfg.model)?;
+            let opts =
+                BaselineOptions { batch_size: args.batch_size, calibrate_on, all_variants: false, retrieval_pool: args.retrieval_pool };
+            let mut baselines = Baselines::new(&loaded, &cfg, &train, opts)?;
+            baselines.check(&[strategy])?;
+            if strategy == Strategy::Retrieval {
+                let index = cached_index(&loaded, &cfg, &baselines.pool_texts(), args.batch_size, &cfg.run_dir().join("baseline"))?.0;
+                baselines = baselines.with_index(index);
+            }
+            let run = baselines.predict(strategy, &texts)?;
+            (cfg.data.labels.clone(), vec![run])
+        }
+        _ => anyhow::bail!("give either --checkpoint DIR or --strategy NAME --config CONFIG"),
+    };
+    let main = run.first().context("no prompt was scored")?;
+    let width = labels.iter().map(String::len).max().unwrap_or(0);
+    for ((text, &pred), probs) in texts.iter().zip(&main.predicted).zip(&main.probs) {
+        let label = labels.get(pred).map_or("?", String::as_str);
+        println!("{label:<width$}  {:.3}  {text}", probs.get(pred).copied().unwrap_or(0.0));
+    }
+    Ok(())
+}
