@@ -1,6 +1,6 @@
 //! Time one forward (no grad) and one forward+backward LoRA step on the real model, 16 × 64 tokens.
-use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
+use std::time::Instant;
 use wick::model::{Batch, Llama};
 
 fn main() -> anyhow::Result<()> {
@@ -24,7 +24,11 @@ fn main() -> anyhow::Result<()> {
         let g = loss.backward()?;
         let total = s.elapsed().as_secs_f64();
         drop(g);
-        println!("forward {fwd:.2}s  train-forward {f2:.2}s  forward+backward {total:.2}s  ratio {:.2}  train tok/s {:.0}", total / fwd, (b * t) as f64 / total);
+        println!(
+            "forward {fwd:.2}s  train-forward {f2:.2}s  forward+backward {total:.2}s  ratio {:.2}  train tok/s {:.0}",
+            total / fwd,
+            (b * t) as f64 / total
+        );
     }
     Ok(())
 }

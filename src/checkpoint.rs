@@ -137,7 +137,8 @@ pub fn load_adapter(dir: &Path, model: &mut Llama) -> Result<Option<Tensor>> {
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
     let adapter: AdapterConfig = serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: {e}", cfg_path.display())))?;
     let weights = dir.join(ADAPTER_WEIGHTS);
-    let tensors = candle_core::safetensors::load(&weights, model.device()).map_err(|e| Error::Model(format!("{}: {e}", weights.display())))?;
+    let tensors =
+        candle_core::safetensors::load(&weights, model.device()).map_err(|e| Error::Model(format!("{}: {e}", weights.display())))?;
     let scale = lora_scale(adapter.lora_alpha, adapter.r, adapter.use_rslora);
     let n = model.set_lora(&tensors, scale, adapter.lora_dropout)?;
     if n == 0 {

@@ -47,11 +47,7 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self {
-            source: "assets/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
-            dtype: "auto".into(),
-            device: "auto".into(),
-        }
+        Self { source: "assets/SmolLM2-135M-Instruct.Q4_1.gguf".into(), dtype: "auto".into(), device: "auto".into() }
     }
 }
 
@@ -140,10 +136,8 @@ pub struct PromptConfig {
 
 impl Default for PromptConfig {
     fn default() -> Self {
-        let label_words = [("negative", " negative"), ("positive", " positive")]
-            .into_iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        let label_words =
+            [("negative", " negative"), ("positive", " positive")].into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         Self {
             system: "You are a helpful assistant that classifies the sentiment of movie reviews.".into(),
             template: "Is the sentiment of this review positive or negative?\nReview: {text}\nAnswer with one word.".into(),
@@ -179,13 +173,7 @@ pub struct LoraConfig {
 
 impl Default for LoraConfig {
     fn default() -> Self {
-        Self {
-            r: 8,
-            alpha: 16.0,
-            dropout: 0.05,
-            target_modules: vec!["all-linear".into()],
-            use_rslora: false,
-        }
+        Self { r: 8, alpha: 16.0, dropout: 0.05, target_modules: vec!["all-linear".into()], use_rslora: false }
     }
 }
 
@@ -404,7 +392,9 @@ impl Config {
         if !["accuracy", "macro_f1"].contains(&t.metric.as_str()) {
             return Err(format!("train.metric = {:?}: expected accuracy or macro_f1", t.metric));
         }
-        for (key, v) in [("batch_size", t.batch_size), ("grad_accum", t.grad_accum), ("max_seq_len", t.max_seq_len), ("eval_every", t.eval_every)] {
+        for (key, v) in
+            [("batch_size", t.batch_size), ("grad_accum", t.grad_accum), ("max_seq_len", t.max_seq_len), ("eval_every", t.eval_every)]
+        {
             if v == 0 {
                 return Err(format!("train.{key} must be at least 1"));
             }
@@ -441,10 +431,7 @@ fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
 
 /// ", did you mean `x`?" for the closest candidate, or the list of valid keys when none is close.
 pub fn suggest(word: &str, candidates: &[&str]) -> String {
-    let best = candidates
-        .iter()
-        .map(|c| (strsim::normalized_damerau_levenshtein(word, c), *c))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let best = candidates.iter().map(|c| (strsim::normalized_damerau_levenshtein(word, c), *c)).max_by(|a, b| a.0.total_cmp(&b.0));
     match best {
         Some((score, c)) if score >= 0.4 => format!(", did you mean `{c}`?"),
         _ if !candidates.is_empty() => format!(" (valid: {})", candidates.join(", ")),

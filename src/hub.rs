@@ -109,14 +109,8 @@ pub fn parse_hub_ref(source: &str) -> Option<HubRef> {
     let rev_ok = !revision.is_empty()
         && !revision.split('/').any(|p| p.is_empty() || p == "." || p == "..")
         && revision.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
-    let file_ok = file.is_none_or(|f| {
-        !f.is_empty() && !f.starts_with('/') && !f.split('/').any(|p| p.is_empty() || p == "..")
-    });
-    (rev_ok && file_ok).then(|| HubRef {
-        repo_id: repo_id.to_string(),
-        revision: revision.to_string(),
-        file: file.map(String::from),
-    })
+    let file_ok = file.is_none_or(|f| !f.is_empty() && !f.starts_with('/') && !f.split('/').any(|p| p.is_empty() || p == ".."));
+    (rev_ok && file_ok).then(|| HubRef { repo_id: repo_id.to_string(), revision: revision.to_string(), file: file.map(String::from) })
 }
 
 fn is_truthy(v: &str) -> bool {
@@ -163,9 +157,7 @@ pub fn resolve_with_cache(source: &str, cache_dir: &Path, offline: bool) -> Resu
         return resolve_local(path);
     }
     let Some(hub) = parse_hub_ref(source) else {
-        return Err(Error::Model(format!(
-            "{source}: no such file or folder, and not a hub id (org/name[@revision][:file.gguf])"
-        )));
+        return Err(Error::Model(format!("{source}: no such file or folder, and not a hub id (org/name[@revision][:file.gguf])")));
     };
     if hub.file.is_none() && hub.repo_id.ends_with(".gguf") {
         return Err(Error::Model(format!("{source}: no such file")));
@@ -175,9 +167,9 @@ pub fn resolve_with_cache(source: &str, cache_dir: &Path, offline: bool) -> Resu
     }
     match resolve_online(&hub, cache_dir) {
         Ok(found) => Ok(found),
-        Err(online) => resolve_cached(&hub, cache_dir, false).map_err(|_| online).inspect(|_| {
-            tracing::warn!("{hub}: hub not reachable, using the local cache in {}", cache_dir.display())
-        }),
+        Err(online) => resolve_cached(&hub, cache_dir, false)
+            .map_err(|_| online)
+            .inspect(|_| tracing::warn!("{hub}: hub not reachable, using the local cache in {}", cache_dir.display())),
     }
 }
 
@@ -218,8 +210,8 @@ fn hub_gguf_hint(hub: &HubRef, gguf: Option<&str>) -> String {
 /// The shard file names of a `model.safetensors.index.json`, sorted and deduplicated.
 pub fn shard_names(index: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Model(format!("{}: invalid JSON: {e}", index.display())))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: invalid JSON: {e}", index.display())))?;
     let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
         return Err(Error::Model(format!("{}: no `weight_map` object", index.display())));
     };
@@ -243,35 +235,19 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
 fn hf_folder(dir: &Path) -> Result<HfFiles> {
     let need = |name: &str, hint: &str| -> Result<PathBuf> {
         let p = dir.join(name);
-        if p.is_file() {
-            Ok(p)
-        } else {
-            Err(Error::Model(format!("{}: HF model folder has no {name}{hint}", dir.display())))
-        }
+        if p.is_file() { Ok(p) } else { Err(Error::Model(format!("{}: HF model folder has no {name}{hint}", dir.display()))) }
     };
     let optional = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
     let config = need(CONFIG, &gguf_hint(dir))?;
     let weights = if let Some(single) = optional(WEIGHTS) {
         vec![single]
     } else if let Some(index) = optional(WEIGHTS_INDEX) {
-        shard_names(&index)?
-            .iter()
-            .map(|n| need(n, &format!(" (listed in {WEIGHTS_INDEX})")))
-            .collect::<Result<Vec<_>>>()?
+        shard_names(&index)?.iter().map(|n| need(n, &format!(" (listed in {WEIGHTS_INDEX})"))).collect::<Result<Vec<_>>>()?
     } else {
-        return Err(Error::Model(format!(
-            "{}: HF model folder has no {WEIGHTS} (nor {WEIGHTS_INDEX})",
-            dir.display()
-        )));
+        return Err(Error::Model(format!("{}: HF model folder has no {WEIGHTS} (nor {WEIGHTS_INDEX})", dir.display())));
     };
     let tokenizer = need(TOKENIZER, "")?;
-    Ok(HfFiles {
-        config,
-        weights,
-        tokenizer,
-        tokenizer_config: optional(TOKENIZER_CONFIG),
-        chat_template: optional(CHAT_TEMPLATE),
-    })
+    Ok(HfFiles { config, weights, tokenizer, tokenizer_config: optional(TOKENIZER_CONFIG), chat_template: optional(CHAT_TEMPLATE) })
 }
 
 /// The snapshot folder of `hub` in the on-disk cache, or `None`.
@@ -287,32 +263,21 @@ fn snapshot_dir(cache: &Cache, hub: &HubRef) -> Option<PathBuf> {
 /// A file of `hub` in the on-disk cache, or `None`.
 fn cached_file(cache: &Cache, hub: &HubRef, file: &str) -> Option<PathBuf> {
     let repo = Repo::with_revision(hub.repo_id.clone(), RepoType::Model, hub.revision.clone());
-    cache
-        .repo(repo)
-        .get(file)
-        .or_else(|| snapshot_dir(cache, hub).map(|d| d.join(file)).filter(|p| p.exists()))
+    cache.repo(repo).get(file).or_else(|| snapshot_dir(cache, hub).map(|d| d.join(file)).filter(|p| p.exists()))
 }
 
 fn resolve_cached(hub: &HubRef, cache_dir: &Path, offline: bool) -> Result<ModelSource> {
     let cache = Cache::new(cache_dir.to_path_buf());
     let why = if offline { " (HF_HUB_OFFLINE is set, so nothing is downloaded)" } else { "" };
-    let not_cached = |file: &str| {
-        Error::Model(format!(
-            "{}@{}: {file} is not in the hub cache {}{why}",
-            hub.repo_id,
-            hub.revision,
-            cache_dir.display()
-        ))
-    };
+    let not_cached =
+        |file: &str| Error::Model(format!("{}@{}: {file} is not in the hub cache {}{why}", hub.repo_id, hub.revision, cache_dir.display()));
     let get = |file: &str| cached_file(&cache, hub, file).ok_or_else(|| not_cached(file));
     if let Some(file) = &hub.file {
         return gguf_name(hub, file).and_then(|_| get(file)).map(ModelSource::Gguf);
     }
-    let config = get(CONFIG).map_err(|e| {
-        match snapshot_dir(&cache, hub).and_then(|d| first_gguf(&d)) {
-            Some(g) => Error::Model(format!("{hub}: cached repo has no {CONFIG}{}", hub_gguf_hint(hub, Some(&g)))),
-            None => e,
-        }
+    let config = get(CONFIG).map_err(|e| match snapshot_dir(&cache, hub).and_then(|d| first_gguf(&d)) {
+        Some(g) => Error::Model(format!("{hub}: cached repo has no {CONFIG}{}", hub_gguf_hint(hub, Some(&g)))),
+        None => e,
     })?;
     let weights = match cached_file(&cache, hub, WEIGHTS) {
         Some(single) => vec![single],
@@ -348,9 +313,7 @@ fn resolve_online(hub: &HubRef, cache_dir: &Path) -> Result<ModelSource> {
     }
     let api = builder.build().map_err(|e| Error::Model(format!("{hub}: cannot start the hub client: {e}")))?;
     let repo = api.repo(Repo::with_revision(hub.repo_id.clone(), RepoType::Model, hub.revision.clone()));
-    let fetch = |file: &str| -> Result<PathBuf> {
-        repo.get(file).map_err(|e| Error::Model(format!("{hub}: cannot fetch {file}: {e}")))
-    };
+    let fetch = |file: &str| -> Result<PathBuf> { repo.get(file).map_err(|e| Error::Model(format!("{hub}: cannot fetch {file}: {e}"))) };
     if let Some(file) = &hub.file {
         return fetch(gguf_name(hub, file)?).map(ModelSource::Gguf);
     }

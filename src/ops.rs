@@ -126,7 +126,12 @@ struct FrozenMatmul {
 }
 
 impl FrozenMatmul {
-    fn run<S: candle_core::backend::BackendStorage>(&self, x: &S, layout: &candle_core::Layout, pick: impl Fn(&candle_core::Storage) -> Option<&S>) -> Result<(S, candle_core::Shape)> {
+    fn run<S: candle_core::backend::BackendStorage>(
+        &self,
+        x: &S,
+        layout: &candle_core::Layout,
+        pick: impl Fn(&candle_core::Storage) -> Option<&S>,
+    ) -> Result<(S, candle_core::Shape)> {
         let (m, k) = layout.shape().dims2()?;
         let wt = self.weight.t()?;
         let n = wt.dim(1)?;
@@ -149,7 +154,11 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, x: &candle_core::CudaStorage, layout: &candle_core::Layout) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
         self.run(x, layout, |s| match s {
             candle_core::Storage::Cuda(c) => Some(c),
             _ => None,

@@ -53,7 +53,13 @@ pub struct Prompter {
 
 impl Prompter {
     /// Build from the `[prompt]` config; `template` overrides `prompt.template` (for variants).
-    pub fn new(cfg: &PromptConfig, labels: &[String], tokenizer: &Tokenizer, chat_template: Option<&str>, template: Option<&str>) -> Result<Self> {
+    pub fn new(
+        cfg: &PromptConfig,
+        labels: &[String],
+        tokenizer: &Tokenizer,
+        chat_template: Option<&str>,
+        template: Option<&str>,
+    ) -> Result<Self> {
         let template = template.unwrap_or(&cfg.template).to_string();
         if !template.contains("{text}") {
             return Err(Error::Config(format!("prompt template {template:?} must contain {{text}}")));
@@ -61,7 +67,8 @@ impl Prompter {
         let mut label_words = Vec::new();
         let mut label_token_ids = Vec::new();
         for label in labels {
-            let word = cfg.label_words.get(label).ok_or_else(|| Error::Config(format!("prompt.label_words has no word for label {label:?}")))?;
+            let word =
+                cfg.label_words.get(label).ok_or_else(|| Error::Config(format!("prompt.label_words has no word for label {label:?}")))?;
             let ids = tokenizer.encode(word.as_str(), false).map_err(|e| Error::Config(format!("prompt.label_words.{label}: {e}")))?;
             match ids.get_ids() {
                 [] => return Err(Error::Config(format!("prompt.label_words.{label} = {word:?} tokenizes to nothing"))),

@@ -97,7 +97,8 @@ pub fn score(model: &Llama, label_ids: &[u32], prompts: &[PromptTokens], opts: S
 
 /// Score every prompt with `head`; results are in input order.
 pub fn score_head(model: &Llama, head: Head, prompts: &[PromptTokens], opts: ScoreOptions) -> candle_core::Result<Vec<Scored>> {
-    let shared = opts.prefix_cache && !prompts.is_empty() && prompts.iter().all(|p| p.prefix == prompts[0].prefix) && !prompts[0].prefix.is_empty();
+    let shared =
+        opts.prefix_cache && !prompts.is_empty() && prompts.iter().all(|p| p.prefix == prompts[0].prefix) && !prompts[0].prefix.is_empty();
     let cache: Option<PrefixCache> = if shared { Some(model.prefix_cache(&prompts[0].prefix)?) } else { None };
     let prefix_len = cache.as_ref().map_or(0, |c| c.len);
     // Inputs to run: the rest when the prefix is cached, else the whole prompt.

@@ -25,9 +25,11 @@ const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
 /// Split regex of Qwen2's `tokenizer.json` (single digits, letter runs with one leading symbol).
-const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Split regex of Llama 3's `tokenizer.json` (same as Qwen2 but digits in groups of up to 3).
-const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// A special token's id and text.
 pub type SpecialToken = (u32, String);
@@ -62,8 +64,8 @@ impl GgufTokenizer {
     /// Read the GGUF header of `path` and rebuild its tokenizer.
     pub fn load(path: &Path) -> Result<Self> {
         let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let content = gguf_file::Content::read(&mut file)
-            .map_err(|e| Error::Model(format!("{}: not a readable GGUF file: {e}", path.display())))?;
+        let content =
+            gguf_file::Content::read(&mut file).map_err(|e| Error::Model(format!("{}: not a readable GGUF file: {e}", path.display())))?;
         Self::from_content(&content, path)
     }
 
@@ -86,10 +88,7 @@ impl GgufTokenizer {
     /// The compiled chat template with this model's BOS/EOS, if the GGUF has one.
     pub fn chat_template(&self) -> Result<Option<ChatTemplate>> {
         let text = |t: &Option<SpecialToken>| t.as_ref().map(|(_, s)| s.clone());
-        self.chat_template
-            .as_deref()
-            .map(|src| ChatTemplate::new(src, text(&self.special.bos), text(&self.special.eos)))
-            .transpose()
+        self.chat_template.as_deref().map(|src| ChatTemplate::new(src, text(&self.special.bos), text(&self.special.eos))).transpose()
     }
 }
 
@@ -141,10 +140,7 @@ fn token_types(content: &gguf_file::Content, n_tokens: usize) -> Result<Vec<i64>
         return Err(Error::Model(format!("GGUF metadata `{key}` is not an array")));
     };
     if items.len() != n_tokens {
-        return Err(Error::Model(format!(
-            "GGUF metadata `{key}` has {} entries but there are {n_tokens} tokens",
-            items.len()
-        )));
+        return Err(Error::Model(format!("GGUF metadata `{key}` has {} entries but there are {n_tokens} tokens", items.len())));
     }
     items
         .iter()
@@ -168,12 +164,7 @@ pub fn special_tokens_from_gguf(content: &gguf_file::Content) -> Result<SpecialT
             }
         }
     };
-    Ok(SpecialTokens {
-        bos: lookup("bos"),
-        eos: lookup("eos"),
-        pad: lookup("padding"),
-        unk: lookup("unknown"),
-    })
+    Ok(SpecialTokens { bos: lookup("bos"), eos: lookup("eos"), pad: lookup("padding"), unk: lookup("unknown") })
 }
 
 /// The pre-tokenizer (and normalizer need) matching llama.cpp's `tokenizer.ggml.pre` name.
@@ -215,9 +206,7 @@ pub fn tokenizer_from_gguf(content: &gguf_file::Content) -> Result<Tokenizer> {
         None => return Err(missing("tokenizer.ggml.model")),
     };
     if model != "gpt2" {
-        return Err(Error::Model(format!(
-            "GGUF tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`)"
-        )));
+        return Err(Error::Model(format!("GGUF tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`)")));
     }
     let tokens = string_array(content, "tokenizer.ggml.tokens")?;
     let types = token_types(content, tokens.len())?;
@@ -250,26 +239,19 @@ pub fn tokenizer_from_gguf(content: &gguf_file::Content) -> Result<Tokenizer> {
     if let Some((_, unk)) = &special.unk {
         builder = builder.unk_token(unk.clone());
     }
-    let bpe = builder
-        .build()
-        .map_err(|e| Error::Model(format!("GGUF vocabulary and merges do not form a BPE model: {e}")))?;
+    let bpe = builder.build().map_err(|e| Error::Model(format!("GGUF vocabulary and merges do not form a BPE model: {e}")))?;
 
     let mut tokenizer = Tokenizer::new(bpe);
     if nfc {
-        tokenizer
-            .with_normalizer(Some(NFC))
-            .map_err(|e| Error::Model(format!("cannot set NFC normalizer: {e}")))?;
+        tokenizer.with_normalizer(Some(NFC)).map_err(|e| Error::Model(format!("cannot set NFC normalizer: {e}")))?;
     }
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
     tokenizer.with_decoder(Some(ByteLevel::default()));
     tokenizer.with_post_processor(Some(ByteLevel::default().trim_offsets(false)));
 
     // Special tokens must be matched before BPE sees the text, or `<|im_start|>` would be split.
-    let named: Vec<&str> = [&special.bos, &special.eos, &special.pad, &special.unk]
-        .into_iter()
-        .flatten()
-        .map(|(_, s)| s.as_str())
-        .collect();
+    let named: Vec<&str> =
+        [&special.bos, &special.eos, &special.pad, &special.unk].into_iter().flatten().map(|(_, s)| s.as_str()).collect();
     let mut specials = Vec::new();
     let mut user_defined = Vec::new();
     for (tok, ty) in tokens.iter().zip(&types) {
@@ -279,12 +261,8 @@ pub fn tokenizer_from_gguf(content: &gguf_file::Content) -> Result<Tokenizer> {
             user_defined.push(AddedToken::from(tok.clone(), false).normalized(false));
         }
     }
-    tokenizer
-        .add_special_tokens(specials)
-        .map_err(|e| Error::Model(format!("cannot register GGUF control tokens: {e}")))?;
-    tokenizer
-        .add_tokens(user_defined)
-        .map_err(|e| Error::Model(format!("cannot register GGUF user-defined tokens: {e}")))?;
+    tokenizer.add_special_tokens(specials).map_err(|e| Error::Model(format!("cannot register GGUF control tokens: {e}")))?;
+    tokenizer.add_tokens(user_defined).map_err(|e| Error::Model(format!("cannot register GGUF user-defined tokens: {e}")))?;
     Ok(tokenizer)
 }
 
@@ -350,13 +328,8 @@ impl ChatTemplate {
         ctx.insert("add_generation_prompt", minijinja::Value::from(add_generation_prompt));
         ctx.insert("bos_token", minijinja::Value::from(self.bos_token.as_str()));
         ctx.insert("eos_token", minijinja::Value::from(self.eos_token.as_str()));
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|e| Error::Model(format!("chat template: {e}")))?;
-        template
-            .render(minijinja::Value::from(ctx))
-            .map_err(|e| Error::Model(format!("chat template failed to render: {e}")))
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| Error::Model(format!("chat template: {e}")))?;
+        template.render(minijinja::Value::from(ctx)).map_err(|e| Error::Model(format!("chat template failed to render: {e}")))
     }
 }
 
@@ -376,10 +349,7 @@ pub fn chat_template_from_tokenizer_config(path: &Path) -> Result<Option<String>
             let default = items.iter().find(|i| i.get("name").and_then(|n| n.as_str()) == Some("default"));
             match default.or(items.first()).and_then(template_of) {
                 Some(t) => Ok(Some(t)),
-                None => Err(Error::Model(format!(
-                    "{}: `chat_template` list has no entry with a `template` string",
-                    path.display()
-                ))),
+                None => Err(Error::Model(format!("{}: `chat_template` list has no entry with a `template` string", path.display()))),
             }
         }
         Some(_) => Err(Error::Model(format!("{}: `chat_template` is neither a string nor a list", path.display()))),
@@ -397,10 +367,5 @@ pub fn special_tokens_from_tokenizer_config(path: &Path, tokenizer: &Tokenizer) 
         };
         Some((tokenizer.token_to_id(&text)?, text))
     };
-    Ok(SpecialTokens {
-        bos: lookup("bos_token"),
-        eos: lookup("eos_token"),
-        pad: lookup("pad_token"),
-        unk: lookup("unk_token"),
-    })
+    Ok(SpecialTokens { bos: lookup("bos_token"), eos: lookup("eos_token"), pad: lookup("pad_token"), unk: lookup("unk_token") })
 }

@@ -49,11 +49,7 @@ fn hf_files(err: wick::error::Result<ModelSource>) -> HfFiles {
 
 #[test]
 fn hub_ids_parse_with_revision_and_file() {
-    let r = |id: &str, rev: &str, file: Option<&str>| HubRef {
-        repo_id: id.into(),
-        revision: rev.into(),
-        file: file.map(String::from),
-    };
+    let r = |id: &str, rev: &str, file: Option<&str>| HubRef { repo_id: id.into(), revision: rev.into(), file: file.map(String::from) };
     assert_eq!(parse_hub_ref("org/name"), Some(r("org/name", "main", None)));
     assert_eq!(parse_hub_ref("Org-1/na.me_2@v1.0"), Some(r("Org-1/na.me_2", "v1.0", None)));
     assert_eq!(parse_hub_ref("org/name@refs/pr/3:m.gguf"), Some(r("org/name", "refs/pr/3", Some("m.gguf"))));
@@ -157,13 +153,7 @@ fn sharded_index_lists_shards_in_order_once() {
     let shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
     folder(
         dir.path(),
-        &[
-            ("config.json", "{}"),
-            ("tokenizer.json", "{}"),
-            ("model.safetensors.index.json", INDEX),
-            (shards[0], "1"),
-            (shards[1], "2"),
-        ],
+        &[("config.json", "{}"), ("tokenizer.json", "{}"), ("model.safetensors.index.json", INDEX), (shards[0], "1"), (shards[1], "2")],
     );
     let files = hf_files(resolve_with_cache(dir.path().to_str().unwrap(), dir.path(), true));
     assert_eq!(files.weights, shards.map(|s| dir.path().join(s)));
@@ -176,13 +166,7 @@ fn sharded_index_lists_shards_in_order_once() {
     let snap = cache_repo(
         cache.path(),
         "org/sharded",
-        &[
-            ("config.json", "{}"),
-            ("tokenizer.json", "{}"),
-            ("model.safetensors.index.json", INDEX),
-            (shards[1], "2"),
-            (shards[0], "1"),
-        ],
+        &[("config.json", "{}"), ("tokenizer.json", "{}"), ("model.safetensors.index.json", INDEX), (shards[1], "2"), (shards[0], "1")],
     );
     let files = hf_files(resolve_with_cache("org/sharded", cache.path(), true));
     assert_eq!(files.weights, shards.map(|s| snap.join(s)));
@@ -210,11 +194,8 @@ const PROBE: &str = "WICK_HUB_ENV_PROBE";
 #[test]
 fn environment_selects_cache_and_offline_mode() {
     let home = tempfile::tempdir().unwrap();
-    let snap = cache_repo(
-        &home.path().join("hub"),
-        "org/name",
-        &[("config.json", "{}"), ("model.safetensors", "w"), ("tokenizer.json", "{}")],
-    );
+    let snap =
+        cache_repo(&home.path().join("hub"), "org/name", &[("config.json", "{}"), ("model.safetensors", "w"), ("tokenizer.json", "{}")]);
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "env_probe", "--nocapture", "--test-threads=1"])
         .env(PROBE, snap.join("config.json"))

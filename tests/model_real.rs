@@ -74,7 +74,9 @@ fn backward_reaches_every_lora_tensor() -> anyhow::Result<()> {
         let zero: Vec<&String> = vars
             .iter()
             .filter(|(name, _)| step == 2 || name.ends_with("lora_B.weight"))
-            .filter(|(_, v)| grads.get(v.as_tensor()).map_or(true, |g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0))
+            .filter(|(_, v)| {
+                grads.get(v.as_tensor()).map_or(true, |g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0)
+            })
             .map(|(n, _)| n)
             .collect();
         assert!(zero.is_empty(), "step {step}: {} tensors got no gradient, e.g. {:?}", zero.len(), zero.first());
@@ -88,7 +90,13 @@ fn batched_and_cached_scoring_equal_direct_log_softmax() -> anyhow::Result<()> {
     let loaded = load();
     let cfg = Config::parse("").map_err(anyhow::Error::msg)?;
     let prompter = Prompter::new(&cfg.prompt, &cfg.data.labels, &loaded.tokenizer, loaded.chat_template.as_deref(), None)?;
-    let texts = ["Dull.", "A masterpiece of quiet suspense that rewards patience.", "I want my two hours back!", "Funny, sharp and surprisingly tender.", "It exists."];
+    let texts = [
+        "Dull.",
+        "A masterpiece of quiet suspense that rewards patience.",
+        "I want my two hours back!",
+        "Funny, sharp and surprisingly tender.",
+        "It exists.",
+    ];
     let prompts: Vec<_> = texts.iter().map(|t| prompter.tokens(t, &[])).collect::<Result<_, _>>()?;
     let label_ids = prompter.label_token_ids().to_vec();
     let opts = ScoreOptions { batch_size: 4, max_len: 512, prefix_cache: false };

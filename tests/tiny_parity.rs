@@ -25,7 +25,15 @@ fn random_weights(cfg: &ArchConfig, seed: u64) -> candle_core::Result<HashMap<St
         let p = format!("model.layers.{i}");
         put(format!("{p}.input_layernorm.weight"), &[d], 1.0)?;
         put(format!("{p}.post_attention_layernorm.weight"), &[d], 1.0)?;
-        for (n, o, i_) in [("self_attn.q_proj", q, d), ("self_attn.k_proj", kv, d), ("self_attn.v_proj", kv, d), ("self_attn.o_proj", d, q), ("mlp.gate_proj", ff, d), ("mlp.up_proj", ff, d), ("mlp.down_proj", d, ff)] {
+        for (n, o, i_) in [
+            ("self_attn.q_proj", q, d),
+            ("self_attn.k_proj", kv, d),
+            ("self_attn.v_proj", kv, d),
+            ("self_attn.o_proj", d, q),
+            ("mlp.gate_proj", ff, d),
+            ("mlp.up_proj", ff, d),
+            ("mlp.down_proj", d, ff),
+        ] {
             put(format!("{p}.{n}.weight"), &[o, i_], 0.2)?;
             if cfg.attention_bias && n.starts_with("self_attn") && n != "self_attn.o_proj" {
                 put(format!("{p}.{n}.bias"), &[o], 0.2)?;

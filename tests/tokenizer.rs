@@ -5,9 +5,7 @@ use std::sync::OnceLock;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use tokenizers::Tokenizer;
-use wick::tokenizer::{
-    ChatMessage, ChatTemplate, GgufTokenizer, chat_template_from_tokenizer_config, tokenizer_from_gguf,
-};
+use wick::tokenizer::{ChatMessage, ChatTemplate, GgufTokenizer, chat_template_from_tokenizer_config, tokenizer_from_gguf};
 
 fn gguf_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -128,10 +126,7 @@ fn gguf_chat_template_renders_chatml() {
     let template = smol().chat_template().unwrap().expect("SmolLM2 GGUF has a chat template");
     let msgs = [ChatMessage::new("system", "Classify."), ChatMessage::new("user", "Great film!")];
     let out = template.render(&msgs, true).unwrap();
-    assert_eq!(
-        out,
-        "<|im_start|>system\nClassify.<|im_end|>\n<|im_start|>user\nGreat film!<|im_end|>\n<|im_start|>assistant\n"
-    );
+    assert_eq!(out, "<|im_start|>system\nClassify.<|im_end|>\n<|im_start|>user\nGreat film!<|im_end|>\n<|im_start|>assistant\n");
     let no_prompt = template.render(&msgs, false).unwrap();
     assert!(no_prompt.ends_with("<|im_end|>\n"));
     // Without a system turn the template inserts SmolLM's default one.
@@ -165,10 +160,7 @@ fn chat_template_from_tokenizer_config_forms() {
     };
     let s = write("a.json", r#"{"chat_template": "{{ messages[0]['content'] }}"}"#);
     assert_eq!(chat_template_from_tokenizer_config(&s).unwrap().as_deref(), Some("{{ messages[0]['content'] }}"));
-    let list = write(
-        "b.json",
-        r#"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}"#,
-    );
+    let list = write("b.json", r#"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}"#);
     assert_eq!(chat_template_from_tokenizer_config(&list).unwrap().as_deref(), Some("D"));
     let none = write("c.json", r#"{"bos_token": "<s>"}"#);
     assert_eq!(chat_template_from_tokenizer_config(&none).unwrap(), None);
@@ -211,13 +203,7 @@ fn tiny_vocab(pre: &str) -> Vec<(&'static str, Value)> {
 fn gguf_without_tokens_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no-tokens.gguf");
-    write_gguf(
-        &path,
-        &[
-            ("general.architecture", Value::String("llama".into())),
-            ("tokenizer.ggml.model", Value::String("gpt2".into())),
-        ],
-    );
+    write_gguf(&path, &[("general.architecture", Value::String("llama".into())), ("tokenizer.ggml.model", Value::String("gpt2".into()))]);
     let err = GgufTokenizer::load(&path).unwrap_err().to_string();
     assert!(err.contains("no-tokens.gguf") && err.contains("tokenizer.ggml.tokens"), "{err}");
     assert!(!err.contains('\n'), "one line: {err}");

@@ -122,12 +122,7 @@ pub fn check(cfg: &DataConfig, tokenizer: Option<&tokenizers::Tokenizer>) -> Res
 }
 
 /// Statistics and problems of splits that are already loaded.
-pub fn check_splits(
-    splits: &Splits,
-    read: ReadReport,
-    cfg: &DataConfig,
-    tokenizer: Option<&tokenizers::Tokenizer>,
-) -> Result<CheckReport> {
+pub fn check_splits(splits: &Splits, read: ReadReport, cfg: &DataConfig, tokenizer: Option<&tokenizers::Tokenizer>) -> Result<CheckReport> {
     let mut stats = Vec::new();
     for (name, part) in splits.named() {
         stats.push(split_stats(name, part, cfg, tokenizer)?);
@@ -207,9 +202,9 @@ fn split_stats(name: &str, part: &[Example], cfg: &DataConfig, tokenizer: Option
         Some(tok) => Some(
             part.iter()
                 .map(|e| {
-                    tok.encode(e.text.as_str(), false).map(|enc| enc.len()).map_err(|err| {
-                        Error::Model(format!("tokenizer failed on the {name} example from line {}: {err}", e.line))
-                    })
+                    tok.encode(e.text.as_str(), false)
+                        .map(|enc| enc.len())
+                        .map_err(|err| Error::Model(format!("tokenizer failed on the {name} example from line {}: {err}", e.line)))
                 })
                 .collect::<Result<Vec<usize>>>()?,
         ),
@@ -318,10 +313,18 @@ impl CheckReport {
             ));
         }
         if self.read.missing_labels.count > 0 {
-            out.push(format!("{} row(s) have a text but no label{}", self.read.missing_labels.count, first(self.read.missing_labels.first_at.as_deref())));
+            out.push(format!(
+                "{} row(s) have a text but no label{}",
+                self.read.missing_labels.count,
+                first(self.read.missing_labels.first_at.as_deref())
+            ));
         }
         if self.read.empty_texts.count > 0 {
-            out.push(format!("{} row(s) have a label but an empty text{}", self.read.empty_texts.count, first(self.read.empty_texts.first_at.as_deref())));
+            out.push(format!(
+                "{} row(s) have a label but an empty text{}",
+                self.read.empty_texts.count,
+                first(self.read.empty_texts.first_at.as_deref())
+            ));
         }
         for s in &self.splits {
             if s.too_short > 0 {
@@ -331,7 +334,9 @@ impl CheckReport {
         for s in &self.splits {
             if s.imbalanced {
                 let counts: Vec<String> = s.per_label.iter().map(|l| format!("{} {}", l.label, l.count)).collect();
-                let ratio = s.imbalance.map_or_else(|| "a label has no examples".into(), |r| format!("majority/minority = {r:.2} > {IMBALANCE_LIMIT}"));
+                let ratio = s
+                    .imbalance
+                    .map_or_else(|| "a label has no examples".into(), |r| format!("majority/minority = {r:.2} > {IMBALANCE_LIMIT}"));
                 out.push(format!("{}: class imbalance, {ratio} ({})", s.split, counts.join(", ")));
             }
         }
@@ -348,9 +353,21 @@ impl CheckReport {
     pub fn render_table(&self) -> String {
         let mut per = new_table(&["split", "label", "examples", "words min/mean/median/max", "tokens min/mean/median/max"]);
         for s in &self.splits {
-            per.add_row(vec![s.split.clone(), "(all)".into(), s.examples.to_string(), LengthStats::cell(s.words.as_ref()), LengthStats::cell(s.tokens.as_ref())]);
+            per.add_row(vec![
+                s.split.clone(),
+                "(all)".into(),
+                s.examples.to_string(),
+                LengthStats::cell(s.words.as_ref()),
+                LengthStats::cell(s.tokens.as_ref()),
+            ]);
             for l in &s.per_label {
-                per.add_row(vec![String::new(), l.label.clone(), l.count.to_string(), LengthStats::cell(l.words.as_ref()), LengthStats::cell(l.tokens.as_ref())]);
+                per.add_row(vec![
+                    String::new(),
+                    l.label.clone(),
+                    l.count.to_string(),
+                    LengthStats::cell(l.words.as_ref()),
+                    LengthStats::cell(l.tokens.as_ref()),
+                ]);
             }
         }
         right_align(&mut per, &[2]);
@@ -457,7 +474,12 @@ mod tests {
     fn finds_leaks_conflicts_shared_groups_and_imbalance() {
         let cfg = DataConfig { group_column: Some("movie".into()), ..DataConfig::default() };
         let splits = Splits {
-            train: vec![ex("Good movie, truly.", 1, "m1"), ex("bad", 0, "m1"), ex("fine film overall", 1, "m2"), ex("fine film overall", 1, "m2")],
+            train: vec![
+                ex("Good movie, truly.", 1, "m1"),
+                ex("bad", 0, "m1"),
+                ex("fine film overall", 1, "m2"),
+                ex("fine film overall", 1, "m2"),
+            ],
             dev: vec![ex("good movie truly", 0, "m1"), ex("awful dull slog", 0, "m3")],
             test: vec![],
         };

@@ -259,11 +259,7 @@ pub fn read_file_with(path: &Path, spec: &ReadSpec, mode: ReadMode) -> Result<(V
         f => f,
     };
     let bytes = read::load_bytes(path)?;
-    let cols = read::Columns {
-        text: &spec.text_column,
-        label: &spec.label_column,
-        group: spec.group_column.as_deref(),
-    };
+    let cols = read::Columns { text: &spec.text_column, label: &spec.label_column, group: spec.group_column.as_deref() };
     let mut report = ReadReport { files: vec![path.display().to_string()], ..ReadReport::default() };
     let mut examples = Vec::new();
     let mut sink = |row: read::RawRow| accept(path, spec, mode, row, &mut examples, &mut report);

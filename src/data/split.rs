@@ -53,9 +53,10 @@ pub fn load_splits(cfg: &DataConfig, mode: ReadMode) -> Result<(Splits, ReadRepo
             Ok((Splits { train, dev, test }, report))
         }
         (None, None, None) => {
-            let path = cfg.path.as_deref().ok_or_else(|| {
-                Error::Config("data.path is missing (or give data.train_path, dev_path and test_path)".into())
-            })?;
+            let path = cfg
+                .path
+                .as_deref()
+                .ok_or_else(|| Error::Config("data.path is missing (or give data.train_path, dev_path and test_path)".into()))?;
             let (examples, report) = read_nonempty(path, &spec, mode)?;
             let fractions = [cfg.train_fraction, cfg.dev_fraction, cfg.test_fraction];
             let splits = split_examples(examples, fractions, cfg.seed);

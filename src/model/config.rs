@@ -79,8 +79,12 @@ impl ArchConfig {
         let model_type = match (hf.model_type.as_deref(), hf.architectures.as_ref().and_then(|a| a.first()).map(String::as_str)) {
             (Some("llama"), _) | (None, Some("LlamaForCausalLM")) => "llama",
             (Some("qwen2"), _) | (None, Some("Qwen2ForCausalLM")) => "qwen2",
-            (Some(other), _) => return Err(Error::Model(format!("{origin}: unsupported architecture {other:?} (wick supports llama and qwen2)"))),
-            (None, other) => return Err(Error::Model(format!("{origin}: unsupported architecture {other:?} (wick supports llama and qwen2)"))),
+            (Some(other), _) => {
+                return Err(Error::Model(format!("{origin}: unsupported architecture {other:?} (wick supports llama and qwen2)")));
+            }
+            (None, other) => {
+                return Err(Error::Model(format!("{origin}: unsupported architecture {other:?} (wick supports llama and qwen2)")));
+            }
         };
         if hf.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
             return Err(Error::Model(format!("{origin}: rope_scaling is not supported")));
@@ -122,7 +126,10 @@ impl ArchConfig {
         };
         let uint = |key: &str| -> Result<usize> {
             let v = get(key)?;
-            v.to_u32().map(|x| x as usize).or_else(|_| v.to_u64().map(|x| x as usize)).map_err(|e| Error::Model(format!("{origin}: {arch}.{key}: {e}")))
+            v.to_u32()
+                .map(|x| x as usize)
+                .or_else(|_| v.to_u64().map(|x| x as usize))
+                .map_err(|e| Error::Model(format!("{origin}: {arch}.{key}: {e}")))
         };
         let float = |key: &str| -> Option<f64> { get(key).ok().and_then(|v| v.to_f32().ok()).map(f64::from) };
         let vocab_size = match md.get("tokenizer.ggml.tokens").and_then(|v| v.to_vec().ok()) {
@@ -169,8 +176,19 @@ impl ArchConfig {
     /// HF `config.json` content for this architecture (what `wick model export` writes).
     pub fn to_hf_json(&self) -> serde_json::Value {
         let (arch, extra): (&str, HashMap<&str, serde_json::Value>) = match self.model_type.as_str() {
-            "qwen2" => ("Qwen2ForCausalLM", [("use_sliding_window", false.into()), ("sliding_window", 4096.into()), ("max_window_layers", self.num_hidden_layers.into())].into()),
-            _ => ("LlamaForCausalLM", [("attention_bias", self.attention_bias.into()), ("mlp_bias", false.into()), ("pretraining_tp", 1.into())].into()),
+            "qwen2" => (
+                "Qwen2ForCausalLM",
+                [
+                    ("use_sliding_window", false.into()),
+                    ("sliding_window", 4096.into()),
+                    ("max_window_layers", self.num_hidden_layers.into()),
+                ]
+                .into(),
+            ),
+            _ => (
+                "LlamaForCausalLM",
+                [("attention_bias", self.attention_bias.into()), ("mlp_bias", false.into()), ("pretraining_tp", 1.into())].into(),
+            ),
         };
         let mut v = serde_json::json!({
             "architectures": [arch],

@@ -86,16 +86,19 @@ pub struct Batch<'a> {
 
 impl Llama {
     /// Build from HF-named tensors (`model.layers.N.self_attn.q_proj.weight`, ...), checking shapes.
-    pub fn from_tensors(cfg: ArchConfig, mut tensors: HashMap<String, Tensor>, dtype: DType, device: &Device) -> crate::error::Result<Self> {
+    pub fn from_tensors(
+        cfg: ArchConfig,
+        mut tensors: HashMap<String, Tensor>,
+        dtype: DType,
+        device: &Device,
+    ) -> crate::error::Result<Self> {
         use crate::error::Error;
         let mut take = |name: &str, shape: &[usize]| -> crate::error::Result<Tensor> {
             let t = tensors.remove(name).ok_or_else(|| Error::Model(format!("weights lack tensor {name}")))?;
             if t.dims() != shape {
                 return Err(Error::Model(format!("tensor {name} has shape {:?}, config expects {shape:?}", t.dims())));
             }
-            t.to_device(device)
-                .and_then(|t| t.to_dtype(dtype))
-                .map_err(|e| Error::Model(format!("tensor {name}: {e}")))
+            t.to_device(device).and_then(|t| t.to_dtype(dtype)).map_err(|e| Error::Model(format!("tensor {name}: {e}")))
         };
         let (d, v, ff) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
         let (q_dim, kv_dim) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
@@ -252,7 +255,15 @@ impl Llama {
         Tensor::from_vec(bias, (lengths.len(), 1, seq, total), self.device())?.to_dtype(self.dtype())
     }
 
-    fn attention(&self, layer: &DecoderLayer, x: &Tensor, bias: &Tensor, prefix: Option<&(Tensor, Tensor)>, offset: usize, drop: Option<&DropoutRng>) -> Result<(Tensor, (Tensor, Tensor))> {
+    fn attention(
+        &self,
+        layer: &DecoderLayer,
+        x: &Tensor,
+        bias: &Tensor,
+        prefix: Option<&(Tensor, Tensor)>,
+        offset: usize,
+        drop: Option<&DropoutRng>,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
         let q = layer.q_proj.forward(x, drop)?.reshape((b, t, h, hd))?.transpose(1, 2)?;

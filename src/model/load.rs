@@ -72,12 +72,15 @@ pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<(RawWeigh
             continue;
         };
         // candle reads past the end of a truncated file as an I/O error; say so plainly.
-        let end = ct.tensor_data_offset + info.offset + (info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64;
+        let end = ct.tensor_data_offset
+            + info.offset
+            + (info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64;
         if end > file_len {
             return Err(Error::Model(format!("{origin}: file is truncated (tensor {name} ends at byte {end}, file has {file_len})")));
         }
         let q = ct.tensor(&mut reader, name, device).map_err(|e| Error::Model(format!("{origin}: tensor {name}: {e}")))?;
-        let mut t = q.dequantize(device).and_then(|t| t.to_dtype(dtype)).map_err(|e| Error::Model(format!("{origin}: tensor {name}: {e}")))?;
+        let mut t =
+            q.dequantize(device).and_then(|t| t.to_dtype(dtype)).map_err(|e| Error::Model(format!("{origin}: tensor {name}: {e}")))?;
         if cfg.model_type == "llama" {
             let heads = match name.rsplit_once('.').map(|(m, _)| m.rsplit('.').next()) {
                 Some(Some("attn_q")) => Some(cfg.num_attention_heads),
@@ -100,7 +103,8 @@ pub fn load_safetensors(config: &Path, weights: &[impl AsRef<Path>], dtype: DTyp
     let mut tensors = HashMap::new();
     for w in weights {
         let w = w.as_ref();
-        let part = candle_core::safetensors::load(w, device).map_err(|e| Error::Model(format!("{}: not a readable safetensors file ({e})", w.display())))?;
+        let part = candle_core::safetensors::load(w, device)
+            .map_err(|e| Error::Model(format!("{}: not a readable safetensors file ({e})", w.display())))?;
         for (k, t) in part {
             let t = t.to_dtype(dtype).map_err(|e| Error::Model(format!("{}: tensor {k}: {e}", w.display())))?;
             tensors.insert(k, t);

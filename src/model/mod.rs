@@ -83,7 +83,8 @@ pub fn load(source: &str, dtype: DType, device: &Device) -> Result<LoadedModel> 
         }
         ModelSource::HfFolder(files) => {
             let raw = load::load_safetensors(&files.config, &files.weights, dtype, device)?;
-            let tokenizer = Tokenizer::from_file(&files.tokenizer).map_err(|e| Error::Model(format!("{}: not a readable tokenizer.json ({e})", files.tokenizer.display())))?;
+            let tokenizer = Tokenizer::from_file(&files.tokenizer)
+                .map_err(|e| Error::Model(format!("{}: not a readable tokenizer.json ({e})", files.tokenizer.display())))?;
             let chat_template = files.chat_template()?;
             (raw, tokenizer, chat_template)
         }
@@ -132,7 +133,9 @@ pub fn export_hf(loaded: &LoadedModel, dir: &Path) -> Result<()> {
 pub fn tokenizer_for(source: &str) -> Result<Tokenizer> {
     match resolve(source)? {
         ModelSource::Gguf(path) => Ok(crate::tokenizer::GgufTokenizer::load(&path)?.tokenizer),
-        ModelSource::HfFolder(files) => Tokenizer::from_file(&files.tokenizer).map_err(|e| Error::Model(format!("{}: {e}", files.tokenizer.display()))),
+        ModelSource::HfFolder(files) => {
+            Tokenizer::from_file(&files.tokenizer).map_err(|e| Error::Model(format!("{}: {e}", files.tokenizer.display())))
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::Example;
 use crate::error::Result;
-use crate::prompt::{Prompter, PromptTokens};
+use crate::prompt::{PromptTokens, Prompter};
 use crate::score::fit;
 
 /// One tokenized training example.
@@ -83,7 +83,11 @@ mod tests {
         seen.sort();
         assert_eq!(seen, (0..1000).collect::<Vec<_>>());
         // Bucketing: the mean spread of lengths inside a batch is far below the data's spread.
-        let spread: f64 = a.iter().map(|b| (b.iter().map(|&i| lengths[i]).max().unwrap() - b.iter().map(|&i| lengths[i]).min().unwrap()) as f64).sum::<f64>() / a.len() as f64;
+        let spread: f64 = a
+            .iter()
+            .map(|b| (b.iter().map(|&i| lengths[i]).max().unwrap() - b.iter().map(|&i| lengths[i]).min().unwrap()) as f64)
+            .sum::<f64>()
+            / a.len() as f64;
         assert!(spread < 10.0, "mean in-batch length spread {spread}");
     }
 }

@@ -162,7 +162,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let dev_examples = if t.eval_examples > 0 { &splits.dev[..t.eval_examples.min(splits.dev.len())] } else { &splits.dev[..] };
     let (dev_set, _) = encode(&prompter, dev_examples, t.max_seq_len)?;
     if truncated > 0 {
-        eprintln!("wick: {truncated} of {} train prompts were longer than train.max_seq_len = {} and were cut", train_set.len(), t.max_seq_len);
+        eprintln!(
+            "wick: {truncated} of {} train prompts were longer than train.max_seq_len = {} and were cut",
+            train_set.len(),
+            t.max_seq_len
+        );
     }
 
     // Trainable tensors: LoRA A/B on the targets, plus the linear head (PEFT's modules_to_save).
@@ -211,7 +215,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             var.set(&t.to_device(&device).map_err(candle(name))?).map_err(candle(name))?;
         }
         optimizer.restore(&moments, saved.step).map_err(candle("optimizer state"))?;
-        let word_pos: u128 = saved.dropout_word_pos.parse().map_err(|_| Error::Model(format!("{}: bad dropout_word_pos", dir.display())))?;
+        let word_pos: u128 =
+            saved.dropout_word_pos.parse().map_err(|_| Error::Model(format!("{}: bad dropout_word_pos", dir.display())))?;
         loaded.model.dropout_rng().restore(saved.dropout_seed, word_pos);
         st = TrainerState { total_steps, ..saved };
         eprintln!("wick: resuming from {} (step {} of {total_steps})", dir.display(), st.step);
@@ -231,7 +236,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let label_ids = prompter.label_token_ids().to_vec();
     let bar = if opts.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total_steps as u64) };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_position(st.step as u64);
     if st.step == 0 && st.history.is_empty() {
@@ -306,12 +312,17 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         let tps = st.tokens_seen as f64 / elapsed.max(1e-9);
         bar.set_position(st.step as u64);
         bar.set_message(format!("loss {step_loss:.4}  lr {lr:.2e}  {tps:.0} tok/s"));
-        log_line(&metrics_path, &serde_json::json!({"step": st.step, "epoch": st.epoch, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_second": tps, "loss_scale": st.loss_scaler.scale, "skipped": !finite}))?;
+        log_line(
+            &metrics_path,
+            &serde_json::json!({"step": st.step, "epoch": st.epoch, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_second": tps, "loss_scale": st.loss_scaler.scale, "skipped": !finite}),
+        )?;
 
         let stop_now = interrupted.load(Ordering::SeqCst);
         if st.step % t.eval_every == 0 || st.step == total_steps || stop_now {
-            let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels.len(), t.batch_size).map_err(candle("dev evaluation"))?;
-            let record = EvalRecord { step: st.step, accuracy, macro_f1, train_loss: Some(loss_since_eval.0 / loss_since_eval.1.max(1) as f64) };
+            let (accuracy, macro_f1) =
+                evaluate(&loaded.model, head, &dev_set, labels.len(), t.batch_size).map_err(candle("dev evaluation"))?;
+            let record =
+                EvalRecord { step: st.step, accuracy, macro_f1, train_loss: Some(loss_since_eval.0 / loss_since_eval.1.max(1) as f64) };
             loss_since_eval = (0.0, 0);
             let metric = if t.metric == "macro_f1" { macro_f1 } else { accuracy };
             if st.best_metric.is_none_or(|b| metric > b) {
@@ -321,14 +332,28 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             } else {
                 st.evals_since_best += 1;
             }
-            bar.println(format!("step {}: dev accuracy {:.4}  macro-F1 {:.4}  train loss {:.4}", st.step, accuracy, macro_f1, record.train_loss.unwrap_or(f64::NAN)));
+            bar.println(format!(
+                "step {}: dev accuracy {:.4}  macro-F1 {:.4}  train loss {:.4}",
+                st.step,
+                accuracy,
+                macro_f1,
+                record.train_loss.unwrap_or(f64::NAN)
+            ));
             log_line(&metrics_path, &serde_json::json!({"eval": record}))?;
             st.history.push(record);
             let (seed, pos) = loaded.model.dropout_rng().state();
             st.dropout_seed = seed;
             st.dropout_word_pos = pos.to_string();
             st.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
-            state::save(&run_dir, &loaded.model, head_var.as_ref().map(|h| h.as_tensor()), optimizer.state_tensors(), &st, cfg, &fingerprint)?;
+            state::save(
+                &run_dir,
+                &loaded.model,
+                head_var.as_ref().map(|h| h.as_tensor()),
+                optimizer.state_tensors(),
+                &st,
+                cfg,
+                &fingerprint,
+            )?;
             state::prune(&run_dir, t.save_total_limit, st.best_step)?;
             if stop_now {
                 bar.println(format!("interrupted: checkpoint saved at step {} — continue with `wick train --resume`", st.step));

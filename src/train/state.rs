@@ -80,7 +80,15 @@ pub fn list_checkpoints(run_dir: &Path) -> Vec<(usize, PathBuf)> {
 
 /// Write a checkpoint for `state.step`: built in a hidden temp folder, then renamed into place, so
 /// a crash mid-write leaves the previous checkpoints intact and no half-written one.
-pub fn save(run_dir: &Path, model: &Llama, head: Option<&Tensor>, optimizer: HashMap<String, Tensor>, state: &TrainerState, cfg: &Config, fingerprint: &str) -> Result<PathBuf> {
+pub fn save(
+    run_dir: &Path,
+    model: &Llama,
+    head: Option<&Tensor>,
+    optimizer: HashMap<String, Tensor>,
+    state: &TrainerState,
+    cfg: &Config,
+    fingerprint: &str,
+) -> Result<PathBuf> {
     let final_dir = step_dir(run_dir, state.step);
     let tmp = run_dir.join(format!(".step-{}.tmp", state.step));
     if tmp.exists() {
@@ -127,7 +135,11 @@ pub fn load(dir: &Path) -> Result<(TrainerState, HashMap<String, Tensor>, HashMa
 /// Refuse to resume when the saved run differs from `cfg` in anything that shapes the result.
 pub fn check_resumable(saved: &Config, cfg: &Config, saved_fp: &str, fp: &str, dir: &Path) -> Result<()> {
     if saved_fp != fp {
-        return Err(Error::Config(format!("{}: cannot resume: the checkpoint was trained on another base model ({})", dir.display(), saved.model.source)));
+        return Err(Error::Config(format!(
+            "{}: cannot resume: the checkpoint was trained on another base model ({})",
+            dir.display(),
+            saved.model.source
+        )));
     }
     let same = |a: &dyn erased::Ser, b: &dyn erased::Ser| a.json() == b.json();
     let checks: [(&str, bool); 5] = [
@@ -135,10 +147,17 @@ pub fn check_resumable(saved: &Config, cfg: &Config, saved_fp: &str, fp: &str, d
         ("[prompt]", same(&saved.prompt, &cfg.prompt)),
         ("[data]", same(&saved.data, &cfg.data)),
         ("train.head", saved.train.head == cfg.train.head),
-        ("train.seed / batch_size / grad_accum", (saved.train.seed, saved.train.batch_size, saved.train.grad_accum) == (cfg.train.seed, cfg.train.batch_size, cfg.train.grad_accum)),
+        (
+            "train.seed / batch_size / grad_accum",
+            (saved.train.seed, saved.train.batch_size, saved.train.grad_accum)
+                == (cfg.train.seed, cfg.train.batch_size, cfg.train.grad_accum),
+        ),
     ];
     if let Some((what, _)) = checks.iter().find(|(_, ok)| !ok) {
-        return Err(Error::Config(format!("{}: cannot resume: {what} differs from the checkpoint's config (start a new run_name instead)", dir.display())));
+        return Err(Error::Config(format!(
+            "{}: cannot resume: {what} differs from the checkpoint's config (start a new run_name instead)",
+            dir.display()
+        )));
     }
     Ok(())
 }

@@ -46,7 +46,15 @@ pub fn tiny_model_dir(dir: &Path, seed: u64) -> PathBuf {
         for n in ["input_layernorm", "post_attention_layernorm"] {
             t.insert(format!("{p}.{n}.weight"), Tensor::ones(d, candle_core::DType::F32, &dev).unwrap());
         }
-        for (n, o, i_) in [("self_attn.q_proj", heads * hd, d), ("self_attn.k_proj", kv * hd, d), ("self_attn.v_proj", kv * hd, d), ("self_attn.o_proj", d, heads * hd), ("mlp.gate_proj", ff, d), ("mlp.up_proj", ff, d), ("mlp.down_proj", d, ff)] {
+        for (n, o, i_) in [
+            ("self_attn.q_proj", heads * hd, d),
+            ("self_attn.k_proj", kv * hd, d),
+            ("self_attn.v_proj", kv * hd, d),
+            ("self_attn.o_proj", d, heads * hd),
+            ("mlp.gate_proj", ff, d),
+            ("mlp.up_proj", ff, d),
+            ("mlp.down_proj", d, ff),
+        ] {
             let name = format!("{p}.{n}.weight");
             t.insert(name.clone(), fill(&name, &[o, i_], 0.3));
         }
