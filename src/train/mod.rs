@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::data::{self, Example, ReadMode};
 use crate::error::{Error, Result};
 use crate::lora::lora_scale;
+use crate::metrics::Metrics;
 use crate::model::{self, Batch, Llama};
 use crate::prompt::Prompter;
 use crate::score::{Head, ScoreOptions, score_head};
@@ -66,20 +67,6 @@ pub struct TrainSummary {
     pub early_stopped: bool,
 }
 
-/// Accuracy and macro-F1 of predictions.
-fn accuracy_macro_f1(gold: &[usize], pred: &[usize], n_labels: usize) -> (f64, f64) {
-    let correct = gold.iter().zip(pred).filter(|(g, p)| g == p).count();
-    let f1s: Vec<f64> = (0..n_labels)
-        .map(|c| {
-            let tp = gold.iter().zip(pred).filter(|&(&g, &p)| g == c && p == c).count() as f64;
-            let fp = gold.iter().zip(pred).filter(|&(&g, &p)| g != c && p == c).count() as f64;
-            let fn_ = gold.iter().zip(pred).filter(|&(&g, &p)| g == c && p != c).count() as f64;
-            if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fn_) }
-        })
-        .collect();
-    (correct as f64 / gold.len().max(1) as f64, f1s.iter().sum::<f64>() / n_labels.max(1) as f64)
-}
-
 /// Sum over the micro-batch of −log p(gold), divided by the size of the whole effective batch,
 /// so accumulated micro-batches give exactly the gradient of one large batch. Returns the loss and
 /// the number of tokens run.
@@ -102,13 +89,17 @@ pub fn micro_batch_loss(model: &Llama, head: Head, items: &[&Encoded], effective
     Ok(((nll / effective as f64)?, tokens))
 }
 
-/// Evaluate on `examples` (dev): accuracy and macro-F1.
-fn evaluate(model: &Llama, head: Head, prompts: &[Encoded], n_labels: usize, batch_size: usize) -> candle_core::Result<(f64, f64)> {
+/// Evaluate on `prompts` (dev): accuracy and macro-F1, from the shared metrics module.
+fn evaluate(model: &Llama, head: Head, prompts: &[Encoded], labels: &[String], batch_size: usize) -> candle_core::Result<(f64, f64)> {
     let tokens: Vec<_> = prompts.iter().map(|e| e.prompt.clone()).collect();
     let scored = score_head(model, head, &tokens, ScoreOptions { batch_size, max_len: usize::MAX, prefix_cache: true })?;
     let pred: Vec<usize> = scored.iter().map(|s| s.predicted()).collect();
+    let probs: Vec<Vec<f32>> = scored.iter().map(|s| s.label_probs()).collect();
+    let latency: Vec<f64> = scored.iter().map(|s| s.latency_ms).collect();
+    let lengths: Vec<usize> = scored.iter().map(|s| s.prompt_tokens).collect();
     let gold: Vec<usize> = prompts.iter().map(|e| e.label).collect();
-    Ok(accuracy_macro_f1(&gold, &pred, n_labels))
+    let m = Metrics::compute(&gold, &pred, &probs, &latency, &lengths, labels);
+    Ok((m.accuracy, m.macro_f1))
 }
 
 fn candle(what: &str) -> impl FnOnce(candle_core::Error) -> Error + '_ {
@@ -247,7 +238,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             Some(h) => Head::Linear(h.as_tensor()),
             None => Head::Verbalizer(&label_ids),
         };
-        let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels.len(), t.batch_size).map_err(candle("dev evaluation"))?;
+        let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels, t.batch_size).map_err(candle("dev evaluation"))?;
         let record = EvalRecord { step: 0, accuracy, macro_f1, train_loss: None };
         bar.println(format!("step 0 (before training): dev accuracy {accuracy:.4}  macro-F1 {macro_f1:.4}"));
         log_line(&metrics_path, &serde_json::json!({"eval": record}))?;
@@ -320,7 +311,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         let stop_now = interrupted.load(Ordering::SeqCst);
         if st.step % t.eval_every == 0 || st.step == total_steps || stop_now {
             let (accuracy, macro_f1) =
-                evaluate(&loaded.model, head, &dev_set, labels.len(), t.batch_size).map_err(candle("dev evaluation"))?;
+                evaluate(&loaded.model, head, &dev_set, labels, t.batch_size).map_err(candle("dev evaluation"))?;
             let record =
                 EvalRecord { step: st.step, accuracy, macro_f1, train_loss: Some(loss_since_eval.0 / loss_since_eval.1.max(1) as f64) };
             loss_since_eval = (0.0, 0);
