@@ -144,3 +144,18 @@ fn ctrl_c_saves_a_checkpoint_and_resume_refuses_another_config() -> anyhow::Resu
     assert!(err.contains("cannot resume") && err.contains("[lora]"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_nan_loss_in_f32_stops_the_run_with_a_message() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let model_dir = tiny_model_dir(tmp.path(), 4);
+    // An absurd learning rate blows the adapters up after the first update.
+    let train = format!("{}\nmax_steps = 20\nmax_grad_norm = 0.0", TRAIN.replace("lr = 0.01", "lr = 1e30"));
+    let cfg = tiny_config(tmp.path(), &model_dir, &train);
+    let out = wick().args(["train", cfg.to_str().unwrap(), "--quiet"]).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a diverged run must fail");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("loss became") && err.contains("stopping"), "{err}");
+    Ok(())
+}
