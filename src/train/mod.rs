@@ -310,8 +310,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
 
         let stop_now = interrupted.load(Ordering::SeqCst);
         if st.step % t.eval_every == 0 || st.step == total_steps || stop_now {
-            let (accuracy, macro_f1) =
-                evaluate(&loaded.model, head, &dev_set, labels, t.batch_size).map_err(candle("dev evaluation"))?;
+            let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels, t.batch_size).map_err(candle("dev evaluation"))?;
             let record =
                 EvalRecord { step: st.step, accuracy, macro_f1, train_loss: Some(loss_since_eval.0 / loss_since_eval.1.max(1) as f64) };
             loss_since_eval = (0.0, 0);
