@@ -113,11 +113,16 @@ pub fn load_safetensors(config: &Path, weights: &[impl AsRef<Path>], dtype: DTyp
     Ok(RawWeights { cfg, tensors })
 }
 
+/// A hidden temp path in `path`'s folder: renaming it over `path` is atomic (same filesystem).
+fn temp_beside(path: &Path) -> std::path::PathBuf {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("wick")))
+}
+
 /// Write `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("wick")));
+    let tmp = temp_beside(path);
     let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
@@ -125,8 +130,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Save tensors as safetensors, atomically.
 pub fn save_safetensors_atomic(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("wick")));
+    let tmp = temp_beside(path);
     candle_core::safetensors::save(tensors, &tmp).map_err(|e| Error::Model(format!("{}: {e}", tmp.display())))?;
     File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))

@@ -231,13 +231,14 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_position(st.step as u64);
+    // Var::set updates the head in place, so this borrow sees every update.
+    let head = match &head_var {
+        Some(h) => Head::Linear(h.as_tensor()),
+        None => Head::Verbalizer(&label_ids),
+    };
     if st.step == 0 && st.history.is_empty() {
         // Step 0 is the untrained model under the same prompt and scoring: the zero-shot baseline
         // (verbalizer head) the adapter has to beat.
-        let head = match &head_var {
-            Some(h) => Head::Linear(h.as_tensor()),
-            None => Head::Verbalizer(&label_ids),
-        };
         let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels, t.batch_size).map_err(candle("dev evaluation"))?;
         let record = EvalRecord { step: 0, accuracy, macro_f1, train_loss: None };
         bar.println(format!("step 0 (before training): dev accuracy {accuracy:.4}  macro-F1 {macro_f1:.4}"));
@@ -257,10 +258,6 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             order = epoch_batches(&lengths, effective, t.seed, st.epoch);
         }
         let batch: Vec<&Encoded> = order[st.cursor].iter().map(|&i| &train_set[i]).collect();
-        let head = match &head_var {
-            Some(h) => Head::Linear(h.as_tensor()),
-            None => Head::Verbalizer(&label_ids),
-        };
 
         // Forward and backward of each micro-batch; gradients summed over the effective batch.
         let mut grads: Vec<Option<Tensor>> = vec![None; optimizer.vars().len()];

@@ -141,11 +141,10 @@ pub fn check_resumable(saved: &Config, cfg: &Config, saved_fp: &str, fp: &str, d
             saved.model.source
         )));
     }
-    let same = |a: &dyn erased::Ser, b: &dyn erased::Ser| a.json() == b.json();
     let checks: [(&str, bool); 5] = [
-        ("[lora]", same(&saved.lora, &cfg.lora)),
-        ("[prompt]", same(&saved.prompt, &cfg.prompt)),
-        ("[data]", same(&saved.data, &cfg.data)),
+        ("[lora]", same_json(&saved.lora, &cfg.lora)),
+        ("[prompt]", same_json(&saved.prompt, &cfg.prompt)),
+        ("[data]", same_json(&saved.data, &cfg.data)),
         ("train.head", saved.train.head == cfg.train.head),
         (
             "train.seed / batch_size / grad_accum",
@@ -162,14 +161,7 @@ pub fn check_resumable(saved: &Config, cfg: &Config, saved_fp: &str, fp: &str, d
     Ok(())
 }
 
-mod erased {
-    /// Serialise any config section to JSON for comparison.
-    pub trait Ser {
-        fn json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).unwrap_or_default()
-        }
-    }
+/// Two config sections are equal when they serialise to the same JSON.
+fn same_json<T: Serialize>(a: &T, b: &T) -> bool {
+    serde_json::to_string(a).ok() == serde_json::to_string(b).ok()
 }
