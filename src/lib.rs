@@ -1,6 +1,7 @@
 //! wick: is prompting enough, or should we fine-tune? Measured on your data and model.
 
 pub mod baseline;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -31,6 +31,8 @@ enum Command {
     Eval(wick::eval::EvalArgs),
     /// Label and probability for texts, from a checkpoint or a prompt strategy.
     Predict(wick::eval::PredictArgs),
+    /// Training and eval throughput on a fixed batch, with the GEMM ceiling (see scripts/bench).
+    Bench(wick::bench::BenchArgs),
     /// Validate a config file and print it with every default filled in.
     Config {
         /// Path to the TOML run config.
@@ -88,12 +90,13 @@ struct TrainArgs {
 }
 
 fn main() -> ExitCode {
+    let process_start = std::time::Instant::now();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WICK_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match run(cli) {
+    match run(cli, process_start) {
         Ok(code) => code,
         Err(e) => {
             // One line: candle appends a backtrace to its errors when RUST_BACKTRACE is set.
@@ -104,7 +107,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config { config } => {
             let cfg = Config::load(&config)?;
@@ -133,6 +136,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let loaded = wick::model::load(&source, candle_core::DType::F32, &candle_core::Device::Cpu)?;
             wick::model::export_hf(&loaded, &dir)?;
             println!("wrote {} (config.json, model.safetensors, tokenizer.json, tokenizer_config.json)", dir.display());
+        }
+        Command::Bench(args) => {
+            let report = wick::bench::run_bench(&args, process_start)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.render());
+            }
         }
         Command::Baseline(args) => wick::eval::run_baseline(&args)?,
         Command::Eval(args) => wick::eval::run_eval(&args)?,

@@ -11,7 +11,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::config::ArchConfig;
 use crate::lora::{DropoutRng, LoraLinear, expand_targets};
-use crate::ops::{Rotary, rms_norm, softmax_last_dim, swiglu};
+use crate::ops::Rotary;
+use crate::ops::fused::{masked_softmax, rms_norm, swiglu};
 
 /// Keys and values of a prompt prefix, per layer, each (1, kv_heads, prefix_len, head_dim).
 #[derive(Debug, Clone)]
@@ -236,47 +237,27 @@ impl Llama {
         out
     }
 
-    /// Additive attention bias (batch, 1, seq, prefix+seq): 0 where a query may attend, -inf where
-    /// the key is in the future or is padding. Built once per forward, shared by all layers.
-    fn attention_bias(&self, lengths: &[usize], seq: usize, prefix: usize) -> Result<Tensor> {
-        let total = prefix + seq;
-        let mut bias = vec![0f32; lengths.len() * seq * total];
-        for (b, &len) in lengths.iter().enumerate() {
-            for i in 0..seq {
-                let row = &mut bias[(b * seq + i) * total..(b * seq + i + 1) * total];
-                for (j, v) in row.iter_mut().enumerate() {
-                    let key = j as isize - prefix as isize;
-                    if key > i as isize || key >= len as isize {
-                        *v = f32::NEG_INFINITY;
-                    }
-                }
-            }
-        }
-        Tensor::from_vec(bias, (lengths.len(), 1, seq, total), self.device())?.to_dtype(self.dtype())
-    }
-
     fn attention(
         &self,
         layer: &DecoderLayer,
         x: &Tensor,
-        bias: &Tensor,
+        lengths: &[usize],
         prefix: Option<&(Tensor, Tensor)>,
         offset: usize,
         drop: Option<&DropoutRng>,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
-        let q = layer.q_proj.forward(x, drop)?.reshape((b, t, h, hd))?.transpose(1, 2)?;
-        let k = layer.k_proj.forward(x, drop)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?;
-        let v = layer.v_proj.forward(x, drop)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?;
-        let q = self.rotary.apply(&q, offset)?;
-        let k = self.rotary.apply(&k, offset)?;
+        // The rotary op also moves heads ahead of positions, so q and k come out contiguous.
+        let q = self.rotary.to_heads(&layer.q_proj.forward(x, drop)?.reshape((b, t, h, hd))?, offset)?;
+        let k = self.rotary.to_heads(&layer.k_proj.forward(x, drop)?.reshape((b, t, kvh, hd))?, offset)?;
+        let v = layer.v_proj.forward(x, drop)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
         let new_kv = (k.clone(), v.clone());
         let (k, v) = match prefix {
             Some((pk, pv)) => {
                 let pk = pk.broadcast_as((b, kvh, pk.dim(2)?, hd))?;
                 let pv = pv.broadcast_as((b, kvh, pv.dim(2)?, hd))?;
-                (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?)
+                (Tensor::cat(&[&pk, &k], 2)?.contiguous()?, Tensor::cat(&[&pv, &v], 2)?.contiguous()?)
             }
             None => (k, v),
         };
@@ -284,10 +265,9 @@ impl Llama {
         // Grouped-query attention without repeating K/V: the `rep` query heads that share a KV
         // head are stacked along the sequence axis, so one matmul per KV head serves them all.
         let rep = h / kvh;
-        let q = (q.contiguous()?.reshape((b, kvh, rep * t, hd))? * (1.0 / (hd as f64).sqrt()))?;
-        let scores = q.matmul(&k.contiguous()?.t()?)?.reshape((b, h, t, s))?;
-        let probs = softmax_last_dim(&scores.broadcast_add(bias)?)?;
-        let out = probs.reshape((b, kvh, rep * t, s))?.matmul(&v.contiguous()?)?;
+        let scores = q.reshape((b, kvh, rep * t, hd))?.matmul(&k.t()?)?.reshape((b, h, t, s))?;
+        let probs = masked_softmax(&scores, lengths, 1.0 / (hd as f64).sqrt())?;
+        let out = probs.reshape((b, kvh, rep * t, s))?.matmul(&v)?;
         let out = out.reshape((b, h, t, hd))?.transpose(1, 2)?.reshape((b, t, h * hd))?;
         Ok((layer.o_proj.forward(&out, drop)?, new_kv))
     }
@@ -308,12 +288,11 @@ impl Llama {
             candle_core::bail!("sequence of {} tokens exceeds the model's {} positions", offset + t, self.rotary.max_positions());
         }
         let drop = if train { Some(&self.dropout) } else { None };
-        let bias = self.attention_bias(batch.lengths, t, offset)?;
         let mut x = self.embed_tokens.index_select(&batch.input_ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
         let mut kvs = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             let normed = rms_norm(&x, &layer.input_layernorm, self.cfg.rms_norm_eps)?;
-            let (attn, kv) = self.attention(layer, &normed, &bias, prefix.map(|p| &p.layers[i]), offset, drop)?;
+            let (attn, kv) = self.attention(layer, &normed, batch.lengths, prefix.map(|p| &p.layers[i]), offset, drop)?;
             x = (x + attn)?;
             let normed = rms_norm(&x, &layer.post_attention_layernorm, self.cfg.rms_norm_eps)?;
             x = (&x + Self::mlp(layer, &normed, drop)?)?;

@@ -1,0 +1,422 @@
+//! Fused decoder ops with a backward: RMSNorm, masked attention softmax, rotary embedding (fused
+//! with the head transpose) and SwiGLU.
+//!
+//! Each op is a candle CustomOp whose forward and backward are single multithreaded passes over
+//! contiguous f32 rows on CPU; every backward is itself a CustomOp, so autograd never records the
+//! dozen intermediate tensors the composite versions in [`super`] allocate. The composites stay
+//! as the reference (and the path for other dtypes and devices); tests check both agree in values
+//! and gradients. The CUDA kernels in `kernels/` implement the same specs, documented per op.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+static USE_COMPOSITES: AtomicBool = AtomicBool::new(false);
+
+/// Route every op through the composite reference instead (for `wick bench --reference-ops`).
+pub fn use_composites(on: bool) {
+    USE_COMPOSITES.store(on, Ordering::Relaxed);
+}
+
+/// True when the fused CPU kernels apply (f32 on CPU); anything else uses the composites.
+pub fn fused_applies(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && !USE_COMPOSITES.load(Ordering::Relaxed)
+}
+
+/// The contiguous f32 slice of a CPU storage, or an error naming the op.
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// Rows per rayon task: enough work per task to amortise scheduling.
+fn rows_per_task(row_len: usize) -> usize {
+    (16_384 / row_len.max(1)).max(1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm.  Spec: x (rows, d), w (d); y = x · rsqrt(mean(x²) + eps) · w.
+// Backward: with r = rsqrt(mean(x²)+eps), x̂ = x·r, g = dy·w:
+//   dx = r · (g − x̂ · mean(g·x̂)),   dw = Σ_rows dy·x̂ (only when w is trainable).
+// ---------------------------------------------------------------------------------------------
+
+struct RmsNorm {
+    eps: f32,
+}
+
+fn inv_rms(row: &[f32], eps: f32) -> f32 {
+    let ss: f32 = row.iter().map(|v| v * v).sum();
+    1.0 / (ss / row.len() as f32 + eps).sqrt()
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "wick-rms-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
+        let d = w.len();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(d * rows_per_task(d)).zip(x.par_chunks(d * rows_per_task(d))).for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+                let r = inv_rms(xr, self.eps);
+                for ((yv, xv), wv) in yr.iter_mut().zip(xr).zip(w) {
+                    *yv = xv * r * wv;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = x.apply_op3_no_bwd(w, &dy.contiguous()?, &RmsNormBwd { eps: self.eps })?;
+        // A frozen norm weight (the LoRA case) gets no gradient buffer at all.
+        let dw = if w.track_op() {
+            let d = w.dim(0)?;
+            let xf = x.reshape(((), d))?;
+            let r = xf.sqr()?.mean_keepdim(1)?.affine(1.0, self.eps as f64)?.sqrt()?.recip()?;
+            Some((dy.reshape(((), d))? * xf.broadcast_mul(&r)?)?.sum(0)?)
+        } else {
+            None
+        };
+        Ok((Some(dx), dw))
+    }
+}
+
+struct RmsNormBwd {
+    eps: f32,
+}
+
+impl CustomOp3 for RmsNormBwd {
+    fn name(&self) -> &'static str {
+        "wick-rms-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, dy) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
+        let d = w.len();
+        let chunk = d * rows_per_task(d);
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(chunk).zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk))).for_each(|(dxc, (xc, dyc))| {
+            for ((dxr, xr), dyr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(dyc.chunks(d)) {
+                let r = inv_rms(xr, self.eps);
+                let dot: f32 = xr.iter().zip(dyr).zip(w).map(|((xv, g), wv)| xv * r * g * wv).sum::<f32>() / d as f32;
+                for (((o, xv), g), wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
+                    *o = r * (g * wv - xv * r * dot);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// RMSNorm over the last dimension: fused on CPU f32, the composite elsewhere.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if !fused_applies(x) {
+        return super::rms_norm(x, weight, eps);
+    }
+    x.contiguous()?.apply_op2(&weight.contiguous()?, RmsNorm { eps: eps as f32 })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Masked attention softmax.  Spec: scores (b, h, t, s) with s = prefix + t; row (bi, hi, i) may
+// attend key j iff j < prefix, or (j − prefix ≤ i and j − prefix < len[bi]) — a shared prefix,
+// causal order and right padding. p = softmax(scale · scores) over allowed keys, 0 elsewhere; a
+// row with no allowed key is all 0.  Backward: dx = scale · p · (dy − Σ_k dy_k p_k).
+// ---------------------------------------------------------------------------------------------
+
+struct MaskedSoftmax {
+    lengths: Arc<Vec<usize>>,
+    heads: usize,
+    scale: f32,
+}
+
+impl MaskedSoftmax {
+    /// Number of allowed keys for each row index of a (b, h, t, s) tensor.
+    fn allowed(&self, row: usize, t: usize, s: usize) -> (usize, usize) {
+        let prefix = s - t;
+        let (bi, i) = (row / (self.heads * t), row % t);
+        // Allowed keys are exactly 0..prefix + min(i + 1, len): a prefix of the row.
+        (prefix, (i + 1).min(self.lengths[bi]))
+    }
+}
+
+impl CustomOp1 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "wick-masked-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let (_, _, t, keys) = l.shape().dims4()?;
+        let mut p = vec![0f32; x.len()];
+        let per = rows_per_task(keys);
+        p.par_chunks_mut(keys * per).zip(x.par_chunks(keys * per)).enumerate().for_each(|(c, (pc, xc))| {
+            for (k, (pr, xr)) in pc.chunks_mut(keys).zip(xc.chunks(keys)).enumerate() {
+                let (prefix, own) = self.allowed(c * per + k, t, keys);
+                let n = prefix + own;
+                if n == 0 {
+                    continue;
+                }
+                let max = xr[..n].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * self.scale;
+                let mut sum = 0f32;
+                for (pv, xv) in pr[..n].iter_mut().zip(&xr[..n]) {
+                    *pv = (xv * self.scale - max).exp();
+                    sum += *pv;
+                }
+                let inv = 1.0 / sum;
+                pr[..n].iter_mut().for_each(|v| *v *= inv);
+            }
+        });
+        Ok((CpuStorage::F32(p), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, p: &Tensor, dp: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(p.apply_op2_no_bwd(&dp.contiguous()?, &SoftmaxBwd { scale: self.scale })?))
+    }
+}
+
+struct SoftmaxBwd {
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "wick-masked-softmax-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (p, dp) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
+        let keys = l1.shape().dims().last().copied().unwrap_or(1);
+        let chunk = keys * rows_per_task(keys);
+        let mut dx = vec![0f32; p.len()];
+        dx.par_chunks_mut(chunk).zip(p.par_chunks(chunk).zip(dp.par_chunks(chunk))).for_each(|(dxc, (pc, dpc))| {
+            for ((dxr, pr), dpr) in dxc.chunks_mut(keys).zip(pc.chunks(keys)).zip(dpc.chunks(keys)) {
+                let dot: f32 = pr.iter().zip(dpr).map(|(a, b)| a * b).sum();
+                for ((o, pv), g) in dxr.iter_mut().zip(pr).zip(dpr) {
+                    *o = self.scale * pv * (g - dot);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Attention probabilities from raw scores (b, h, t, prefix + t): scaled, masked for the shared
+/// prefix, causality and right padding (`lengths[b]` real tokens), softmaxed in f32.
+pub fn masked_softmax(scores: &Tensor, lengths: &[usize], scale: f64) -> Result<Tensor> {
+    let (b, h, t, s) = scores.dims4()?;
+    if lengths.len() != b || s < t {
+        candle_core::bail!("masked softmax: {} lengths for batch {b}, {s} keys for {t} queries", lengths.len());
+    }
+    if !fused_applies(scores) {
+        return masked_softmax_composite(scores, lengths, scale);
+    }
+    scores.contiguous()?.apply_op1(MaskedSoftmax { lengths: Arc::new(lengths.to_vec()), heads: h, scale: scale as f32 })
+}
+
+/// The reference: an additive bias and the composite softmax, in f32. The bias is finite
+/// (−1e30, not −inf) so a fully masked row yields a uniform row, zeroed by the row mask, instead
+/// of NaN values and NaN gradients.
+pub fn masked_softmax_composite(scores: &Tensor, lengths: &[usize], scale: f64) -> Result<Tensor> {
+    let (b, _, t, s) = scores.dims4()?;
+    let prefix = s - t;
+    let mut bias = vec![0f32; b * t * s];
+    let mut row_mask = vec![1f32; b * t];
+    for (bi, &len) in lengths.iter().enumerate() {
+        for i in 0..t {
+            let allowed = prefix + (i + 1).min(len);
+            bias[(bi * t + i) * s + allowed..(bi * t + i + 1) * s].fill(-1e30);
+            row_mask[bi * t + i] = if allowed == 0 { 0.0 } else { 1.0 };
+        }
+    }
+    let dev = scores.device();
+    let bias = Tensor::from_vec(bias, (b, 1, t, s), dev)?;
+    let row_mask = Tensor::from_vec(row_mask, (b, 1, t, 1), dev)?;
+    let logits = (scores.to_dtype(DType::F32)? * scale)?.broadcast_add(&bias)?;
+    super::softmax_last_dim(&logits)?.broadcast_mul(&row_mask)?.to_dtype(scores.dtype())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotary embedding fused with the head transpose.  Spec: x (b, t, h, d) as the projection
+// writes it → y (b, h, t, d), for positions offset..offset+t, HF rotate-half layout with
+// c = cos[pos][i], s = sin[pos][i], i < d/2:  y[i] = x[i]·c − x[i+d/2]·s,  y[i+d/2] = x[i+d/2]·c + x[i]·s.
+// Backward: the inverse rotation (s → −s) and the transpose back to (b, t, h, d).
+// ---------------------------------------------------------------------------------------------
+
+/// cos/sin tables, (positions, d/2) row-major, shared by every rotary op.
+#[derive(Debug, Clone)]
+pub struct RopeTables {
+    /// cos(pos · inv_freq).
+    pub cos: Arc<Vec<f32>>,
+    /// sin(pos · inv_freq).
+    pub sin: Arc<Vec<f32>>,
+    /// d/2.
+    pub half: usize,
+}
+
+struct Rope {
+    tables: RopeTables,
+    offset: usize,
+    /// true: (b, t, h, d) → (b, h, t, d) forward rotation; false: the backward.
+    forward: bool,
+}
+
+impl Rope {
+    fn rotate(&self, src: &[f32], dst: &mut [f32], pos: usize) {
+        let half = self.tables.half;
+        let (c, s) = (&self.tables.cos[pos * half..(pos + 1) * half], &self.tables.sin[pos * half..(pos + 1) * half]);
+        let sign = if self.forward { 1.0 } else { -1.0 };
+        for i in 0..half {
+            let (x1, x2, si) = (src[i], src[i + half], s[i] * sign);
+            dst[i] = x1 * c[i] - x2 * si;
+            dst[i + half] = x2 * c[i] + x1 * si;
+        }
+    }
+}
+
+impl CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "wick-rope"
+    }
+
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(st, l, self.name())?;
+        let d = self.tables.half * 2;
+        let mut y = vec![0f32; x.len()];
+        if self.forward {
+            let (b, t, h, _) = l.shape().dims4()?;
+            // One task per (batch, head): it writes that head's (t, d) block of y.
+            y.par_chunks_mut(t * d).enumerate().for_each(|(bh, yc)| {
+                let (bi, hi) = (bh / h, bh % h);
+                for ti in 0..t {
+                    let src = &x[((bi * t + ti) * h + hi) * d..][..d];
+                    self.rotate(src, &mut yc[ti * d..(ti + 1) * d], self.offset + ti);
+                }
+            });
+            Ok((CpuStorage::F32(y), Shape::from((b, h, t, d))))
+        } else {
+            let (b, h, t, _) = l.shape().dims4()?;
+            // One task per (batch, position): it writes that position's (h, d) block of dx.
+            y.par_chunks_mut(h * d).enumerate().for_each(|(bt, yc)| {
+                let (bi, ti) = (bt / t, bt % t);
+                for hi in 0..h {
+                    let src = &x[((bi * h + hi) * t + ti) * d..][..d];
+                    self.rotate(src, &mut yc[hi * d..(hi + 1) * d], self.offset + ti);
+                }
+            });
+            Ok((CpuStorage::F32(y), Shape::from((b, t, h, d))))
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let back = Rope { tables: self.tables.clone(), offset: self.offset, forward: false };
+        Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&back)?))
+    }
+}
+
+/// Rotate `x` (b, t, heads, d) for positions `offset..` and return it as (b, heads, t, d).
+/// `composite` computes the same with candle ops (for other dtypes and devices).
+pub fn rope_to_heads(x: &Tensor, tables: &RopeTables, offset: usize, composite: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let (_, t, _, d) = x.dims4()?;
+    if d != tables.half * 2 || (offset + t) * tables.half > tables.cos.len() {
+        candle_core::bail!("rotary: head dim {d} or positions {} exceed the tables", offset + t);
+    }
+    if !fused_applies(x) {
+        return composite(&x.transpose(1, 2)?);
+    }
+    x.contiguous()?.apply_op1(Rope { tables: tables.clone(), offset, forward: true })
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU.  Spec: y = silu(g) · u with silu(g) = g·σ(g).
+// Backward: dg = dy · u · σ(g) · (1 + g·(1 − σ(g))),  du = dy · g · σ(g).
+// ---------------------------------------------------------------------------------------------
+
+struct Swiglu;
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+const SWIGLU_CHUNK: usize = 16_384;
+
+impl CustomOp2 for Swiglu {
+    fn name(&self) -> &'static str {
+        "wick-swiglu"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (g, u) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
+        let mut y = vec![0f32; g.len()];
+        y.par_chunks_mut(SWIGLU_CHUNK).zip(g.par_chunks(SWIGLU_CHUNK).zip(u.par_chunks(SWIGLU_CHUNK))).for_each(|(yc, (gc, uc))| {
+            for ((o, gv), uv) in yc.iter_mut().zip(gc).zip(uc) {
+                *o = gv * sigmoid(*gv) * uv;
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(&self, g: &Tensor, u: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // One pass writes both gradients, stacked on a new leading axis.
+        let both = g.apply_op3_no_bwd(u, &dy.contiguous()?, &SwigluBwd)?;
+        Ok((Some(both.get(0)?), Some(both.get(1)?)))
+    }
+}
+
+struct SwigluBwd;
+
+impl CustomOp3 for SwigluBwd {
+    fn name(&self) -> &'static str {
+        "wick-swiglu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, u, dy) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
+        let n = g.len();
+        let mut out = vec![0f32; 2 * n];
+        let (dg, du) = out.split_at_mut(n);
+        dg.par_chunks_mut(SWIGLU_CHUNK).zip(du.par_chunks_mut(SWIGLU_CHUNK)).enumerate().for_each(|(c, (dgc, duc))| {
+            let base = c * SWIGLU_CHUNK;
+            for k in 0..dgc.len() {
+                let (gv, uv, dv) = (g[base + k], u[base + k], dy[base + k]);
+                let s = sigmoid(gv);
+                dgc[k] = dv * uv * s * (1.0 + gv * (1.0 - s));
+                duc[k] = dv * gv * s;
+            }
+        });
+        let mut dims = vec![2];
+        dims.extend_from_slice(l1.shape().dims());
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+/// SiLU(gate) · up: fused on CPU f32, the composite elsewhere.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if !fused_applies(gate) {
+        return super::swiglu(gate, up);
+    }
+    gate.contiguous()?.apply_op2(&up.contiguous()?, Swiglu)
+}
