@@ -5,6 +5,7 @@
 //! a backward; they are the reference and the path for non-f32 dtypes. [`fused`] holds single-pass
 //! CustomOps with their own backward (the fast path), [`frozen_linear`] skips frozen weights' dW.
 
+pub mod blas;
 mod frozen;
 pub mod fused;
 

@@ -1,0 +1,95 @@
+//! Optional OpenBLAS sgemm for the frozen projections on CPU, loaded at run time.
+//!
+//! The frozen-weight GEMMs are ~90% of a LoRA step's FLOPs. On the AVX-512 machines wick is
+//! measured on, OpenBLAS's sgemm runs ~1.5× faster than the `gemm` crate candle uses (see the
+//! closing notes of the speed issue). It is loaded with dlopen rather than linked, so a machine
+//! without it still builds and runs wick, on candle's matmul. `WICK_BLAS=/path/libopenblas.so`
+//! picks a library; `WICK_BLAS=off` disables it.
+
+use std::sync::OnceLock;
+
+/// cblas_sgemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc).
+type Sgemm = unsafe extern "C" fn(i32, i32, i32, i32, i32, i32, f32, *const f32, i32, *const f32, i32, f32, *mut f32, i32);
+type CoreName = unsafe extern "C" fn() -> *const std::ffi::c_char;
+
+const ROW_MAJOR: i32 = 101;
+const NO_TRANS: i32 = 111;
+const TRANS: i32 = 112;
+
+/// A loaded BLAS library and its sgemm.
+pub struct Blas {
+    _lib: libloading::Library,
+    sgemm: Sgemm,
+    /// What the library reports (`openblas_get_corename`), for logs and the bench.
+    pub core: String,
+    /// The library file that was loaded.
+    pub path: String,
+}
+
+static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
+
+/// Before any thread starts (first thing in `main`): OpenBLAS 0.3.21 (Debian 12) does not know
+/// recent Xeons and falls back to its slowest "Prescott" kernels; on a CPU with AVX-512 the
+/// SkylakeX kernels are correct and ~5× faster. Does nothing when the user set the variable.
+pub fn prefer_avx512_kernels() {
+    #[cfg(target_arch = "x86_64")]
+    if std::env::var_os("OPENBLAS_CORETYPE").is_none() && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: called from main before any other thread exists.
+        unsafe { std::env::set_var("OPENBLAS_CORETYPE", "SkylakeX") };
+    }
+}
+
+fn load() -> Option<Blas> {
+    let choice = std::env::var("WICK_BLAS").ok();
+    if choice.as_deref() == Some("off") {
+        return None;
+    }
+    let candidates: Vec<String> = match choice {
+        Some(path) => vec![path],
+        None => vec!["libopenblas.so.0".into(), "libopenblas.so".into(), "libopenblas.dylib".into()],
+    };
+    for path in candidates {
+        // SAFETY: loading a BLAS runs only its initialisers; the symbol types match the CBLAS ABI.
+        let Ok(lib) = (unsafe { libloading::Library::new(&path) }) else { continue };
+        let Ok(sgemm) = (unsafe { lib.get::<Sgemm>(b"cblas_sgemm\0") }).map(|s| *s) else { continue };
+        let core = unsafe { lib.get::<CoreName>(b"openblas_get_corename\0") }
+            .ok()
+            .map(|f| unsafe { std::ffi::CStr::from_ptr(f()) }.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "unknown".into());
+        // The generic fallback kernels are slower than candle's own GEMM: not worth using.
+        if core.eq_ignore_ascii_case("prescott") {
+            tracing::info!("{path}: OpenBLAS chose its generic Prescott kernels; using candle's matmul");
+            return None;
+        }
+        tracing::info!("frozen projections use {path} (OpenBLAS core {core})");
+        return Some(Blas { _lib: lib, sgemm, core, path });
+    }
+    None
+}
+
+/// The BLAS library, when one could be loaded and is worth using.
+pub fn blas() -> Option<&'static Blas> {
+    BLAS.get_or_init(load).as_ref()
+}
+
+impl Blas {
+    /// y (m, n) = x (m, k) · wᵀ, with w (n, k); all row-major and contiguous.
+    pub fn x_wt(&self, x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        assert!(x.len() == m * k && w.len() == n * k, "x_wt: operand sizes");
+        let mut y = vec![0f32; m * n];
+        let (m, k, n) = (m as i32, k as i32, n as i32);
+        // SAFETY: the slices hold exactly the sizes the leading dimensions describe.
+        unsafe { (self.sgemm)(ROW_MAJOR, NO_TRANS, TRANS, m, n, k, 1.0, x.as_ptr(), k, w.as_ptr(), k, 0.0, y.as_mut_ptr(), n) };
+        y
+    }
+
+    /// dx (m, k) = dy (m, n) · w, with w (n, k); all row-major and contiguous.
+    pub fn dy_w(&self, dy: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        assert!(dy.len() == m * n && w.len() == n * k, "dy_w: operand sizes");
+        let mut dx = vec![0f32; m * k];
+        let (m, k, n) = (m as i32, k as i32, n as i32);
+        // SAFETY: as in x_wt.
+        unsafe { (self.sgemm)(ROW_MAJOR, NO_TRANS, NO_TRANS, m, k, n, 1.0, dy.as_ptr(), n, w.as_ptr(), k, 0.0, dx.as_mut_ptr(), k) };
+        dx
+    }
+}
