@@ -28,14 +28,19 @@ pub struct Blas {
 
 static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
 
-/// Before any thread starts (first thing in `main`): OpenBLAS 0.3.21 (Debian 12) does not know
-/// recent Xeons and falls back to its slowest "Prescott" kernels; on a CPU with AVX-512 the
-/// SkylakeX kernels are correct and ~5× faster. Does nothing when the user set the variable.
-pub fn prefer_avx512_kernels() {
+/// Before any thread starts (first thing in `main`), set OpenBLAS's environment unless the user
+/// did: (1) OpenBLAS 0.3.21 (Debian 12) does not know recent Xeons and falls back to its slowest
+/// "Prescott" kernels; on a CPU with AVX-512 the SkylakeX kernels are correct and ~5× faster.
+/// (2) Its idle threads spin for ~2^28 cycles after each call, stealing the cores candle's
+/// element-wise ops need right after; 2^4 makes them sleep at once (measured: step 8.0 → 6.4 s).
+pub fn configure_openblas() {
+    // SAFETY (both set_var calls): called from main before any other thread exists.
     #[cfg(target_arch = "x86_64")]
     if std::env::var_os("OPENBLAS_CORETYPE").is_none() && std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: called from main before any other thread exists.
         unsafe { std::env::set_var("OPENBLAS_CORETYPE", "SkylakeX") };
+    }
+    if std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none() {
+        unsafe { std::env::set_var("OPENBLAS_THREAD_TIMEOUT", "4") };
     }
 }
 
