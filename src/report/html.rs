@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::format::{count, percent};
+use super::format::{count, money, percent, volume};
 use super::svg::{PROMPT_COLOUR, TUNED_COLOUR, accuracy_chart, cost_chart, learning_curve_chart};
 use super::table::comparison_lines;
 use super::{Choice, CompareReport, RowKind, StrategyRow};
@@ -38,10 +38,9 @@ h2 { font-size: 19px; margin: 0 0 12px; }
 .verdict.finetune { background: var(--tuned); }
 .verdict .choice { font-size: 24px; font-weight: 700; }
 .verdict p { margin: 6px 0 0; font-size: 17px; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(540px, 1fr)); gap: 20px; margin-bottom: 20px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 20px; margin-bottom: 20px; }
 .card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 18px 20px; margin-bottom: 20px; }
 .grid .card { margin-bottom: 0; }
-.card.wide { grid-column: 1 / -1; }
 .chart { width: 100%; height: auto; display: block; }
 .caption { color: var(--muted); font-size: 13px; margin: 8px 0 0; }
 table { border-collapse: collapse; width: 100%; }
@@ -60,6 +59,12 @@ li.decided .answer { background: var(--ink); color: #fff; }
 .matrix h3 { font-size: 14px; margin: 0 0 6px; }
 .matrix table { width: auto; font-size: 13px; }
 .matrix td, .matrix th { padding: 4px 8px; text-align: center; border: 1px solid var(--line); }
+.card h3 { font-size: 14px; margin: 14px 0 8px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
+.figures { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
+.figure { border-left: 4px solid var(--line); padding: 4px 12px; }
+.figure.prompt { border-color: var(--prompt); } .figure.tuned { border-color: var(--tuned); }
+.figure b { display: block; font-size: 24px; line-height: 1.25; }
+.figure span { color: var(--muted); font-size: 14px; }
 footer { color: var(--muted); font-size: 13px; }
 "#;
 
@@ -90,12 +95,12 @@ pub fn render(report: &CompareReport) -> String {
     out.push_str("<div class=\"grid\">");
     card(&mut out, &accuracy_chart(report), "Bars: accuracy of the main template on the test split.");
     card(&mut out, &learning_curve_chart(report), "Each point is a LoRA run on that many labels; the dashed line is the best prompt.");
-    out.push_str("<div class=\"card wide\">");
-    out.push_str(&cost_chart(report));
-    out.push_str(
-        "<p class=\"caption\">API prices from the <code>[cost]</code> config. Right of the break-even point, \
-         fine-tuning is cheaper already in its first month; later months cost only the serving line.</p></div>",
+    card(
+        &mut out,
+        &cost_chart(report),
+        "API prices from [cost]. Right of the break-even point fine-tuning is cheaper even in its first month, training included.",
     );
+    cost_summary(report, &mut out);
     out.push_str("</div>");
 
     comparison(report, &mut out);
@@ -108,6 +113,32 @@ pub fn render(report: &CompareReport) -> String {
 
 fn card(out: &mut String, svg: &str, caption: &str) {
     let _ = write!(out, "<div class=\"card\">{svg}<p class=\"caption\">{}</p></div>", escape(caption));
+}
+
+/// The cost figures at the configured volume as large numbers beside the cost chart.
+fn cost_summary(report: &CompareReport, out: &mut String) {
+    let _ = write!(out, "<div class=\"card\"><h2>At {} requests per month</h2>", count(report.cost.monthly_requests));
+    let pricings = [("API prices", Some(&report.cost.api)), ("Self-hosted GPU", report.cost.self_hosted.as_ref())];
+    for (title, summary) in pricings {
+        let Some(summary) = summary else { continue };
+        let _ = write!(out, "<h3>{}</h3><div class=\"figures\">", escape(title));
+        if let Some(p) = summary.best_prompt_cost() {
+            figure(out, "prompt", &format!("{} per month", money(p.monthly)), &format!("prompting with {}", p.name));
+        }
+        if let Some(t) = summary.tuned_cost() {
+            figure(out, "tuned", &format!("{} per month", money(t.monthly)), &format!("fine-tuned, after {} training once", money(t.training)));
+            figure(out, "tuned", &money(t.first_month), "fine-tuned, first month");
+        }
+        let break_even = summary.break_even_requests.map_or_else(|| "never".to_string(), |b| format!("{} requests", volume(b)));
+        let why = if summary.break_even_requests.is_some() { "break-even volume" } else { "break-even: tuning is not cheaper per request" };
+        figure(out, "", &break_even, why);
+        out.push_str("</div>");
+    }
+    out.push_str("</div>");
+}
+
+fn figure(out: &mut String, class: &str, value: &str, label: &str) {
+    let _ = write!(out, "<div class=\"figure {class}\"><b>{}</b><span>{}</span></div>", escape(value), escape(label));
 }
 
 fn verdict(report: &CompareReport, out: &mut String) {

@@ -16,10 +16,10 @@ const MUTED: &str = "#616e7c";
 const GRID: &str = "#e4e7eb";
 
 const WIDTH: f64 = 640.0;
-const HEIGHT: f64 = 380.0;
+const HEIGHT: f64 = 400.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 24.0;
-const TOP: f64 = 48.0;
+const TOP: f64 = 64.0;
 const BOTTOM: f64 = 64.0;
 
 /// Opening tag, accessible title and heading of one chart.
@@ -29,7 +29,7 @@ fn open(id: &str, title: &str, out: &mut String) {
         r#"<svg id="{id}" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{id}-title" xmlns="http://www.w3.org/2000/svg"><title id="{id}-title">{}</title>"#,
         escape(title)
     );
-    let _ = write!(out, r#"<text x="{LEFT}" y="24" font-size="16" font-weight="600" fill="{INK}">{}</text>"#, escape(title));
+    let _ = write!(out, r#"<text x="8" y="24" font-size="18" font-weight="600" fill="{INK}">{}</text>"#, escape(title));
 }
 
 fn text(out: &mut String, x: f64, y: f64, anchor: &str, size: u32, colour: &str, body: &str) {
@@ -43,11 +43,11 @@ fn line(out: &mut String, (x1, y1): (f64, f64), (x2, y2): (f64, f64), colour: &s
 
 /// Axis titles below and beside the plot area.
 fn axis_titles(out: &mut String, x_title: &str, y_title: &str) {
-    text(out, LEFT + (WIDTH - LEFT - RIGHT) / 2.0, HEIGHT - 12.0, "middle", 13, MUTED, x_title);
+    text(out, LEFT + (WIDTH - LEFT - RIGHT) / 2.0, HEIGHT - 12.0, "middle", 14, MUTED, x_title);
     let y = TOP + (HEIGHT - TOP - BOTTOM) / 2.0;
     let _ = write!(
         out,
-        r#"<text transform="translate(16 {y:.1}) rotate(-90)" text-anchor="middle" font-size="13" fill="{MUTED}">{}</text>"#,
+        r#"<text transform="translate(18 {y:.1}) rotate(-90)" text-anchor="middle" font-size="14" fill="{MUTED}">{}</text>"#,
         escape(y_title)
     );
 }
@@ -59,7 +59,7 @@ fn percent_axis(out: &mut String, lo: f64, hi: f64, step: f64) -> impl Fn(f64) -
     let mut tick = lo;
     while tick <= hi + 1e-9 {
         line(out, (LEFT, y(tick)), (WIDTH - RIGHT, y(tick)), GRID, 1.0, None);
-        text(out, LEFT - 8.0, y(tick) + 4.0, "end", 12, MUTED, &format!("{tick:.0}%"));
+        text(out, LEFT - 8.0, y(tick) + 5.0, "end", 13, MUTED, &format!("{tick:.0}%"));
         tick += step;
     }
     y
@@ -106,16 +106,18 @@ fn compact_money(v: f64) -> String {
     if v >= 1.0 { format!("${}", compact(v)) } else { format!("${}", format!("{v:.4}").trim_end_matches('0')) }
 }
 
-fn legend(out: &mut String, x: f64, entries: &[(&str, &str, bool)]) {
-    let mut x = x;
+/// A one-line legend under the title, right-aligned to the plot (widths estimated from characters).
+fn legend(out: &mut String, entries: &[(&str, &str, bool)]) {
+    let width = |label: &str| 40.0 + 7.4 * label.chars().count() as f64;
+    let mut x = WIDTH - RIGHT - entries.iter().map(|e| width(e.1)).sum::<f64>() + 12.0;
     for (colour, label, dashed) in entries {
         if *dashed {
-            line(out, (x, 36.0), (x + 22.0, 36.0), colour, 2.5, Some("6 4"));
+            line(out, (x, 42.0), (x + 22.0, 42.0), colour, 2.5, Some("6 4"));
         } else {
-            let _ = write!(out, r#"<rect x="{x:.1}" y="30" width="22" height="12" rx="2" fill="{colour}"/>"#);
+            let _ = write!(out, r#"<rect x="{x:.1}" y="35" width="22" height="13" rx="2" fill="{colour}"/>"#);
         }
-        text(out, x + 28.0, 40.0, "start", 12, INK, label);
-        x += 36.0 + 7.0 * label.chars().count() as f64;
+        text(out, x + 28.0, 47.0, "start", 13, INK, label);
+        x += width(label);
     }
 }
 
@@ -123,7 +125,7 @@ fn legend(out: &mut String, x: f64, entries: &[(&str, &str, bool)]) {
 pub(crate) fn accuracy_chart(report: &CompareReport) -> String {
     let mut out = String::new();
     open("chart-accuracy", "Accuracy per strategy", &mut out);
-    legend(&mut out, 300.0, &[(PROMPT_COLOUR, "prompt", false), (TUNED_COLOUR, "fine-tuned", false)]);
+    legend(&mut out, &[(PROMPT_COLOUR, "prompt", false), (TUNED_COLOUR, "fine-tuned", false)]);
     let y = percent_axis(&mut out, 0.0, 100.0, 20.0);
     let n = report.rows.len().max(1) as f64;
     let band = (WIDTH - LEFT - RIGHT) / n;
@@ -150,8 +152,8 @@ pub(crate) fn accuracy_chart(report: &CompareReport) -> String {
             }
             label_top = label_top.min(hi);
         }
-        text(&mut out, centre, label_top - 7.0, "middle", 13, INK, &percent(row.metrics.accuracy));
-        text(&mut out, centre, HEIGHT - BOTTOM + 20.0, "middle", 13, INK, &row.name);
+        text(&mut out, centre, label_top - 8.0, "middle", 14, INK, &percent(row.metrics.accuracy));
+        text(&mut out, centre, HEIGHT - BOTTOM + 22.0, "middle", 14, INK, &row.name);
     }
     axis_titles(&mut out, "whiskers: accuracy range across prompt templates", "accuracy");
     out.push_str("</svg>");
@@ -181,13 +183,14 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
         line(&mut out, (x.at(d), TOP), (x.at(d), HEIGHT - BOTTOM), GRID, 1.0, Some("2 3"));
     }
     for &(labels, _) in &points {
-        text(&mut out, x.at(labels), HEIGHT - BOTTOM + 18.0, "middle", 12, MUTED, &count(labels as u64));
+        text(&mut out, x.at(labels), HEIGHT - BOTTOM + 20.0, "middle", 13, MUTED, &count(labels as u64));
     }
-    if let Some(b) = best {
-        let by = y(b.metrics.accuracy * 100.0);
+    let best_y = best.map(|b| y(b.metrics.accuracy * 100.0));
+    if let (Some(b), Some(by)) = (best, best_y) {
         line(&mut out, (LEFT, by), (WIDTH - RIGHT, by), PROMPT_COLOUR, 2.0, Some("7 5"));
         let label = format!("best prompt ({}): {}", b.name, percent(b.metrics.accuracy));
-        text(&mut out, WIDTH - RIGHT - 4.0, by - 7.0, "end", 12, PROMPT_COLOUR, &label);
+        // Left end: the curve usually starts low on the left and climbs past the line on the right.
+        text(&mut out, LEFT + 6.0, by - 8.0, "start", 13, PROMPT_COLOUR, &label);
     }
     let path: Vec<String> = points.iter().map(|&(l, a)| format!("{:.1},{:.1}", x.at(l), y(a))).collect();
     let _ = write!(out, r#"<polyline points="{}" fill="none" stroke="{TUNED_COLOUR}" stroke-width="2.5"/>"#, path.join(" "));
@@ -199,9 +202,12 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
             count(p.labels as u64),
             percent(p.accuracy)
         );
-        text(&mut out, px, py + 20.0, "middle", 13, INK, &percent(p.accuracy));
+        // Above the point unless the best-prompt line runs just there.
+        let above = py - 12.0;
+        let clashes = best_y.is_some_and(|by| (above - 5.0 - by).abs() < 14.0);
+        text(&mut out, px, if clashes { py + 24.0 } else { above }, "middle", 14, INK, &percent(p.accuracy));
     }
-    legend(&mut out, 330.0, &[(TUNED_COLOUR, "fine-tuned", false), (PROMPT_COLOUR, "best prompt", true)]);
+    legend(&mut out, &[(TUNED_COLOUR, "fine-tuned", false), (PROMPT_COLOUR, "best prompt", true)]);
     axis_titles(&mut out, "labelled train examples (log scale)", "accuracy");
     out.push_str("</svg>");
     out
@@ -211,7 +217,7 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
 /// included), with the break-even point and the configured volume marked.
 pub(crate) fn cost_chart(report: &CompareReport) -> String {
     let mut out = String::new();
-    open("chart-cost", "Monthly cost vs monthly volume (first month of fine-tuning includes training)", &mut out);
+    open("chart-cost", "Monthly cost vs monthly volume", &mut out);
     let api = &report.cost.api;
     let monthly = report.cost.monthly_requests.max(1) as f64;
     let break_even = api.break_even_requests.filter(|b| b.is_finite() && *b > 0.0);
@@ -231,11 +237,11 @@ pub(crate) fn cost_chart(report: &CompareReport) -> String {
     let yscale = LogScale::new(cmin, cmax, 0.0, HEIGHT - BOTTOM, TOP);
     for d in yscale.decades() {
         line(&mut out, (LEFT, yscale.at(d)), (WIDTH - RIGHT, yscale.at(d)), GRID, 1.0, None);
-        text(&mut out, LEFT - 8.0, yscale.at(d) + 4.0, "end", 12, MUTED, &compact_money(d));
+        text(&mut out, LEFT - 8.0, yscale.at(d) + 5.0, "end", 13, MUTED, &compact_money(d));
     }
     for d in x.decades() {
         line(&mut out, (x.at(d), TOP), (x.at(d), HEIGHT - BOTTOM), GRID, 1.0, Some("2 3"));
-        text(&mut out, x.at(d), HEIGHT - BOTTOM + 18.0, "middle", 12, MUTED, &compact(d));
+        text(&mut out, x.at(d), HEIGHT - BOTTOM + 20.0, "middle", 13, MUTED, &compact(d));
     }
     let plot = |out: &mut String, f: &dyn Fn(&super::CostCurvePoint) -> f64, colour: &str| {
         let pts: Vec<String> =
@@ -249,7 +255,7 @@ pub(crate) fn cost_chart(report: &CompareReport) -> String {
     line(&mut out, (mx, TOP), (mx, HEIGHT - BOTTOM), MUTED, 1.5, Some("4 4"));
     let anchor = if mx > WIDTH * 0.7 { "end" } else { "start" };
     let dx = if anchor == "end" { -6.0 } else { 6.0 };
-    text(&mut out, mx + dx, TOP + 14.0, anchor, 12, MUTED, &format!("your volume: {}/month", count(report.cost.monthly_requests)));
+    text(&mut out, mx + dx, TOP + 16.0, anchor, 13, MUTED, &format!("your volume: {}/month", count(report.cost.monthly_requests)));
 
     if let Some(b) = break_even {
         if let Some(p) = api.cost_curve(&[b]).first() {
@@ -260,12 +266,12 @@ pub(crate) fn cost_chart(report: &CompareReport) -> String {
             );
             let anchor = if bx > WIDTH * 0.6 { "end" } else { "start" };
             let dx = if anchor == "end" { -10.0 } else { 10.0 };
-            let label = format!("break-even: {} requests ({})", volume(b), money(p.prompt));
-            text(&mut out, bx + dx, by - 10.0, anchor, 13, INK, &label);
+            let label = format!("break-even: {} requests/month ({})", volume(b), money(p.prompt));
+            text(&mut out, bx + dx, by - 12.0, anchor, 14, INK, &label);
         }
     }
-    let prompt_label = format!("prompt ({})", api.best_prompt.as_deref().unwrap_or("best"));
-    legend(&mut out, LEFT, &[(PROMPT_COLOUR, &prompt_label, false), (TUNED_COLOUR, "fine-tuned, first month", false)]);
+    let prompt_label = format!("{} (best prompt)", api.best_prompt.as_deref().unwrap_or("prompt"));
+    legend(&mut out, &[(PROMPT_COLOUR, &prompt_label, false), (TUNED_COLOUR, "fine-tuned, month 1", false)]);
     axis_titles(&mut out, "requests per month (log scale)", "cost per month (log scale)");
     out.push_str("</svg>");
     out
