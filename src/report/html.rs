@@ -55,11 +55,11 @@ ol.steps li.decided { font-weight: 600; }
 .answer { display: inline-block; border-radius: 999px; padding: 0 10px; margin-left: 6px; font-size: 13px; background: var(--line); }
 li.decided .answer { background: var(--ink); color: #fff; }
 .measured { display: block; color: var(--muted); font-weight: 400; font-size: 14px; }
-.matrices { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 16px; }
+.matrices { display: flex; flex-wrap: wrap; gap: 20px 32px; }
 .matrix h3 { font-size: 14px; margin: 0 0 6px; }
 .matrix table { width: auto; font-size: 13px; }
-.matrix td, .matrix th { padding: 4px 8px; text-align: center; border: 1px solid var(--line); }
-.card h3 { font-size: 14px; margin: 14px 0 8px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
+.matrix td, .matrix th { padding: 4px 10px; text-align: center; border: 1px solid var(--line); white-space: nowrap; }
+h3.pricing { font-size: 13px; margin: 14px 0 8px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
 .figures { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
 .figure { border-left: 4px solid var(--line); padding: 4px 12px; }
 .figure.prompt { border-color: var(--prompt); } .figure.tuned { border-color: var(--tuned); }
@@ -121,13 +121,13 @@ fn cost_summary(report: &CompareReport, out: &mut String) {
     let pricings = [("API prices", Some(&report.cost.api)), ("Self-hosted GPU", report.cost.self_hosted.as_ref())];
     for (title, summary) in pricings {
         let Some(summary) = summary else { continue };
-        let _ = write!(out, "<h3>{}</h3><div class=\"figures\">", escape(title));
+        let _ = write!(out, "<h3 class=\"pricing\">{}</h3><div class=\"figures\">", escape(title));
         if let Some(p) = summary.best_prompt_cost() {
-            figure(out, "prompt", &format!("{} per month", money(p.monthly)), &format!("prompting with {}", p.name));
+            figure(out, "prompt", &money(p.monthly), &format!("per month, prompting with {}", p.name));
         }
         if let Some(t) = summary.tuned_cost() {
-            figure(out, "tuned", &format!("{} per month", money(t.monthly)), &format!("fine-tuned, after {} training once", money(t.training)));
-            figure(out, "tuned", &money(t.first_month), "fine-tuned, first month");
+            figure(out, "tuned", &money(t.monthly), &format!("per month fine-tuned, after {} of training once", money(t.training)));
+            figure(out, "tuned", &money(t.first_month), "fine-tuned, first month (training included)");
         }
         let break_even = summary.break_even_requests.map_or_else(|| "never".to_string(), |b| format!("{} requests", volume(b)));
         let why = if summary.break_even_requests.is_some() { "break-even volume" } else { "break-even: tuning is not cheaper per request" };

@@ -102,8 +102,15 @@ fn compact(v: f64) -> String {
     format!("{scaled:.digits$}{unit}")
 }
 
+/// Tick label of a cost decade: "$0.01", "$1", "$10K".
 fn compact_money(v: f64) -> String {
-    if v >= 1.0 { format!("${}", compact(v)) } else { format!("${}", format!("{v:.4}").trim_end_matches('0')) }
+    if v >= 1.0 {
+        format!("${}", compact(v))
+    } else {
+        // Decades below $1 need exactly as many decimals as the decade has zeros.
+        let decimals = (-v.log10().round()).clamp(0.0, 12.0) as usize;
+        format!("${v:.decimals$}")
+    }
 }
 
 /// A one-line legend under the title, right-aligned to the plot (widths estimated from characters).
@@ -257,17 +264,21 @@ pub(crate) fn cost_chart(report: &CompareReport) -> String {
     let dx = if anchor == "end" { -6.0 } else { 6.0 };
     text(&mut out, mx + dx, TOP + 16.0, anchor, 13, MUTED, &format!("your volume: {}/month", count(report.cost.monthly_requests)));
 
-    if let Some(b) = break_even {
-        if let Some(p) = api.cost_curve(&[b]).first() {
-            let (bx, by) = (x.at(b), yscale.at(p.prompt.max(cmin)));
-            let _ = write!(
-                out,
-                r##"<circle cx="{bx:.1}" cy="{by:.1}" r="6" fill="{INK}" stroke="#fff" stroke-width="2"><title>break-even</title></circle>"##
-            );
-            let anchor = if bx > WIDTH * 0.6 { "end" } else { "start" };
-            let dx = if anchor == "end" { -10.0 } else { 10.0 };
-            let label = format!("break-even: {} requests/month ({})", volume(b), money(p.prompt));
-            text(&mut out, bx + dx, by - 12.0, anchor, 14, INK, &label);
+    if let Some(b) = break_even
+        && let Some(p) = api.cost_curve(&[b]).first()
+    {
+        let (bx, by) = (x.at(b), yscale.at(p.prompt.max(cmin)));
+        let _ = write!(
+            out,
+            r##"<circle cx="{bx:.1}" cy="{by:.1}" r="6" fill="{INK}" stroke="#fff" stroke-width="2"><title>break-even</title></circle>"##
+        );
+        // Both lines rise to the right of the crossing and the tuned one is flat to its left, so
+        // below-right (or, near the right edge, above-left) stays clear of them.
+        let label = format!("break-even: {} requests/month ({})", volume(b), money(p.prompt));
+        if bx > WIDTH * 0.6 {
+            text(&mut out, bx - 10.0, by - 14.0, "end", 14, INK, &label);
+        } else {
+            text(&mut out, bx + 10.0, by + 24.0, "start", 14, INK, &label);
         }
     }
     let prompt_label = format!("{} (best prompt)", api.best_prompt.as_deref().unwrap_or("prompt"));
