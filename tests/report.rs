@@ -399,6 +399,41 @@ fn assert_close(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
     }
 }
 
+/// Odd measurements (nothing measured, free prices, NaN from a failed run) still render.
+#[test]
+fn degenerate_reports_render_without_panicking() {
+    let free = CostConfig {
+        base_input_per_1k: 0.0,
+        base_output_per_1k: 0.0,
+        tuned_input_per_1k: 0.0,
+        tuned_output_per_1k: 0.0,
+        training_per_1k: 0.0,
+        gpu_hour: 0.0,
+        monthly_requests: 0,
+    };
+    let empty = CompareReport::new(ReportHeader::default(), Vec::new(), Vec::new(), None, &free, &DecisionConfig::default());
+    let html = report::html::render(&empty);
+    assert!(html.contains("no learning curve was measured") && html.contains("no cost curve"));
+    assert!(report::render_terminal(&empty).contains("Nothing was measured"));
+
+    let mut rows = realistic_rows();
+    rows[0].metrics.accuracy = f64::NAN;
+    rows[4].metrics.latency.mean_ms = f64::NAN;
+    rows[4].consistency = None;
+    let mut r = CompareReport::new(
+        header(0),
+        rows,
+        vec![CurvePoint { labels: 0, accuracy: 1.0, macro_f1: 1.0, train_time_s: 0.0 }],
+        None,
+        &CostConfig { gpu_hour: 2.0, ..CostConfig::default() },
+        &DecisionConfig::default(),
+    );
+    r.labels.clear();
+    let html = report::html::render(&r);
+    assert!(html.contains("chart-cost") && html.contains("#0"), "confusion matrices fall back to class numbers");
+    assert!(report::render_terminal(&r).contains("(self-hosted)"));
+}
+
 // ---------- headless Chromium ----------
 
 const CHROMIUM: &str = "/usr/bin/chromium";

@@ -253,3 +253,24 @@ pub mod format {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::format::*;
+
+    #[test]
+    fn report_number_formats() {
+        assert_eq!((count(0), count(999), count(1000), count(1_234_567)), ("0".into(), "999".into(), "1,000".into(), "1,234,567".into()));
+        assert_eq!(
+            (money(2700.0), money(20.0), money(0.0012), money(0.027)),
+            ("$2,700".into(), "$20.00".into(), "$0.00120".into(), "$0.0270".into())
+        );
+        assert_eq!((money(-3.5), money(f64::NAN)), ("-$3.50".into(), "-".into()));
+        assert_eq!((percent(0.8123), percent(1.0)), ("81.2%".into(), "100.0%".into()));
+        assert_eq!((volume(775.19), volume(f64::INFINITY)), ("775".into(), "-".into()));
+        assert_eq!(
+            (duration(0.0), duration(42.0), duration(210.0), duration(9000.0)),
+            ("0 s".into(), "42 s".into(), "3.5 min".into(), "2.5 h".into())
+        );
+    }
+}

@@ -120,7 +120,7 @@ pub fn render(report: &CompareReport) -> String {
     out.push_str("\nDecision\n");
     for (i, step) in report.recommendation.steps.iter().enumerate() {
         let marker = if step.decided { "=>" } else { "  " };
-        out.push_str(&format!("{marker} {}. {} {} ({})\n", i + 1, step.question, step.answer, step.measured));
+        out.push_str(&format!("{marker} {}. {} {}\n      {}\n", i + 1, step.question, step.answer, step.measured));
     }
     out.push_str(&format!("\nRecommendation: {}\n", report.recommendation.headline));
     out
