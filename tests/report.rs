@@ -134,10 +134,13 @@ fn break_even_is_none_when_tuning_costs_more_per_request() {
     let prompt = prompt_row("zero-shot", 150, 40);
     let mut tuned = tuned_row(180, 0.9);
     tuned.metrics.prompt_tokens_mean = 4000.0;
-    let cost = report::cost::estimate(&[prompt, tuned], &CostConfig::default());
+    let cost = report::cost::estimate(&[prompt.clone(), tuned.clone()], &CostConfig::default());
     assert_eq!(cost.api.break_even_requests, None);
-    let rec = report::decide::recommend(&realistic_rows()[..0], 0, &cost, None, &DecisionConfig::default());
-    assert!(rec.headline.contains("Nothing was measured"), "{}", rec.headline);
+    let r = build(vec![prompt, tuned], 8530, &CostConfig::default(), &DecisionConfig::default());
+    assert!(r.recommendation.steps[2].measured.contains("break-even never"), "{:#?}", r.recommendation.steps[2]);
+    assert!(!r.recommendation.steps[2].decided);
+    assert!(report::html::render(&r).contains("no break-even: fine-tuning costs more per request"));
+    assert!(report::render_terminal(&r).contains("never"));
 }
 
 #[test]
@@ -216,6 +219,26 @@ fn required_accuracy_reached_by_prompting_means_prompting() {
     assert_eq!(r.choice, Choice::Prompt { strategy: "retrieval".into() });
     assert_eq!(decided_step(&r), 3);
     assert_eq!(r.steps[3].answer, "prompting reaches it");
+}
+
+#[test]
+fn prompt_plateau_is_reported_before_the_accuracy_question() {
+    let quiet = CostConfig { monthly_requests: 1_000, ..CostConfig::default() };
+    let plateau = runs_plateau(0.80, 0.81);
+    let r = CompareReport::new(header(8530), realistic_rows(), curve(), Some(plateau), &quiet, &DecisionConfig::default());
+    let steps = &r.recommendation.steps;
+    assert_eq!(steps.len(), 5, "{steps:#?}");
+    assert!(steps[3].question.contains("stalled") && steps[3].answer == "yes" && !steps[3].decided, "{:#?}", steps[3]);
+    assert!(steps[3].measured.contains("+1.0 points"), "{}", steps[3].measured);
+    assert!(steps[4].decided);
+}
+
+/// The plateau check of two prompt versions with these best accuracies, via the run history.
+fn runs_plateau(previous: f64, last: f64) -> report::PlateauCheck {
+    let dir = tempfile::tempdir().unwrap();
+    runs::append(dir.path(), run("baseline", "few-shot", "dev", previous)).unwrap();
+    runs::append(dir.path(), run("baseline", "few-shot", "dev", last)).unwrap();
+    runs::plateau(&runs::read_all(dir.path()).unwrap(), DecisionConfig::default().plateau_points).unwrap()
 }
 
 #[test]

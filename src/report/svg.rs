@@ -281,6 +281,9 @@ pub(crate) fn cost_chart(report: &CompareReport) -> String {
             text(&mut out, bx + 10.0, by + 24.0, "start", 14, INK, &label);
         }
     }
+    if break_even.is_none() {
+        text(&mut out, LEFT + 10.0, TOP + 16.0, "start", 14, INK, "no break-even: fine-tuning costs more per request");
+    }
     let prompt_label = format!("{} (best prompt)", api.best_prompt.as_deref().unwrap_or("prompt"));
     legend(&mut out, &[(PROMPT_COLOUR, &prompt_label, false), (TUNED_COLOUR, "fine-tuned, month 1", false)]);
     axis_titles(&mut out, "requests per month (log scale)", "cost per month (log scale)");
