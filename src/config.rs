@@ -26,6 +26,8 @@ pub struct Config {
     pub train: TrainConfig,
     /// Prices used by the cost report.
     pub cost: CostConfig,
+    /// Thresholds of the prompt-or-fine-tune decision tree.
+    pub decision: DecisionConfig,
     /// Where outputs go.
     pub output: OutputConfig,
     /// The file this config was read from (set by [`Config::load`]; not a TOML key).
@@ -278,6 +280,28 @@ impl Default for CostConfig {
     }
 }
 
+/// `[decision]`: thresholds of the seed's decision tree (labels, consistency, volume, accuracy).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionConfig {
+    /// Fewer labelled train examples than this: keep prompting.
+    pub min_labels: usize,
+    /// Whether identical answers across prompt wordings matter (favours the more consistent strategy).
+    pub consistency_critical: bool,
+    /// Requests per month from which the cheaper-per-request tuned model pays off.
+    pub volume_threshold: u64,
+    /// Accuracy (0 to 1) the application needs.
+    pub required_accuracy: f64,
+    /// Prompt improvements below this many accuracy points count as a plateau.
+    pub plateau_points: f64,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        Self { min_labels: 500, consistency_critical: false, volume_threshold: 10_000, required_accuracy: 0.90, plateau_points: 3.0 }
+    }
+}
+
 /// `[output]`: where runs are written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -402,6 +426,13 @@ impl Config {
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(format!("train.lr = {} must be a positive number", t.lr));
         }
+        let dc = &self.decision;
+        if !(0.0..=1.0).contains(&dc.required_accuracy) {
+            return Err(format!("decision.required_accuracy = {} must be between 0 and 1 (0.9 means 90%)", dc.required_accuracy));
+        }
+        if !(dc.plateau_points >= 0.0 && dc.plateau_points.is_finite()) {
+            return Err(format!("decision.plateau_points = {} must be a non-negative number of accuracy points", dc.plateau_points));
+        }
         Ok(())
     }
 
@@ -466,5 +497,13 @@ mod tests {
         assert!(cfg.validate().unwrap_err().contains("sum to 1"));
         cfg.data.train_fraction = 0.8;
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn decision_accuracy_is_a_fraction() {
+        let cfg = Config::parse("[data]\npath = \"Cargo.toml\"\n[decision]\nrequired_accuracy = 90\n").unwrap();
+        assert!(cfg.validate().unwrap_err().contains("decision.required_accuracy"));
+        let err = Config::parse("[decision]\nmin_label = 3\n").unwrap_err();
+        assert!(err.contains("did you mean `min_labels`"), "{err}");
     }
 }

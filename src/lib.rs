@@ -13,6 +13,8 @@ pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod prompt;
+pub mod report;
+pub mod runs;
 pub mod score;
 pub mod tokenizer;
 pub mod train;

@@ -4,13 +4,13 @@
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, Table};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Number of equal-width confidence bins of the expected calibration error.
 pub const ECE_BINS: usize = 10;
 
 /// Precision, recall and F1 of one class (one-vs-rest).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     /// Label name.
     pub label: String,
@@ -25,7 +25,7 @@ pub struct ClassMetrics {
 }
 
 /// Mean and percentiles of per-example latency.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// Mean milliseconds per example.
     pub mean_ms: f64,
@@ -36,7 +36,7 @@ pub struct Latency {
 }
 
 /// The metrics of one set of predictions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// Number of examples.
     pub n: usize,
@@ -165,7 +165,7 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// How stable predictions are across prompt variants (templates, or demonstration orders).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Consistency {
     /// Name of each variant, in the order of `accuracies`.
     pub variants: Vec<String>,

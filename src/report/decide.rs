@@ -1,0 +1,217 @@
+//! The seed's decision tree, walked with measured values: enough labels? consistency critical?
+//! high volume? required accuracy reached? The first question that decides ends the walk.
+
+use serde::{Deserialize, Serialize};
+
+use super::format::{count, money, percent, volume};
+use super::{CostReport, PlateauCheck, StrategyRow, best_prompt, tuned};
+use crate::config::DecisionConfig;
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "choice", rename_all = "snake_case")]
+pub enum Choice {
+    /// Keep prompting, with this strategy.
+    Prompt {
+        /// The prompt strategy to use.
+        strategy: String,
+    },
+    /// Fine-tune (LoRA).
+    FineTune,
+}
+
+/// One question of the decision tree and the measurement that answered it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionStep {
+    /// The question, with its threshold.
+    pub question: String,
+    /// The measured values that answered it.
+    pub measured: String,
+    /// The answer ("yes", "no", or a short phrase).
+    pub answer: String,
+    /// Whether this answer ended the walk.
+    pub decided: bool,
+}
+
+/// The outcome of the decision tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// Prompt (which strategy) or fine-tune.
+    pub choice: Choice,
+    /// One sentence: the choice and the measured reason.
+    pub headline: String,
+    /// The questions asked, in order; the last one decided.
+    pub steps: Vec<DecisionStep>,
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes".into() } else { "no".into() }
+}
+
+/// Walk the decision tree over the measured rows.
+pub fn recommend(
+    rows: &[StrategyRow],
+    train_labels: usize,
+    cost: &CostReport,
+    plateau: Option<&PlateauCheck>,
+    cfg: &DecisionConfig,
+) -> Recommendation {
+    let mut steps = Vec::new();
+    let (best, tuned) = match (best_prompt(rows), tuned(rows)) {
+        (Some(b), Some(t)) => (b, t),
+        (best, tuned) => return one_sided(best, tuned),
+    };
+    let prompt = || Choice::Prompt { strategy: best.name.clone() };
+    let acc = |r: &StrategyRow| percent(r.metrics.accuracy);
+
+    let enough = train_labels >= cfg.min_labels;
+    steps.push(DecisionStep {
+        question: format!("At least {} labelled examples to fine-tune on?", count(cfg.min_labels as u64)),
+        measured: format!("{} labelled train examples", count(train_labels as u64)),
+        answer: yes_no(enough),
+        decided: !enough,
+    });
+    if !enough {
+        let headline = format!(
+            "Prompt with {}: {} labelled examples are fewer than the {} needed to fine-tune well ({} accuracy).",
+            best.name,
+            count(train_labels as u64),
+            count(cfg.min_labels as u64),
+            acc(best)
+        );
+        return Recommendation { choice: prompt(), headline, steps };
+    }
+
+    let agreement = |r: &StrategyRow| r.consistency.as_ref().map(|c| c.agreement);
+    let (tuned_agree, best_agree) = (agreement(tuned), agreement(best));
+    let shown = |a: Option<f64>| a.map_or_else(|| "not measured".to_string(), percent);
+    let measured = format!("agreement across templates: {} {} vs {} {}", tuned.name, shown(tuned_agree), best.name, shown(best_agree));
+    let steadier = matches!((tuned_agree, best_agree), (Some(t), Some(b)) if t > b);
+    let by_consistency = cfg.consistency_critical && steadier;
+    steps.push(DecisionStep {
+        question: "Is consistency critical, and is the tuned model more consistent?".into(),
+        measured: if cfg.consistency_critical { measured } else { format!("decision.consistency_critical = false; {measured}") },
+        answer: if cfg.consistency_critical { yes_no(steadier) } else { "not critical".into() },
+        decided: by_consistency,
+    });
+    if by_consistency {
+        let headline = format!(
+            "Fine-tune: consistency is critical and {} agrees with itself on {} of examples across templates vs {} for {}.",
+            tuned.name,
+            shown(tuned_agree),
+            shown(best_agree),
+            best.name
+        );
+        return Recommendation { choice: Choice::FineTune, headline, steps };
+    }
+
+    let monthly = cost.monthly_requests;
+    let break_even = cost.api.break_even_requests;
+    let high_volume = monthly >= cfg.volume_threshold;
+    let pays_off = break_even.is_some_and(|b| monthly as f64 >= b);
+    // A cheaper model that answers worse is no saving, so volume only decides for an equally good one.
+    let as_accurate = tuned.metrics.accuracy >= best.metrics.accuracy;
+    let by_volume = high_volume && pays_off && as_accurate;
+    let costs = match (cost.api.best_prompt_cost(), cost.api.tuned_cost()) {
+        (Some(p), Some(t)) => format!("; {}/month prompting vs {}/month tuned", money(p.monthly), money(t.monthly)),
+        _ => String::new(),
+    };
+    steps.push(DecisionStep {
+        question: format!("At least {} requests/month, above break-even, with the tuned model as accurate?", count(cfg.volume_threshold)),
+        measured: format!(
+            "{} requests/month; break-even {}{costs}; accuracy {} {} vs {} {}",
+            count(monthly),
+            break_even.map_or_else(|| "never (tuning is not cheaper per request)".into(), |b| format!("{} requests", volume(b))),
+            tuned.name,
+            acc(tuned),
+            best.name,
+            acc(best)
+        ),
+        answer: yes_no(by_volume),
+        decided: by_volume,
+    });
+    if by_volume {
+        let headline = format!(
+            "Fine-tune: at {} requests/month it pays back its training after {} requests, at {} accuracy vs {} for {}.",
+            count(monthly),
+            break_even.map_or_else(String::new, volume),
+            acc(tuned),
+            acc(best),
+            best.name
+        );
+        return Recommendation { choice: Choice::FineTune, headline, steps };
+    }
+
+    if let Some(p) = plateau {
+        steps.push(DecisionStep {
+            question: format!("Have prompt improvements stalled (below {:.1} points)?", p.threshold),
+            measured: format!("{} vs {}: {:+.1} points", p.last, p.previous, p.improvement_points),
+            answer: yes_no(p.plateaued),
+            decided: false,
+        });
+    }
+
+    let required = cfg.required_accuracy;
+    let prompt_reaches = best.metrics.accuracy >= required;
+    let tuned_reaches = tuned.metrics.accuracy >= required;
+    let (choice, answer, headline) = match (prompt_reaches, tuned_reaches) {
+        (true, _) => (
+            prompt(),
+            "prompting reaches it".to_string(),
+            format!("Prompt with {}: {} accuracy meets the required {}.", best.name, acc(best), percent(required)),
+        ),
+        (false, true) => (
+            Choice::FineTune,
+            "only fine-tuning reaches it".into(),
+            format!(
+                "Fine-tune: {} reaches {} accuracy, the best prompt ({}) only {}; {} required.",
+                tuned.name,
+                acc(tuned),
+                best.name,
+                acc(best),
+                percent(required)
+            ),
+        ),
+        (false, false) => {
+            let tuned_better = tuned.metrics.accuracy > best.metrics.accuracy;
+            let (choice, winner) = if tuned_better { (Choice::FineTune, tuned) } else { (prompt(), best) };
+            let headline = format!(
+                "Neither reaches the required {}; the best is {} at {}: add labelled data or try a bigger model.",
+                percent(required),
+                winner.name,
+                acc(winner)
+            );
+            (choice, "neither reaches it".into(), headline)
+        }
+    };
+    steps.push(DecisionStep {
+        question: format!("Accuracy of at least {} required: who reaches it?", percent(required)),
+        measured: format!("{} {}, {} {}", best.name, acc(best), tuned.name, acc(tuned)),
+        answer,
+        decided: true,
+    });
+    Recommendation { choice, headline, steps }
+}
+
+/// When only one side was measured there is nothing to compare: recommend what there is.
+fn one_sided(best: Option<&StrategyRow>, tuned: Option<&StrategyRow>) -> Recommendation {
+    let question = "Were both prompting and fine-tuning measured?".to_string();
+    let (choice, headline, measured) = match (best, tuned) {
+        (Some(b), _) => (
+            Choice::Prompt { strategy: b.name.clone() },
+            format!("Prompt with {} ({} accuracy): no fine-tuned model was measured.", b.name, percent(b.metrics.accuracy)),
+            "prompt strategies only".to_string(),
+        ),
+        (None, Some(t)) => (
+            Choice::FineTune,
+            format!("Fine-tune ({} accuracy): no prompt strategy was measured.", percent(t.metrics.accuracy)),
+            "fine-tuned model only".into(),
+        ),
+        (None, None) => (
+            Choice::Prompt { strategy: "none".into() },
+            "Nothing was measured: run the baselines and training first.".into(),
+            "no strategies".into(),
+        ),
+    };
+    Recommendation { choice, headline, steps: vec![DecisionStep { question, measured, answer: "no".into(), decided: true }] }
+}

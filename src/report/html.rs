@@ -1,0 +1,236 @@
+//! report.html: one self-contained page (inline CSS and SVG, no scripts, nothing fetched) with the
+//! recommendation, the charts, the comparison table, the decision steps and confusion matrices.
+
+use std::fmt::Write;
+
+use super::format::{count, money, percent, volume};
+use super::svg::{PROMPT_COLOUR, TUNED_COLOUR, accuracy_chart, cost_chart, learning_curve_chart};
+use super::table::comparison_lines;
+use super::{Choice, CompareReport, RowKind, StrategyRow};
+
+/// Escape text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = r#"
+:root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --bg: #f5f7fa; --prompt: PROMPT; --tuned: TUNED; }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--ink);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "DejaVu Sans", sans-serif; }
+main { max-width: 1240px; margin: 0 auto; padding: 28px 32px 48px; }
+h1 { font-size: 28px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 0 0 12px; }
+.meta { color: var(--muted); margin: 0 0 20px; }
+.verdict { border-radius: 10px; padding: 18px 24px; margin-bottom: 24px; color: #fff; }
+.verdict.prompt { background: var(--prompt); }
+.verdict.finetune { background: var(--tuned); }
+.verdict .choice { font-size: 24px; font-weight: 700; }
+.verdict p { margin: 6px 0 0; font-size: 17px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 20px; margin-bottom: 20px; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 18px 20px; margin-bottom: 20px; }
+.grid .card { margin-bottom: 0; }
+.chart { width: 100%; height: auto; display: block; }
+.caption { color: var(--muted); font-size: 13px; margin: 8px 0 0; }
+table { border-collapse: collapse; width: 100%; }
+th, td { padding: 7px 10px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; white-space: normal; }
+thead th { font-weight: 600; border-bottom: 2px solid var(--ink); }
+th.prompt { color: var(--prompt); } th.tuned { color: var(--tuned); }
+tr.key td { font-weight: 600; }
+ol.steps { margin: 0; padding-left: 22px; }
+ol.steps li { padding: 8px 0; border-bottom: 1px solid var(--line); }
+ol.steps li.decided { font-weight: 600; }
+.answer { display: inline-block; border-radius: 999px; padding: 0 10px; margin-left: 6px; font-size: 13px; background: var(--line); }
+li.decided .answer { background: var(--ink); color: #fff; }
+.measured { display: block; color: var(--muted); font-weight: 400; font-size: 14px; }
+.matrices { display: flex; flex-wrap: wrap; gap: 20px 32px; }
+.matrix h3 { font-size: 14px; margin: 0 0 6px; }
+.matrix table { width: auto; font-size: 13px; }
+.matrix td, .matrix th { padding: 4px 10px; text-align: center; border: 1px solid var(--line); white-space: nowrap; }
+h3.pricing { font-size: 13px; margin: 14px 0 8px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
+.figures { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
+.figure { border-left: 4px solid var(--line); padding: 4px 12px; }
+.figure.prompt { border-color: var(--prompt); } .figure.tuned { border-color: var(--tuned); }
+.figure b { display: block; font-size: 24px; line-height: 1.25; }
+.figure span { color: var(--muted); font-size: 14px; }
+footer { color: var(--muted); font-size: 13px; }
+"#;
+
+/// The whole page.
+pub fn render(report: &CompareReport) -> String {
+    let mut out = String::with_capacity(64 * 1024);
+    let style = STYLE.replace("PROMPT", PROMPT_COLOUR).replace("TUNED", TUNED_COLOUR);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>wick: prompt or fine-tune? {}</title><style>{style}</style></head><body><main>",
+        escape(&report.model)
+    );
+    let _ = write!(
+        out,
+        "<h1>Prompt or fine-tune?</h1><p class=\"meta\">{} on {} &middot; {} split, {} examples &middot; {} labelled train examples available \
+         &middot; labels: {} &middot; {}</p>",
+        escape(&report.model),
+        escape(&report.data),
+        escape(&report.split),
+        count(report.test_examples as u64),
+        count(report.train_labels_available as u64),
+        escape(&report.labels.join(", ")),
+        escape(&report.generated_at)
+    );
+    verdict(report, &mut out);
+
+    out.push_str("<div class=\"grid\">");
+    card(&mut out, &accuracy_chart(report), "Bars: accuracy of the main template on the test split.");
+    card(&mut out, &learning_curve_chart(report), "Each point is a LoRA run on that many labels; the dashed line is the best prompt.");
+    card(
+        &mut out,
+        &cost_chart(report),
+        "API prices from [cost]. Right of the break-even point fine-tuning is cheaper even in its first month, training included.",
+    );
+    cost_summary(report, &mut out);
+    out.push_str("</div>");
+
+    comparison(report, &mut out);
+    decision(report, &mut out);
+    matrices(report, &mut out);
+    out.push_str("<footer>Made by wick compare. Every number was measured on this data and model; prices are configured.</footer>");
+    out.push_str("</main></body></html>\n");
+    out
+}
+
+fn card(out: &mut String, svg: &str, caption: &str) {
+    let _ = write!(out, "<div class=\"card\">{svg}<p class=\"caption\">{}</p></div>", escape(caption));
+}
+
+/// The cost figures at the configured volume as large numbers beside the cost chart.
+fn cost_summary(report: &CompareReport, out: &mut String) {
+    let _ = write!(out, "<div class=\"card\"><h2>At {} requests per month</h2>", count(report.cost.monthly_requests));
+    let pricings = [("API prices", Some(&report.cost.api)), ("Self-hosted GPU", report.cost.self_hosted.as_ref())];
+    for (title, summary) in pricings {
+        let Some(summary) = summary else { continue };
+        let _ = write!(out, "<h3 class=\"pricing\">{}</h3><div class=\"figures\">", escape(title));
+        if let Some(p) = summary.best_prompt_cost() {
+            figure(out, "prompt", &money(p.monthly), &format!("per month, prompting with {}", p.name));
+        }
+        if let Some(t) = summary.tuned_cost() {
+            figure(out, "tuned", &money(t.monthly), &format!("per month fine-tuned, after {} of training once", money(t.training)));
+            figure(out, "tuned", &money(t.first_month), "fine-tuned, first month (training included)");
+        }
+        let break_even = summary.break_even_requests.map_or_else(|| "never".to_string(), |b| format!("{} requests", volume(b)));
+        let why = if summary.break_even_requests.is_some() { "break-even volume" } else { "break-even: tuning is not cheaper per request" };
+        figure(out, "", &break_even, why);
+        out.push_str("</div>");
+    }
+    out.push_str("</div>");
+}
+
+fn figure(out: &mut String, class: &str, value: &str, label: &str) {
+    let _ = write!(out, "<div class=\"figure {class}\"><b>{}</b><span>{}</span></div>", escape(value), escape(label));
+}
+
+fn verdict(report: &CompareReport, out: &mut String) {
+    let rec = &report.recommendation;
+    let (class, choice) = match &rec.choice {
+        Choice::Prompt { strategy } => ("prompt", format!("Recommendation: prompt ({strategy})")),
+        Choice::FineTune => ("finetune", "Recommendation: fine-tune (LoRA)".to_string()),
+    };
+    let _ = write!(
+        out,
+        "<section class=\"verdict {class}\"><div class=\"choice\">{}</div><p>{}</p></section>",
+        escape(&choice),
+        escape(&rec.headline)
+    );
+}
+
+fn comparison(report: &CompareReport, out: &mut String) {
+    out.push_str("<section class=\"card\"><h2>Side by side</h2><table><thead><tr><th></th>");
+    for row in &report.rows {
+        let class = if row.kind == RowKind::FineTuned { "tuned" } else { "prompt" };
+        let _ = write!(out, "<th class=\"{class}\">{}</th>", escape(&row.name));
+    }
+    out.push_str("</tr></thead><tbody>");
+    for line in comparison_lines(report) {
+        let key = line.label == "Accuracy" || line.label.starts_with("Monthly cost");
+        let _ = write!(out, "<tr{}><td>{}</td>", if key { " class=\"key\"" } else { "" }, escape(&line.label));
+        for value in &line.values {
+            let _ = write!(out, "<td>{}</td>", escape(value));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table></section>");
+}
+
+fn decision(report: &CompareReport, out: &mut String) {
+    out.push_str("<section class=\"card\"><h2>How the decision was made</h2><ol class=\"steps\">");
+    for step in &report.recommendation.steps {
+        let _ = write!(
+            out,
+            "<li{}>{} <span class=\"answer\">{}</span><span class=\"measured\">{}</span></li>",
+            if step.decided { " class=\"decided\"" } else { "" },
+            escape(&step.question),
+            escape(&step.answer),
+            escape(&step.measured)
+        );
+    }
+    out.push_str("</ol>");
+    if let Some(p) = &report.plateau {
+        let _ = write!(
+            out,
+            "<p class=\"caption\">Prompt history: {} improved on {} by {:+.1} points ({} the {:.1}-point plateau threshold).</p>",
+            escape(&p.last),
+            escape(&p.previous),
+            p.improvement_points,
+            if p.plateaued { "below" } else { "at or above" },
+            p.threshold
+        );
+    }
+    out.push_str("</section>");
+}
+
+fn matrices(report: &CompareReport, out: &mut String) {
+    out.push_str("<section class=\"card\"><h2>Confusion matrices</h2><p class=\"caption\">Rows: gold label; columns: predicted. Darker cells hold a larger share of their row.</p><div class=\"matrices\">");
+    for row in &report.rows {
+        matrix(row, &report.labels, out);
+    }
+    out.push_str("</div></section>");
+}
+
+/// One heat-map table; a cell's shade is its share of the gold row, so classes of any size compare.
+fn matrix(row: &StrategyRow, labels: &[String], out: &mut String) {
+    let (r, g, b) = if row.kind == RowKind::FineTuned { (224, 123, 36) } else { (59, 110, 168) };
+    let _ = write!(
+        out,
+        "<div class=\"matrix\"><h3>{} &middot; {}</h3><table><tr><th>gold \\ pred</th>",
+        escape(&row.name),
+        percent(row.metrics.accuracy)
+    );
+    let name = |i: usize| labels.get(i).map_or_else(|| format!("#{i}"), |l| l.clone());
+    for j in 0..row.metrics.confusion.len() {
+        let _ = write!(out, "<th>{}</th>", escape(&name(j)));
+    }
+    out.push_str("</tr>");
+    for (i, cells) in row.metrics.confusion.iter().enumerate() {
+        let total: usize = cells.iter().sum();
+        let _ = write!(out, "<tr><th>{}</th>", escape(&name(i)));
+        for &c in cells {
+            let share = if total == 0 { 0.0 } else { c as f64 / total as f64 };
+            let ink = if share > 0.55 { "#fff" } else { "inherit" };
+            let _ = write!(out, "<td style=\"background: rgba({r}, {g}, {b}, {:.2}); color: {ink}\">{c}</td>", 0.08 + 0.85 * share);
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table></div>");
+}

@@ -1,0 +1,276 @@
+//! The decision report of `wick compare`: measured strategies side by side, what each costs, the
+//! seed's decision tree walked with the measured values, as a terminal table, report.json and a
+//! self-contained report.html.
+
+pub mod cost;
+pub mod decide;
+pub mod html;
+mod svg;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{CostConfig, DecisionConfig};
+use crate::error::{Error, Result};
+use crate::metrics::{Consistency, Metrics};
+use crate::model::load::write_atomic;
+
+pub use cost::{CostCurvePoint, CostReport, CostSummary, StrategyCost};
+pub use decide::{Choice, DecisionStep, Recommendation};
+
+/// Whether a row adapts the prompt or the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowKind {
+    /// A prompt-only strategy on the frozen model.
+    Prompt,
+    /// The fine-tuned (LoRA) model.
+    FineTuned,
+}
+
+/// One measured strategy: a column of the comparison table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrategyRow {
+    /// "zero-shot", "few-shot", "calibrated", "retrieval", "fine-tuned (LoRA)".
+    pub name: String,
+    /// Prompt strategy or fine-tuned model.
+    pub kind: RowKind,
+    /// Metrics on the test split (latency and prompt tokens included).
+    pub metrics: Metrics,
+    /// Stability across prompt templates, when measured.
+    pub consistency: Option<Consistency>,
+    /// Labelled examples the strategy consumed (demonstrations, calibration set, train split).
+    pub labelled_examples_used: usize,
+    /// Seconds until the strategy could answer: 0 for prompts, training wall time for the tuned row.
+    pub time_to_first_result_s: f64,
+    /// Seconds to adapt to changed requirements: 0 for prompts (edit the prompt), retraining for tuned.
+    pub retrain_time_s: f64,
+    /// Output tokens a deployed request generates (priced with the output price).
+    pub output_tokens_per_request: f64,
+    /// Tokens processed by training (0 for prompts); priced with `cost.training_per_1k`.
+    pub training_tokens: u64,
+}
+
+/// Accuracy of a fine-tuning run on a subset of the labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    /// Labelled train examples used.
+    pub labels: usize,
+    /// Test accuracy.
+    pub accuracy: f64,
+    /// Test macro-F1.
+    pub macro_f1: f64,
+    /// Training wall time in seconds.
+    pub train_time_s: f64,
+}
+
+/// The seed's rule "switch to fine-tuning when the last prompt improvement is below N points".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlateauCheck {
+    /// The latest prompt version (e.g. "prompt_v3").
+    pub last: String,
+    /// The prompt version before it.
+    pub previous: String,
+    /// Best accuracy of `last` minus that of `previous`, in percentage points.
+    pub improvement_points: f64,
+    /// `decision.plateau_points`.
+    pub threshold: f64,
+    /// Whether the improvement is below the threshold.
+    pub plateaued: bool,
+}
+
+/// Everything `wick compare` measured and concluded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareReport {
+    /// Model source as configured.
+    pub model: String,
+    /// Data source as configured.
+    pub data: String,
+    /// Split the rows were measured on.
+    pub split: String,
+    /// Examples in that split.
+    pub test_examples: usize,
+    /// Label names in class-index order.
+    pub labels: Vec<String>,
+    /// Labelled train examples available for fine-tuning.
+    pub train_labels_available: usize,
+    /// One entry per strategy, prompt rows first.
+    pub rows: Vec<StrategyRow>,
+    /// Fine-tuning accuracy by number of labels, ascending.
+    pub learning_curve: Vec<CurvePoint>,
+    /// Serving and training costs.
+    pub cost: CostReport,
+    /// The decision tree's outcome.
+    pub recommendation: Recommendation,
+    /// Prompt-plateau check from the run history, when there are two prompt versions.
+    pub plateau: Option<PlateauCheck>,
+    /// When the report was made (RFC 3339, UTC).
+    pub generated_at: String,
+}
+
+/// What the report is about: the fields of [`CompareReport`] that are not measured per row.
+#[derive(Debug, Clone, Default)]
+pub struct ReportHeader {
+    /// Model source as configured.
+    pub model: String,
+    /// Data source as configured.
+    pub data: String,
+    /// Split the rows were measured on.
+    pub split: String,
+    /// Examples in that split.
+    pub test_examples: usize,
+    /// Label names in class-index order.
+    pub labels: Vec<String>,
+    /// Labelled train examples available for fine-tuning.
+    pub train_labels_available: usize,
+}
+
+impl CompareReport {
+    /// Assemble a report from measured rows: prices them, walks the decision tree and stamps the time.
+    pub fn new(
+        header: ReportHeader,
+        rows: Vec<StrategyRow>,
+        learning_curve: Vec<CurvePoint>,
+        plateau: Option<PlateauCheck>,
+        prices: &CostConfig,
+        decision: &DecisionConfig,
+    ) -> Self {
+        let cost = cost::estimate(&rows, prices);
+        let recommendation = decide::recommend(&rows, header.train_labels_available, &cost, plateau.as_ref(), decision);
+        Self {
+            model: header.model,
+            data: header.data,
+            split: header.split,
+            test_examples: header.test_examples,
+            labels: header.labels,
+            train_labels_available: header.train_labels_available,
+            rows,
+            learning_curve,
+            cost,
+            recommendation,
+            plateau,
+            generated_at: crate::runs::now_rfc3339(),
+        }
+    }
+
+    /// The prompt strategy with the highest accuracy (the first one on ties).
+    pub fn best_prompt(&self) -> Option<&StrategyRow> {
+        best_prompt(&self.rows)
+    }
+
+    /// The fine-tuned row, if one was measured.
+    pub fn tuned(&self) -> Option<&StrategyRow> {
+        tuned(&self.rows)
+    }
+}
+
+/// The prompt row with the highest accuracy (the first one on ties).
+pub fn best_prompt(rows: &[StrategyRow]) -> Option<&StrategyRow> {
+    rows.iter().filter(|r| r.kind == RowKind::Prompt).reduce(|best, r| if r.metrics.accuracy > best.metrics.accuracy { r } else { best })
+}
+
+/// The first fine-tuned row.
+pub fn tuned(rows: &[StrategyRow]) -> Option<&StrategyRow> {
+    rows.iter().find(|r| r.kind == RowKind::FineTuned)
+}
+
+/// Where [`write_report`] put its files.
+#[derive(Debug, Clone)]
+pub struct ReportPaths {
+    /// The machine-readable report.
+    pub json: PathBuf,
+    /// The self-contained page.
+    pub html: PathBuf,
+}
+
+/// Write `report.json` (pretty) and `report.html` into `dir` (created if missing), each atomically.
+pub fn write_report(report: &CompareReport, dir: &Path) -> Result<ReportPaths> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let paths = ReportPaths { json: dir.join("report.json"), html: dir.join("report.html") };
+    let json = serde_json::to_vec_pretty(report).map_err(|e| Error::Data(format!("{}: {e}", paths.json.display())))?;
+    write_atomic(&paths.json, &json)?;
+    write_atomic(&paths.html, html::render(report).as_bytes())?;
+    Ok(paths)
+}
+
+/// The comparison table, learning curve, plateau check and decision steps for the terminal.
+pub fn render_terminal(report: &CompareReport) -> String {
+    table::render(report)
+}
+
+/// Formatting shared by the terminal, HTML and tests, so every surface shows the same value.
+pub mod format {
+    /// A share as a percentage with one decimal: 0.8123 -> "81.2%".
+    pub fn percent(share: f64) -> String {
+        format!("{:.1}%", share * 100.0)
+    }
+
+    /// Thousands separators: 100000 -> "100,000".
+    pub fn count(n: u64) -> String {
+        let digits = n.to_string();
+        let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// Dollars: whole dollars from $100, cents from $1, three significant digits below.
+    pub fn money(dollars: f64) -> String {
+        if !dollars.is_finite() {
+            return "-".into();
+        }
+        let sign = if dollars < 0.0 { "-" } else { "" };
+        let d = dollars.abs();
+        if d >= 100.0 {
+            format!("{sign}${}", count(d.round() as u64))
+        } else if d >= 1.0 || d == 0.0 {
+            format!("{sign}${d:.2}")
+        } else {
+            // Per-request prices are fractions of a cent; keep three significant digits.
+            let decimals = (2 - d.log10().floor() as i32).clamp(2, 10) as usize;
+            format!("{sign}${d:.decimals$}")
+        }
+    }
+
+    /// A request volume, rounded: 775.2 -> "775".
+    pub fn volume(requests: f64) -> String {
+        if requests.is_finite() && requests >= 0.0 { count(requests.round() as u64) } else { "-".into() }
+    }
+
+    /// Seconds as "0 s", "42 s", "3.5 min" or "1.2 h".
+    pub fn duration(seconds: f64) -> String {
+        match seconds {
+            s if !s.is_finite() || s <= 0.0 => "0 s".into(),
+            s if s < 120.0 => format!("{s:.0} s"),
+            s if s < 7200.0 => format!("{:.1} min", s / 60.0),
+            s => format!("{:.1} h", s / 3600.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format::*;
+
+    #[test]
+    fn report_number_formats() {
+        assert_eq!((count(0), count(999), count(1000), count(1_234_567)), ("0".into(), "999".into(), "1,000".into(), "1,234,567".into()));
+        assert_eq!(
+            (money(2700.0), money(20.0), money(0.0012), money(0.027)),
+            ("$2,700".into(), "$20.00".into(), "$0.00120".into(), "$0.0270".into())
+        );
+        assert_eq!((money(-3.5), money(f64::NAN)), ("-$3.50".into(), "-".into()));
+        assert_eq!((percent(0.8123), percent(1.0)), ("81.2%".into(), "100.0%".into()));
+        assert_eq!((volume(775.19), volume(f64::INFINITY)), ("775".into(), "-".into()));
+        assert_eq!(
+            (duration(0.0), duration(42.0), duration(210.0), duration(9000.0)),
+            ("0 s".into(), "42 s".into(), "3.5 min".into(), "2.5 h".into())
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! Hand-built inline SVG charts of report.html: accuracy per strategy, the learning curve and
+//! monthly cost vs volume. Plain strings keep the page self-contained and the crate light.
+
+use std::fmt::Write;
+
+use super::format::{count, money, percent, volume};
+use super::html::escape;
+use super::{CompareReport, RowKind};
+
+/// Colour of prompt strategies.
+pub(crate) const PROMPT_COLOUR: &str = "#3b6ea8";
+/// Colour of the fine-tuned model.
+pub(crate) const TUNED_COLOUR: &str = "#e07b24";
+const INK: &str = "#1f2933";
+const MUTED: &str = "#616e7c";
+const GRID: &str = "#e4e7eb";
+
+const WIDTH: f64 = 640.0;
+const HEIGHT: f64 = 400.0;
+const LEFT: f64 = 64.0;
+const RIGHT: f64 = 24.0;
+const TOP: f64 = 64.0;
+const BOTTOM: f64 = 64.0;
+
+/// Opening tag, accessible title and heading of one chart.
+fn open(id: &str, title: &str, out: &mut String) {
+    let _ = write!(
+        out,
+        r#"<svg id="{id}" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{id}-title" xmlns="http://www.w3.org/2000/svg"><title id="{id}-title">{}</title>"#,
+        escape(title)
+    );
+    let _ = write!(out, r#"<text x="8" y="24" font-size="18" font-weight="600" fill="{INK}">{}</text>"#, escape(title));
+}
+
+fn text(out: &mut String, x: f64, y: f64, anchor: &str, size: u32, colour: &str, body: &str) {
+    let _ = write!(out, r#"<text x="{x:.1}" y="{y:.1}" text-anchor="{anchor}" font-size="{size}" fill="{colour}">{}</text>"#, escape(body));
+}
+
+fn line(out: &mut String, (x1, y1): (f64, f64), (x2, y2): (f64, f64), colour: &str, width: f64, dash: Option<&str>) {
+    let dash = dash.map(|d| format!(r#" stroke-dasharray="{d}""#)).unwrap_or_default();
+    let _ = write!(out, r#"<line x1="{x1:.1}" y1="{y1:.1}" x2="{x2:.1}" y2="{y2:.1}" stroke="{colour}" stroke-width="{width}"{dash}/>"#);
+}
+
+/// Axis titles below and beside the plot area.
+fn axis_titles(out: &mut String, x_title: &str, y_title: &str) {
+    text(out, LEFT + (WIDTH - LEFT - RIGHT) / 2.0, HEIGHT - 12.0, "middle", 14, MUTED, x_title);
+    let y = TOP + (HEIGHT - TOP - BOTTOM) / 2.0;
+    let _ = write!(
+        out,
+        r#"<text transform="translate(18 {y:.1}) rotate(-90)" text-anchor="middle" font-size="14" fill="{MUTED}">{}</text>"#,
+        escape(y_title)
+    );
+}
+
+/// A linear y axis in accuracy percent with gridlines every `step` points.
+fn percent_axis(out: &mut String, lo: f64, hi: f64, step: f64) -> impl Fn(f64) -> f64 + use<> {
+    let (top, bottom) = (TOP, HEIGHT - BOTTOM);
+    let y = move |pct: f64| bottom - (pct - lo) / (hi - lo) * (bottom - top);
+    let mut tick = lo;
+    while tick <= hi + 1e-9 {
+        line(out, (LEFT, y(tick)), (WIDTH - RIGHT, y(tick)), GRID, 1.0, None);
+        text(out, LEFT - 8.0, y(tick) + 5.0, "end", 13, MUTED, &format!("{tick:.0}%"));
+        tick += step;
+    }
+    y
+}
+
+/// Maps values onto pixels on a log10 scale spanning whole decades.
+struct LogScale {
+    lo: f64,
+    hi: f64,
+    px0: f64,
+    px1: f64,
+}
+
+impl LogScale {
+    /// Decades around `[min, max]` (both positive), widened by `pad` decades each side.
+    fn new(min: f64, max: f64, pad: f64, px0: f64, px1: f64) -> Self {
+        let lo = (min.log10() - pad).floor();
+        let hi = (max.log10() + pad).ceil().max(lo + 1.0);
+        Self { lo, hi, px0, px1 }
+    }
+
+    fn at(&self, v: f64) -> f64 {
+        self.px0 + (v.max(1e-12).log10() - self.lo) / (self.hi - self.lo) * (self.px1 - self.px0)
+    }
+
+    fn decades(&self) -> impl Iterator<Item = f64> {
+        (self.lo as i32..=self.hi as i32).map(|e| 10f64.powi(e))
+    }
+}
+
+/// 1000 -> "1K", 2500000 -> "2.5M": short tick labels.
+fn compact(v: f64) -> String {
+    let (scaled, unit) = match v {
+        v if v >= 1e9 => (v / 1e9, "B"),
+        v if v >= 1e6 => (v / 1e6, "M"),
+        v if v >= 1e3 => (v / 1e3, "K"),
+        v => (v, ""),
+    };
+    let digits = if scaled >= 10.0 || scaled.fract().abs() < 1e-9 { 0 } else { 1 };
+    format!("{scaled:.digits$}{unit}")
+}
+
+/// Tick label of a cost decade: "$0.01", "$1", "$10K".
+fn compact_money(v: f64) -> String {
+    if v >= 1.0 {
+        format!("${}", compact(v))
+    } else {
+        // Decades below $1 need exactly as many decimals as the decade has zeros.
+        let decimals = (-v.log10().round()).clamp(0.0, 12.0) as usize;
+        format!("${v:.decimals$}")
+    }
+}
+
+/// A one-line legend under the title, right-aligned to the plot (widths estimated from characters).
+fn legend(out: &mut String, entries: &[(&str, &str, bool)]) {
+    let width = |label: &str| 40.0 + 7.4 * label.chars().count() as f64;
+    let mut x = WIDTH - RIGHT - entries.iter().map(|e| width(e.1)).sum::<f64>() + 12.0;
+    for (colour, label, dashed) in entries {
+        if *dashed {
+            line(out, (x, 42.0), (x + 22.0, 42.0), colour, 2.5, Some("6 4"));
+        } else {
+            let _ = write!(out, r#"<rect x="{x:.1}" y="35" width="22" height="13" rx="2" fill="{colour}"/>"#);
+        }
+        text(out, x + 28.0, 47.0, "start", 13, INK, label);
+        x += width(label);
+    }
+}
+
+/// Bars of accuracy per strategy, whiskers spanning the accuracy range across templates.
+pub(crate) fn accuracy_chart(report: &CompareReport) -> String {
+    let mut out = String::new();
+    open("chart-accuracy", "Accuracy per strategy", &mut out);
+    legend(&mut out, &[(PROMPT_COLOUR, "prompt", false), (TUNED_COLOUR, "fine-tuned", false)]);
+    let y = percent_axis(&mut out, 0.0, 100.0, 20.0);
+    let n = report.rows.len().max(1) as f64;
+    let band = (WIDTH - LEFT - RIGHT) / n;
+    let bar = (band * 0.58).min(90.0);
+    for (i, row) in report.rows.iter().enumerate() {
+        let centre = LEFT + band * (i as f64 + 0.5);
+        let acc = row.metrics.accuracy * 100.0;
+        let colour = if row.kind == RowKind::FineTuned { TUNED_COLOUR } else { PROMPT_COLOUR };
+        let _ = write!(
+            out,
+            r#"<rect x="{:.1}" y="{:.1}" width="{bar:.1}" height="{:.1}" rx="3" fill="{colour}"><title>{}: {}</title></rect>"#,
+            centre - bar / 2.0,
+            y(acc),
+            y(0.0) - y(acc),
+            escape(&row.name),
+            percent(row.metrics.accuracy)
+        );
+        let mut label_top = y(acc);
+        if let Some(c) = &row.consistency {
+            let (lo, hi) = (y(c.accuracy_min * 100.0), y(c.accuracy_max * 100.0));
+            line(&mut out, (centre, lo), (centre, hi), INK, 1.5, None);
+            for cap in [lo, hi] {
+                line(&mut out, (centre - 8.0, cap), (centre + 8.0, cap), INK, 1.5, None);
+            }
+            label_top = label_top.min(hi);
+        }
+        text(&mut out, centre, label_top - 8.0, "middle", 14, INK, &percent(row.metrics.accuracy));
+        text(&mut out, centre, HEIGHT - BOTTOM + 22.0, "middle", 14, INK, &row.name);
+    }
+    axis_titles(&mut out, "whiskers: accuracy range across prompt templates", "accuracy");
+    out.push_str("</svg>");
+    out
+}
+
+/// Fine-tuned accuracy against labels used (log x), with the best prompt strategy as a dashed line.
+pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
+    let mut out = String::new();
+    open("chart-learning-curve", "Learning curve: fine-tuned accuracy vs labels", &mut out);
+    let points: Vec<(f64, f64)> = report.learning_curve.iter().map(|p| ((p.labels.max(1)) as f64, p.accuracy * 100.0)).collect();
+    if points.is_empty() {
+        text(&mut out, WIDTH / 2.0, HEIGHT / 2.0, "middle", 14, MUTED, "no learning curve was measured");
+        out.push_str("</svg>");
+        return out;
+    }
+    let best = report.best_prompt();
+    let accs = points.iter().map(|p| p.1).chain(best.map(|b| b.metrics.accuracy * 100.0));
+    let (min, max) = accs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), a| (lo.min(a), hi.max(a)));
+    let lo = ((min - 5.0) / 10.0).floor().max(0.0) * 10.0;
+    let hi = ((max + 5.0) / 10.0).ceil().min(10.0) * 10.0;
+    let step = if hi - lo > 50.0 { 20.0 } else { 10.0 };
+    let y = percent_axis(&mut out, lo, hi, step);
+    let (xmin, xmax) = points.iter().fold((f64::INFINITY, 0f64), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let x = LogScale::new(xmin, xmax, 0.15, LEFT + 12.0, WIDTH - RIGHT - 12.0);
+    for d in x.decades() {
+        line(&mut out, (x.at(d), TOP), (x.at(d), HEIGHT - BOTTOM), GRID, 1.0, Some("2 3"));
+    }
+    for &(labels, _) in &points {
+        text(&mut out, x.at(labels), HEIGHT - BOTTOM + 20.0, "middle", 13, MUTED, &count(labels as u64));
+    }
+    let best_y = best.map(|b| y(b.metrics.accuracy * 100.0));
+    if let (Some(b), Some(by)) = (best, best_y) {
+        line(&mut out, (LEFT, by), (WIDTH - RIGHT, by), PROMPT_COLOUR, 2.0, Some("7 5"));
+        let label = format!("best prompt ({}): {}", b.name, percent(b.metrics.accuracy));
+        // Left end: the curve usually starts low on the left and climbs past the line on the right.
+        text(&mut out, LEFT + 6.0, by - 8.0, "start", 13, PROMPT_COLOUR, &label);
+    }
+    let path: Vec<String> = points.iter().map(|&(l, a)| format!("{:.1},{:.1}", x.at(l), y(a))).collect();
+    let _ = write!(out, r#"<polyline points="{}" fill="none" stroke="{TUNED_COLOUR}" stroke-width="2.5"/>"#, path.join(" "));
+    for (p, &(labels, acc)) in report.learning_curve.iter().zip(&points) {
+        let (px, py) = (x.at(labels), y(acc));
+        let _ = write!(
+            out,
+            r##"<circle cx="{px:.1}" cy="{py:.1}" r="5" fill="#fff" stroke="{TUNED_COLOUR}" stroke-width="2.5"><title>{} labels: {}</title></circle>"##,
+            count(p.labels as u64),
+            percent(p.accuracy)
+        );
+        // Above the point unless the best-prompt line runs just there.
+        let above = py - 12.0;
+        let clashes = best_y.is_some_and(|by| (above - 5.0 - by).abs() < 14.0);
+        text(&mut out, px, if clashes { py + 24.0 } else { above }, "middle", 14, INK, &percent(p.accuracy));
+    }
+    legend(&mut out, &[(TUNED_COLOUR, "fine-tuned", false), (PROMPT_COLOUR, "best prompt", true)]);
+    axis_titles(&mut out, "labelled train examples (log scale)", "accuracy");
+    out.push_str("</svg>");
+    out
+}
+
+/// Monthly cost vs monthly volume (log-log): best prompt vs tuned in its first month (training
+/// included), with the break-even point and the configured volume marked.
+pub(crate) fn cost_chart(report: &CompareReport) -> String {
+    let mut out = String::new();
+    open("chart-cost", "Monthly cost vs monthly volume", &mut out);
+    let api = &report.cost.api;
+    let monthly = report.cost.monthly_requests.max(1) as f64;
+    let break_even = api.break_even_requests.filter(|b| b.is_finite() && *b > 0.0);
+    let (vmin, vmax) = break_even.map_or((monthly, monthly), |b| (b.min(monthly), b.max(monthly)));
+    let x = LogScale::new(vmin, vmax, 1.0, LEFT + 8.0, WIDTH - RIGHT);
+    let steps = 80;
+    let volumes: Vec<f64> = (0..=steps).map(|i| 10f64.powf(x.lo + (x.hi - x.lo) * i as f64 / steps as f64)).collect();
+    let curve = api.cost_curve(&volumes);
+    let positive = curve.iter().flat_map(|p| [p.prompt, p.tuned_first_month]).filter(|c| *c > 0.0);
+    let (cmin, cmax) = positive.fold((f64::INFINITY, 0f64), |(a, b), c| (a.min(c), b.max(c)));
+    if curve.is_empty() || !cmin.is_finite() {
+        let why = "no cost curve: needs a prompt strategy and a fine-tuned model with non-zero prices";
+        text(&mut out, WIDTH / 2.0, HEIGHT / 2.0, "middle", 14, MUTED, why);
+        out.push_str("</svg>");
+        return out;
+    }
+    let yscale = LogScale::new(cmin, cmax, 0.0, HEIGHT - BOTTOM, TOP);
+    for d in yscale.decades() {
+        line(&mut out, (LEFT, yscale.at(d)), (WIDTH - RIGHT, yscale.at(d)), GRID, 1.0, None);
+        text(&mut out, LEFT - 8.0, yscale.at(d) + 5.0, "end", 13, MUTED, &compact_money(d));
+    }
+    for d in x.decades() {
+        line(&mut out, (x.at(d), TOP), (x.at(d), HEIGHT - BOTTOM), GRID, 1.0, Some("2 3"));
+        text(&mut out, x.at(d), HEIGHT - BOTTOM + 20.0, "middle", 13, MUTED, &compact(d));
+    }
+    let plot = |out: &mut String, f: &dyn Fn(&super::CostCurvePoint) -> f64, colour: &str| {
+        let pts: Vec<String> =
+            curve.iter().filter(|p| f(p) > 0.0).map(|p| format!("{:.1},{:.1}", x.at(p.requests), yscale.at(f(p)))).collect();
+        let _ = write!(out, r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2.5"/>"#, pts.join(" "));
+    };
+    plot(&mut out, &|p| p.prompt, PROMPT_COLOUR);
+    plot(&mut out, &|p| p.tuned_first_month, TUNED_COLOUR);
+
+    let mx = x.at(monthly);
+    line(&mut out, (mx, TOP), (mx, HEIGHT - BOTTOM), MUTED, 1.5, Some("4 4"));
+    let anchor = if mx > WIDTH * 0.7 { "end" } else { "start" };
+    let dx = if anchor == "end" { -6.0 } else { 6.0 };
+    text(&mut out, mx + dx, TOP + 16.0, anchor, 13, MUTED, &format!("your volume: {}/month", count(report.cost.monthly_requests)));
+
+    if let Some(b) = break_even
+        && let Some(p) = api.cost_curve(&[b]).first()
+    {
+        let (bx, by) = (x.at(b), yscale.at(p.prompt.max(cmin)));
+        let _ = write!(
+            out,
+            r##"<circle cx="{bx:.1}" cy="{by:.1}" r="6" fill="{INK}" stroke="#fff" stroke-width="2"><title>break-even</title></circle>"##
+        );
+        // Both lines rise to the right of the crossing and the tuned one is flat to its left, so
+        // below-right (or, near the right edge, above-left) stays clear of them.
+        let label = format!("break-even: {} requests/month ({})", volume(b), money(p.prompt));
+        if bx > WIDTH * 0.6 {
+            text(&mut out, bx - 10.0, by - 14.0, "end", 14, INK, &label);
+        } else {
+            text(&mut out, bx + 10.0, by + 24.0, "start", 14, INK, &label);
+        }
+    }
+    if break_even.is_none() {
+        text(&mut out, LEFT + 10.0, TOP + 16.0, "start", 14, INK, "no break-even: fine-tuning costs more per request");
+    }
+    let prompt_label = format!("{} (best prompt)", api.best_prompt.as_deref().unwrap_or("prompt"));
+    legend(&mut out, &[(PROMPT_COLOUR, &prompt_label, false), (TUNED_COLOUR, "fine-tuned, month 1", false)]);
+    axis_titles(&mut out, "requests per month (log scale)", "cost per month (log scale)");
+    out.push_str("</svg>");
+    out
+}

@@ -1,0 +1,127 @@
+//! The terminal rendering of a [`CompareReport`]: the seed's comparison table with measured values,
+//! then the learning curve, the plateau check and the decision steps.
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Cell, CellAlignment, Table};
+
+use super::format::{count, duration, money, percent, volume};
+use super::{CompareReport, CostSummary, RowKind, StrategyRow};
+
+/// One labelled row of the comparison table: a label and one value per strategy.
+pub(crate) struct TableLine {
+    /// What the line measures.
+    pub label: String,
+    /// One formatted value per strategy, in row order.
+    pub values: Vec<String>,
+}
+
+/// The comparison lines shared by the terminal and HTML tables, so both show identical values.
+pub(crate) fn comparison_lines(report: &CompareReport) -> Vec<TableLine> {
+    let rows = &report.rows;
+    let line = |label: &str, f: &dyn Fn(&StrategyRow) -> String| TableLine { label: label.into(), values: rows.iter().map(f).collect() };
+    let mut lines = vec![
+        line("Time to first usable result", &|r| duration(r.time_to_first_result_s)),
+        line("Labelled examples used", &|r| count(r.labelled_examples_used as u64)),
+        line("Accuracy", &|r| percent(r.metrics.accuracy)),
+        line("Macro-F1", &|r| format!("{:.3}", r.metrics.macro_f1)),
+        line("Consistency (agreement across templates)", &|r| r.consistency.as_ref().map_or_else(|| "-".into(), |c| percent(c.agreement))),
+        line("Accuracy range across templates", &|r| {
+            r.consistency.as_ref().map_or_else(|| "-".into(), |c| format!("{}–{}", percent(c.accuracy_min), percent(c.accuracy_max)))
+        }),
+        line("Latency (ms/example)", &|r| format!("{:.1}", r.metrics.latency.mean_ms)),
+        line("Prompt tokens/request", &|r| format!("{:.0}", r.metrics.prompt_tokens_mean)),
+        line("Retrain time when requirements change", &|r| match r.kind {
+            RowKind::Prompt => "edit the prompt".into(),
+            RowKind::FineTuned => duration(r.retrain_time_s),
+        }),
+    ];
+    cost_lines(&mut lines, report, &report.cost.api, "");
+    if let Some(hosted) = &report.cost.self_hosted {
+        cost_lines(&mut lines, report, hosted, " (self-hosted)");
+    }
+    lines
+}
+
+fn cost_lines(lines: &mut Vec<TableLine>, report: &CompareReport, costs: &CostSummary, suffix: &str) {
+    let per = |f: &dyn Fn(&super::StrategyCost) -> String| costs.strategies.iter().map(f).collect::<Vec<_>>();
+    lines.push(TableLine { label: format!("Cost per 1,000 requests{suffix}"), values: per(&|c| money(c.per_1k_requests)) });
+    lines.push(TableLine {
+        label: format!("Monthly cost at {} requests{suffix}", count(report.cost.monthly_requests)),
+        values: per(&|c| money(c.monthly)),
+    });
+    lines.push(TableLine {
+        label: format!("One-off training cost{suffix}"),
+        values: per(&|c| if c.training > 0.0 { money(c.training) } else { "-".into() }),
+    });
+    let tuned = costs.tuned.as_deref();
+    let break_even = costs.break_even_requests.map_or_else(|| "never".to_string(), |b| format!("{} requests", volume(b)));
+    lines.push(TableLine {
+        label: format!("Break-even volume vs best prompt{suffix}"),
+        values: costs.strategies.iter().map(|c| if Some(c.name.as_str()) == tuned { break_even.clone() } else { "-".into() }).collect(),
+    });
+}
+
+fn right(text: impl ToString) -> Cell {
+    Cell::new(text.to_string()).set_alignment(CellAlignment::Right)
+}
+
+/// The whole terminal report.
+pub fn render(report: &CompareReport) -> String {
+    let mut out = format!(
+        "{} on {} ({} split, {} examples; {} labelled train examples available)\n",
+        report.model,
+        report.data,
+        report.split,
+        count(report.test_examples as u64),
+        count(report.train_labels_available as u64)
+    );
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    let mut header = vec![Cell::new("")];
+    header.extend(report.rows.iter().map(|r| Cell::new(&r.name)));
+    table.set_header(header);
+    for line in comparison_lines(report) {
+        let mut cells = vec![Cell::new(line.label)];
+        cells.extend(line.values.into_iter().map(right));
+        table.add_row(cells);
+    }
+    out.push_str(&table.to_string());
+    out.push('\n');
+
+    if !report.learning_curve.is_empty() {
+        let mut curve = Table::new();
+        curve.load_preset(UTF8_FULL_CONDENSED);
+        curve.set_header(["labels", "accuracy", "macro-F1", "train time"]);
+        for p in &report.learning_curve {
+            curve.add_row(vec![
+                right(count(p.labels as u64)),
+                right(percent(p.accuracy)),
+                right(format!("{:.3}", p.macro_f1)),
+                right(duration(p.train_time_s)),
+            ]);
+        }
+        out.push_str("\nLearning curve (fine-tuned on subsets of the labels)\n");
+        out.push_str(&curve.to_string());
+        out.push('\n');
+    }
+
+    if let Some(p) = &report.plateau {
+        out.push_str(&format!(
+            "\nPrompt plateau: {} vs {}: {:+.1} points ({} the {:.1}-point threshold{})\n",
+            p.last,
+            p.previous,
+            p.improvement_points,
+            if p.plateaued { "below" } else { "at or above" },
+            p.threshold,
+            if p.plateaued { ": prompt engineering has stalled" } else { "" }
+        ));
+    }
+
+    out.push_str("\nDecision\n");
+    for (i, step) in report.recommendation.steps.iter().enumerate() {
+        let marker = if step.decided { "=>" } else { "  " };
+        out.push_str(&format!("{marker} {}. {} {}\n      {}\n", i + 1, step.question, step.answer, step.measured));
+    }
+    out.push_str(&format!("\nRecommendation: {}\n", report.recommendation.headline));
+    out
+}
