@@ -107,7 +107,7 @@ pub fn calibrate(probs: &[f32], p_cf: &[f32]) -> Vec<f32> {
 }
 
 /// The results of one prompt (template and demonstration order) on every example.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct VariantRun {
     /// "template", "variant 1", ... and for orders "order 2", ...
     pub name: String,
@@ -143,7 +143,7 @@ impl VariantRun {
 }
 
 /// Cached-prefix scoring compared with uncached scoring of the same prompts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CacheCheck {
     /// Examples scored both ways.
     pub examples: usize,

@@ -28,6 +28,8 @@ pub struct Config {
     pub cost: CostConfig,
     /// Thresholds of the prompt-or-fine-tune decision tree.
     pub decision: DecisionConfig,
+    /// What `wick compare` runs (split, example budget, strategies, learning curve).
+    pub compare: CompareConfig,
     /// Where outputs go.
     pub output: OutputConfig,
     /// The file this config was read from (set by [`Config::load`]; not a TOML key).
@@ -302,6 +304,37 @@ impl Default for DecisionConfig {
     }
 }
 
+/// `[compare]`: what `wick compare` measures, sized to fit a CPU budget.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompareConfig {
+    /// Split every strategy and the tuned model are measured on.
+    pub split: String,
+    /// Score only the first N examples of that split (0: all).
+    pub limit: usize,
+    /// Prompt strategies to measure.
+    pub strategies: Vec<String>,
+    /// Retrieval index over a seeded sample of this many train examples (0: the whole split).
+    pub retrieval_pool: usize,
+    /// Label counts of the extra fine-tuning runs of the learning curve (the full run is the last point).
+    pub learning_curve: Vec<usize>,
+    /// Scoring batch size.
+    pub batch_size: usize,
+}
+
+impl Default for CompareConfig {
+    fn default() -> Self {
+        Self {
+            split: "test".into(),
+            limit: 0,
+            strategies: ["zero-shot", "few-shot", "calibrated", "retrieval"].map(String::from).to_vec(),
+            retrieval_pool: 2000,
+            learning_curve: vec![100, 1000],
+            batch_size: 16,
+        }
+    }
+}
+
 /// `[output]`: where runs are written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -426,6 +459,16 @@ impl Config {
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(format!("train.lr = {} must be a positive number", t.lr));
         }
+        let cmp = &self.compare;
+        if !["train", "dev", "test"].contains(&cmp.split.as_str()) {
+            return Err(format!("compare.split = {:?} must be one of \"train\", \"dev\", \"test\"", cmp.split));
+        }
+        if cmp.batch_size == 0 {
+            return Err("compare.batch_size must be at least 1".into());
+        }
+        for s in &cmp.strategies {
+            s.parse::<crate::baseline::Strategy>().map_err(|e| format!("compare.strategies: {e}"))?;
+        }
         let dc = &self.decision;
         if !(0.0..=1.0).contains(&dc.required_accuracy) {
             return Err(format!("decision.required_accuracy = {} must be between 0 and 1 (0.9 means 90%)", dc.required_accuracy));
@@ -434,6 +477,15 @@ impl Config {
             return Err(format!("decision.plateau_points = {} must be a non-negative number of accuracy points", dc.plateau_points));
         }
         Ok(())
+    }
+
+    /// sha256 (hex, 16 chars) of the sections that decide results (model, data, prompt, lora,
+    /// train): equal hashes mean a stored result can be reused.
+    pub fn results_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let parts = (&self.model, &self.data, &self.prompt, &self.lora, &self.train);
+        let text = serde_json::to_string(&parts).unwrap_or_default();
+        Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
     /// Directory of this run's outputs: `output.dir/output.run_name`.

@@ -72,6 +72,9 @@ pub struct EvalArgs {
     /// Examples per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// Score only the main template (no consistency across templates; one pass instead of four).
+    #[arg(long)]
+    pub main_template_only: bool,
 }
 
 /// `wick predict`: label texts with a checkpoint or a prompt-only strategy.
@@ -178,7 +181,7 @@ fn print_cache(name: &str, c: &CacheCheck) {
 
 /// `wick baseline CONFIG`: score each strategy on a split or file and write its outputs under
 /// `run_dir/baseline/<strategy>/<split-or-file-stem>/`.
-pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<()> {
+pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
     let cfg = Config::load(&args.config)?;
     let strategies = Strategy::parse_list(&args.strategy)?;
     let calibrate_on: Strategy = args.calibrate_on.parse()?;
@@ -273,7 +276,25 @@ pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<()> {
     for (name, c) in &checks {
         print_cache(name, c);
     }
-    Ok(())
+    let runs =
+        reports.iter().map(|r| run_record("baseline", &r.method, &cfg, &set.name, r, base_dir.join(&r.method).join(&set.name))).collect();
+    crate::runs::append_all(&cfg.output.dir, runs)?;
+    Ok(reports)
+}
+
+/// The runs.jsonl line of one baseline strategy or checkpoint evaluation.
+fn run_record(kind: &str, name: &str, cfg: &Config, split: &str, r: &Report, path: PathBuf) -> crate::runs::NewRun {
+    crate::runs::NewRun {
+        kind: kind.into(),
+        name: name.into(),
+        config_hash: cfg.results_hash(),
+        split: split.into(),
+        accuracy: r.metrics.accuracy,
+        macro_f1: r.metrics.macro_f1,
+        consistency: r.consistency.as_ref().map(|c| c.agreement),
+        examples: r.n,
+        path: Some(path.display().to_string()),
+    }
 }
 
 /// A checkpoint's model with its adapter attached, the config it was trained with (data and
@@ -334,7 +355,7 @@ fn score_tuned(
 
 /// `wick eval --checkpoint DIR`: score a checkpoint on a split or file and write its outputs
 /// under `run_dir/eval/<checkpoint-step>/<split-or-file-stem>/`.
-pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
+pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
     let (dir, cfg, loaded, head) = load_checkpoint(&args.checkpoint, args.config.as_deref())?;
     let (set, _) = load_eval_set(&cfg, &args.split, &args.data_args, args.limit, false)?;
     let opts = BaselineOptions { batch_size: args.batch_size, ..BaselineOptions::default() };
@@ -345,7 +366,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     let method = if head.is_some() { "linear" } else { "verbalizer" };
     eprintln!("{} ({method}): {} examples of {} x {} templates", dir.display(), texts.len(), set.source, baselines.prompters().len());
     let start = Instant::now();
-    let variants = score_tuned(&baselines, &loaded, head.as_ref(), &texts, args.batch_size, true)?;
+    let variants = score_tuned(&baselines, &loaded, head.as_ref(), &texts, args.batch_size, !args.main_template_only)?;
     let seconds = start.elapsed().as_secs_f64();
     let prefix_cache = if head.is_none() { baselines.cache_check(Strategy::ZeroShot, &texts)? } else { None };
     let (metrics, templates, consistency) = summarize(&variants, &gold, labels).context("no prompt was scored")?;
@@ -388,7 +409,8 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         print_cache("verbalizer", c);
     }
     eprintln!("wrote {}", out.display());
-    Ok(())
+    crate::runs::append(&cfg.output.dir, run_record("eval", &dir.display().to_string(), &cfg, &set.name, &report, out))?;
+    Ok(report)
 }
 
 /// The texts to predict: positional ones, then one per non-empty line of `--input`.

@@ -3,6 +3,7 @@
 pub mod baseline;
 pub mod bench;
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -31,6 +31,13 @@ enum Command {
     Eval(wick::eval::EvalArgs),
     /// Label and probability for texts, from a checkpoint or a prompt strategy.
     Predict(wick::eval::PredictArgs),
+    /// Prompt or fine-tune? Measure both on the config's data and write the decision report.
+    Compare(wick::compare::CompareArgs),
+    /// List the recorded runs (checkpoints/runs.jsonl) and the prompt plateau check.
+    Runs {
+        /// Run config (its output.dir holds runs.jsonl).
+        config: PathBuf,
+    },
     /// Training and eval throughput on a fixed batch, with the GEMM ceiling (see scripts/bench).
     Bench(wick::bench::BenchArgs),
     /// Validate a config file and print it with every default filled in.
@@ -138,6 +145,16 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
             wick::model::export_hf(&loaded, &dir)?;
             println!("wrote {} (config.json, model.safetensors, tokenizer.json, tokenizer_config.json)", dir.display());
         }
+        Command::Compare(args) => drop(wick::compare::run_compare(&args)?),
+        Command::Runs { config } => {
+            let cfg = Config::load(&config)?;
+            let records = wick::runs::read_all(&cfg.output.dir)?;
+            println!("{}", wick::runs::render_runs(&records));
+            if let Some(p) = wick::runs::plateau(&records, cfg.decision.plateau_points) {
+                let verdict = if p.plateaued { "plateau: consider fine-tuning" } else { "still improving" };
+                println!("{} vs {}: {:+.1} points (threshold {:.1}) — {verdict}", p.last, p.previous, p.improvement_points, p.threshold);
+            }
+        }
         Command::Bench(args) => {
             let report = wick::bench::run_bench(&args, process_start)?;
             if args.json {
@@ -146,8 +163,8 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
                 println!("{}", report.render());
             }
         }
-        Command::Baseline(args) => wick::eval::run_baseline(&args)?,
-        Command::Eval(args) => wick::eval::run_eval(&args)?,
+        Command::Baseline(args) => drop(wick::eval::run_baseline(&args)?),
+        Command::Eval(args) => drop(wick::eval::run_eval(&args)?),
         Command::Predict(args) => wick::eval::run_predict(&args)?,
         Command::Train(args) => {
             let mut cfg = Config::load(&args.config)?;

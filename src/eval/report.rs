@@ -147,7 +147,7 @@ pub fn load_eval_set(
 }
 
 /// Accuracy and friends of one template or demonstration order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct VariantSummary {
     /// "template", "variant 1", "order 2", ...
     pub name: String,
@@ -160,7 +160,7 @@ pub struct VariantSummary {
 }
 
 /// Content-free calibration details.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CalibrationInfo {
     /// The strategy calibrated (zero-shot or few-shot).
     pub base: String,
@@ -171,7 +171,7 @@ pub struct CalibrationInfo {
 }
 
 /// Retrieval index details.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RetrievalInfo {
     /// Indexed train examples (a sample when `--retrieval-pool` is smaller than the split).
     pub index_size: usize,
@@ -187,7 +187,7 @@ pub struct RetrievalInfo {
 }
 
 /// A demonstration as written to metrics.json.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DemoOut {
     /// Its text.
     pub text: String,
@@ -196,7 +196,7 @@ pub struct DemoOut {
 }
 
 /// metrics.json of one strategy or checkpoint on one data set.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Report {
     /// "baseline" or "eval".
     pub command: String,

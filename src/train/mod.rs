@@ -55,6 +55,10 @@ pub struct TrainSummary {
     pub train_seconds: f64,
     /// Training tokens per second.
     pub tokens_per_second: f64,
+    /// Tokens run through the model by training (all resumed parts).
+    pub tokens_seen: u64,
+    /// Labelled train examples available to the run (after `train_limit`).
+    pub train_examples: usize,
     /// Trainable parameters (adapters and head).
     pub trainable_params: usize,
     /// All parameters (base + trainable).
@@ -363,6 +367,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         best,
         train_seconds,
         tokens_per_second: st.tokens_seen as f64 / train_seconds.max(1e-9),
+        tokens_seen: st.tokens_seen as u64,
+        train_examples: train_set.len(),
         trainable_params,
         total_params,
         truncated,
@@ -370,5 +376,19 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         early_stopped,
     };
     tracing::info!("train finished in {:.1}s wall", started.elapsed().as_secs_f64());
+    if let Some(b) = &summary.best {
+        let run = crate::runs::NewRun {
+            kind: "train".into(),
+            name: cfg.output.run_name.clone(),
+            config_hash: cfg.results_hash(),
+            split: "dev".into(),
+            accuracy: b.accuracy,
+            macro_f1: b.macro_f1,
+            consistency: None,
+            examples: dev_set.len(),
+            path: Some(state::step_dir(&summary.run_dir, b.step).display().to_string()),
+        };
+        crate::runs::append(&cfg.output.dir, run)?;
+    }
     Ok(summary)
 }
