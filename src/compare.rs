@@ -99,7 +99,8 @@ fn train_and_eval(cfg: &Config, limit: Option<usize>, train_limit: Option<usize>
         checkpoint: checkpoint.clone(),
         split: cfg.compare.split.clone(),
         data_args: DataArgs::default(),
-        config: cfg.source_path.clone(),
+        // The checkpoint carries its own resolved config (a curve run has its own output folder).
+        config: None,
         limit,
         batch_size: cfg.compare.batch_size,
         main_template_only: !all_templates,

@@ -203,7 +203,7 @@ pub struct Report {
     /// Strategy (baseline) or head ("verbalizer" / "linear", eval).
     pub method: String,
     /// Checkpoint folder (eval).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
     /// Split or file scored.
     pub data: String,
@@ -224,24 +224,24 @@ pub struct Report {
     /// Agreement and accuracy range across templates.
     pub consistency: Option<Consistency>,
     /// Per demonstration order (few-shot).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orders: Vec<VariantSummary>,
     /// Agreement and accuracy range across demonstration orders (few-shot).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_consistency: Option<Consistency>,
     /// Examples whose text was cut to fit `train.max_seq_len`.
     pub truncated: usize,
     /// Cached-prefix vs uncached scoring: equality and speedup.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_cache: Option<CacheCheck>,
     /// Contextual calibration.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<CalibrationInfo>,
     /// Fixed demonstrations (few-shot), first order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub demos: Vec<DemoOut>,
     /// Retrieval index.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<RetrievalInfo>,
     /// Wall seconds of the whole strategy (every template and order).
     pub seconds: f64,

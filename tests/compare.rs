@@ -1,0 +1,86 @@
+//! `wick compare` end to end on a tiny random Llama with the real tokenizer and data: the report
+//! files agree with the metrics files they summarise, and a second run reuses stored results.
+
+mod common;
+
+use std::process::Command;
+
+use common::{TRAIN, tiny_config, tiny_model_dir};
+
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let model = tiny_model_dir(tmp.path(), 3);
+    let cfg = tiny_config(tmp.path(), &model, &format!("{TRAIN}\nmax_steps = 4"));
+    let mut text = std::fs::read_to_string(&cfg)?;
+    text.push_str(
+        "[compare]\nlimit = 12\nstrategies = [\"zero-shot\", \"few-shot\", \"calibrated\", \"retrieval\"]\nretrieval_pool = 40\nlearning_curve = [8]\nbatch_size = 4\n",
+    );
+    text = text.replace("[prompt]\n", "[prompt]\nk_shot = 2\n");
+    std::fs::write(&cfg, text)?;
+
+    let run = || Command::new(env!("CARGO_BIN_EXE_wick")).arg("compare").arg(&cfg).output().unwrap();
+    let first = run();
+    let stderr = String::from_utf8_lossy(&first.stderr).to_string();
+    assert!(first.status.success(), "compare failed: {stderr}");
+
+    let run_dir = tmp.path().join("ck/run");
+    let report = read_json(&run_dir.join("compare/report.json"));
+    let rows = report["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["zero-shot", "few-shot", "calibrated", "retrieval", "fine-tuned (LoRA)"]);
+    assert_eq!(report["test_examples"], 12);
+
+    // Each prompt row is exactly what `wick baseline` wrote for that strategy.
+    for row in &rows[..4] {
+        let name = row["name"].as_str().unwrap();
+        let metrics = read_json(&run_dir.join(format!("baseline/{name}/test/metrics.json")));
+        assert_eq!(row["metrics"]["accuracy"], metrics["metrics"]["accuracy"], "{name}");
+        assert_eq!(row["metrics"]["confusion"], metrics["metrics"]["confusion"], "{name}");
+        assert_eq!(row["metrics"]["n"], 12);
+    }
+    // The tuned row is the evaluation of the run's best checkpoint, with the training cost.
+    let tuned = &rows[4];
+    assert_eq!(tuned["kind"], "fine_tuned");
+    assert!(tuned["training_tokens"].as_u64().unwrap() > 0);
+    assert!(tuned["time_to_first_result_s"].as_f64().unwrap() > 0.0);
+    let best = std::fs::read_to_string(run_dir.join("best"))?;
+    let eval = read_json(&run_dir.join(format!("eval/{}/test/metrics.json", best.trim())));
+    assert_eq!(tuned["metrics"]["accuracy"], eval["metrics"]["accuracy"]);
+    assert!(tuned["consistency"]["agreement"].is_number(), "the tuned model is scored under every template");
+
+    // Learning curve: the 8-label run, then the full run.
+    let curve = report["learning_curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 2);
+    assert_eq!(curve[0]["labels"], 8);
+    assert_eq!(curve[1]["accuracy"], tuned["metrics"]["accuracy"]);
+    assert!(tmp.path().join("ck/run-labels-8").is_dir());
+
+    // The HTML shows the same accuracies, formatted as in the table.
+    let html = std::fs::read_to_string(run_dir.join("compare/report.html"))?;
+    for row in rows {
+        let acc = wick::report::format::percent(row["metrics"]["accuracy"].as_f64().unwrap());
+        assert!(html.contains(&acc), "report.html lacks {acc}");
+    }
+    assert!(report["recommendation"]["headline"].as_str().is_some_and(|h| !h.is_empty()));
+
+    // Every measurement was recorded in runs.jsonl.
+    let runs = std::fs::read_to_string(tmp.path().join("ck/runs.jsonl"))?;
+    assert!(runs.contains("\"prompt_v1\"") && runs.contains("\"finetune_v1\""), "{runs}");
+
+    // A second compare reuses everything and reports the same numbers.
+    let second = run();
+    let stderr2 = String::from_utf8_lossy(&second.stderr).to_string();
+    assert!(second.status.success(), "{stderr2}");
+    for part in ["baselines", "finetune", "curve-8"] {
+        assert!(stderr2.contains(&format!("reusing {part}")), "{part} was measured again: {stderr2}");
+    }
+    let again = read_json(&run_dir.join("compare/report.json"));
+    assert_eq!(again["rows"], report["rows"]);
+    Ok(())
+}
