@@ -215,6 +215,9 @@ pub struct TrainConfig {
     pub eval_examples: usize,
     /// Early-stopping patience in evaluations (0 disables).
     pub patience: usize,
+    /// Wall-clock budget of training in minutes (0: none): the step that crosses it is the last,
+    /// then a dev evaluation and checkpoint as at the end of a run.
+    pub max_minutes: f64,
     /// "accuracy" or "macro_f1".
     pub metric: String,
     /// Keep this many most recent checkpoints (plus the best).
@@ -241,6 +244,7 @@ impl Default for TrainConfig {
             eval_every: 50,
             eval_examples: 0,
             patience: 0,
+            max_minutes: 0.0,
             metric: "accuracy".into(),
             save_total_limit: 2,
             seed: 42,
@@ -455,6 +459,9 @@ impl Config {
             if v == 0 {
                 return Err(format!("train.{key} must be at least 1"));
             }
+        }
+        if !(t.max_minutes >= 0.0 && t.max_minutes.is_finite()) {
+            return Err(format!("train.max_minutes = {} must be a non-negative number (0: no budget)", t.max_minutes));
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(format!("train.lr = {} must be a positive number", t.lr));

@@ -69,6 +69,8 @@ pub struct TrainSummary {
     pub interrupted: bool,
     /// True when early stopping ended the run.
     pub early_stopped: bool,
+    /// True when `train.max_minutes` ended the run.
+    pub budget_reached: bool,
 }
 
 /// Sum over the micro-batch of −log p(gold), divided by the size of the whole effective batch,
@@ -254,6 +256,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let mut loss_since_eval = (0.0f64, 0usize);
     let mut early_stopped = false;
     let mut was_interrupted = false;
+    let mut budget_reached = false;
 
     while st.step < total_steps {
         if st.cursor >= order.len() {
@@ -310,7 +313,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         )?;
 
         let stop_now = interrupted.load(Ordering::SeqCst);
-        if st.step % t.eval_every == 0 || st.step == total_steps || stop_now {
+        let out_of_time = t.max_minutes > 0.0 && elapsed >= t.max_minutes * 60.0;
+        if st.step % t.eval_every == 0 || st.step == total_steps || stop_now || out_of_time {
             let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels, t.batch_size).map_err(candle("dev evaluation"))?;
             let record =
                 EvalRecord { step: st.step, accuracy, macro_f1, train_loss: Some(loss_since_eval.0 / loss_since_eval.1.max(1) as f64) };
@@ -351,6 +355,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 was_interrupted = true;
                 break;
             }
+            if out_of_time && st.step < total_steps {
+                bar.println(format!("time budget of {} minutes reached at step {}", t.max_minutes, st.step));
+                budget_reached = true;
+                break;
+            }
             if t.patience > 0 && st.evals_since_best >= t.patience {
                 bar.println(format!("early stopping: no dev improvement in {} evaluations", t.patience));
                 early_stopped = true;
@@ -374,6 +383,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         truncated,
         interrupted: was_interrupted,
         early_stopped,
+        budget_reached,
     };
     tracing::info!("train finished in {:.1}s wall", started.elapsed().as_secs_f64());
     if let Some(b) = &summary.best {
