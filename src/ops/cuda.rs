@@ -203,7 +203,7 @@ pub fn rope(x: &CudaStorage, l: &Layout, cos: &Tensor, sin: &Tensor, offset: usi
             candle_core::bail!("{op}: rotary tables are on another GPU");
         }
         let (cv, sv) = (view::<f32>(cs, &cl, op)?, view::<f32>(ss, &sl, op)?);
-        if d % 2 != 0 || (offset + t) * half > cv.len().min(sv.len()) {
+        if d % 2 != 0 || cos.dim(1)? != half || sin.dim(1)? != half || (offset + t) * half > cv.len().min(sv.len()) {
             candle_core::bail!("{op}: head dim {d} or positions {} exceed the tables", offset + t);
         }
         let xv = view::<T>(x, l, op)?;
