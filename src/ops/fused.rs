@@ -5,13 +5,17 @@
 //! contiguous f32 rows on CPU; every backward is itself a CustomOp, so autograd never records the
 //! dozen intermediate tensors the composite versions in [`super`] allocate. The composites stay
 //! as the reference (and the path for other dtypes and devices); tests check both agree in values
-//! and gradients. The CUDA kernels in `kernels/` implement the same specs, documented per op.
+//! and gradients. With the `cuda` feature each op also has a `cuda_fwd`: the kernels in
+//! `kernels/fused.cu` (f32, f16, bf16; launched from `super::cuda`) implement the same specs,
+//! documented per op here and there; tests/gpu.rs checks them against these CPU twins.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+#[cfg(feature = "cuda")]
+use {super::cuda, candle_core::CudaStorage};
 
 static USE_COMPOSITES: AtomicBool = AtomicBool::new(false);
 
@@ -20,9 +24,17 @@ pub fn use_composites(on: bool) {
     USE_COMPOSITES.store(on, Ordering::Relaxed);
 }
 
-/// True when the fused CPU kernels apply (f32 on CPU); anything else uses the composites.
+/// True when the fused kernels apply: f32 on CPU, f32/f16/bf16 on CUDA (with the `cuda` feature);
+/// anything else uses the composites.
 pub fn fused_applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32 && !USE_COMPOSITES.load(Ordering::Relaxed)
+    if USE_COMPOSITES.load(Ordering::Relaxed) {
+        return false;
+    }
+    match x.device() {
+        candle_core::Device::Cpu => x.dtype() == DType::F32,
+        candle_core::Device::Cuda(_) => cfg!(feature = "cuda") && matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16),
+        _ => false,
+    }
 }
 
 /// The contiguous f32 slice of a CPU storage, or an error naming the op.
@@ -74,14 +86,20 @@ impl CustomOp2 for RmsNorm {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        cuda::rms_norm_fwd(s1, l1, s2, l2, self.eps)
+    }
+
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = x.apply_op3_no_bwd(w, &dy.contiguous()?, &RmsNormBwd { eps: self.eps })?;
         // A frozen norm weight (the LoRA case) gets no gradient buffer at all.
         let dw = if w.track_op() {
+            // In f32 whatever the storage dtype (a no-op for f32), cast back to w's dtype.
             let d = w.dim(0)?;
-            let xf = x.reshape(((), d))?;
+            let xf = x.reshape(((), d))?.to_dtype(DType::F32)?;
             let r = xf.sqr()?.mean_keepdim(1)?.affine(1.0, self.eps as f64)?.sqrt()?.recip()?;
-            Some((dy.reshape(((), d))? * xf.broadcast_mul(&r)?)?.sum(0)?)
+            Some((dy.reshape(((), d))?.to_dtype(DType::F32)? * xf.broadcast_mul(&r)?)?.sum(0)?.to_dtype(w.dtype())?)
         } else {
             None
         };
@@ -122,9 +140,22 @@ impl CustomOp3 for RmsNormBwd {
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        cuda::rms_norm_bwd(s1, l1, s2, l2, s3, l3, self.eps)
+    }
 }
 
-/// RMSNorm over the last dimension: fused on CPU f32, the composite elsewhere.
+/// RMSNorm over the last dimension: fused where [`fused_applies`], the composite elsewhere.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     if !fused_applies(x) {
         return super::rms_norm(x, weight, eps);
@@ -185,6 +216,11 @@ impl CustomOp1 for MaskedSoftmax {
         Ok((CpuStorage::F32(p), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        cuda::masked_softmax_fwd(s, l, &self.lengths, self.heads, self.scale)
+    }
+
     fn bwd(&self, _x: &Tensor, p: &Tensor, dp: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(p.apply_op2_no_bwd(&dp.contiguous()?, &SoftmaxBwd { scale: self.scale })?))
     }
@@ -213,6 +249,11 @@ impl CustomOp2 for SoftmaxBwd {
             }
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        cuda::masked_softmax_bwd(s1, l1, s2, l2, self.scale)
     }
 }
 
@@ -267,6 +308,9 @@ pub struct RopeTables {
     pub sin: Arc<Vec<f32>>,
     /// d/2.
     pub half: usize,
+    /// The same (cos, sin) as f32 (positions, d/2) tensors on the GPU, for the CUDA kernel; None
+    /// on CPU (the rotary op then takes the composite on a GPU).
+    pub gpu: Option<(Tensor, Tensor)>,
 }
 
 struct Rope {
@@ -323,6 +367,12 @@ impl CustomOp1 for Rope {
         }
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let Some((cos, sin)) = &self.tables.gpu else { candle_core::bail!("wick-rope: no rotary tables on the GPU") };
+        cuda::rope(s, l, cos, sin, self.offset, self.forward)
+    }
+
     fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let back = Rope { tables: self.tables.clone(), offset: self.offset, forward: false };
         Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&back)?))
@@ -336,7 +386,7 @@ pub fn rope_to_heads(x: &Tensor, tables: &RopeTables, offset: usize, composite: 
     if d != tables.half * 2 || (offset + t) * tables.half > tables.cos.len() {
         candle_core::bail!("rotary: head dim {d} or positions {} exceed the tables", offset + t);
     }
-    if !fused_applies(x) {
+    if !fused_applies(x) || (x.device().is_cuda() && tables.gpu.is_none()) {
         return composite(&x.transpose(1, 2)?);
     }
     x.contiguous()?.apply_op1(Rope { tables: tables.clone(), offset, forward: true })
@@ -369,6 +419,11 @@ impl CustomOp2 for Swiglu {
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        cuda::swiglu_fwd(s1, l1, s2, l2)
     }
 
     fn bwd(&self, g: &Tensor, u: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -411,9 +466,22 @@ impl CustomOp3 for SwigluBwd {
         dims.extend_from_slice(l1.shape().dims());
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        cuda::swiglu_bwd(s1, l1, s2, l2, s3, l3)
+    }
 }
 
-/// SiLU(gate) · up: fused on CPU f32, the composite elsewhere.
+/// SiLU(gate) · up: fused where [`fused_applies`], the composite elsewhere.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if !fused_applies(gate) {
         return super::swiglu(gate, up);

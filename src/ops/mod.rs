@@ -2,10 +2,12 @@
 //!
 //! candle_nn's fused rms_norm / softmax_last_dim / rotary ops record no backward, so gradients
 //! would silently stop at them. The composites in this file are built only from ops that do have
-//! a backward; they are the reference and the path for non-f32 dtypes. [`fused`] holds single-pass
+//! a backward; they are the reference and the path for non-f32 dtypes on CPU. [`fused`] holds single-pass
 //! CustomOps with their own backward (the fast path), [`frozen_linear`] skips frozen weights' dW.
 
 pub mod blas;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod frozen;
 pub mod fused;
 
@@ -72,6 +74,7 @@ impl Rotary {
             cos: std::sync::Arc::new(cos.flatten_all()?.to_vec1()?),
             sin: std::sync::Arc::new(sin.flatten_all()?.to_vec1()?),
             half,
+            gpu: device.is_cuda().then(|| (cos.clone(), sin.clone())),
         };
         Ok(Self { cos, sin, tables })
     }
