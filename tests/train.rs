@@ -159,3 +159,49 @@ fn a_nan_loss_in_f32_stops_the_run_with_a_message() -> anyhow::Result<()> {
     assert!(err.contains("loss became") && err.contains("stopping"), "{err}");
     Ok(())
 }
+
+#[test]
+fn linear_head_trains_is_saved_as_modules_to_save_and_evaluates() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let model_dir = tiny_model_dir(tmp.path(), 6);
+    let train = format!("{TRAIN}\nhead = \"linear\"\nmax_steps = 6");
+    let cfg = tiny_config(tmp.path(), &model_dir, &train);
+    let out = wick().args(["train", cfg.to_str().unwrap(), "--quiet"]).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = tmp.path().join("ck/run");
+    // eval_every = 2 and save_total_limit = 2: steps 4 and 6 are kept.
+    let (first, last) = (adapter(&run.join("step-4")), adapter(&run.join("step-6")));
+    // The head is saved beside the adapter under PEFT's modules_to_save key, and it trained.
+    let key = "base_model.model.score.weight";
+    let (h4, h6) = (first.get(key).expect("head saved at step 4"), last.get(key).expect("head saved at step 6"));
+    assert_eq!(h6.dims(), [2, 32]);
+    assert!((h4 - h6)?.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0, "the head did not change between steps 4 and 6");
+    let peft: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("step-6/adapter_config.json"))?)?;
+    assert_eq!(peft["modules_to_save"], serde_json::json!(["score"]));
+    // eval loads the head back and scores with it.
+    let out = wick().args(["eval", "--checkpoint", run.to_str().unwrap(), "--limit", "8", "--main-template-only"]).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let best = std::fs::read_to_string(run.join("best"))?;
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join(format!("eval/{}/test/metrics.json", best.trim())))?)?;
+    assert_eq!(metrics["method"], "linear");
+    assert_eq!(metrics["n"], 8);
+    Ok(())
+}
+
+#[test]
+fn a_time_budget_ends_training_with_an_evaluated_checkpoint() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let model_dir = tiny_model_dir(tmp.path(), 7);
+    // A budget of 6 ms: the first step crosses it.
+    let train = format!("{TRAIN}\nmax_steps = 50\nmax_minutes = 0.0001");
+    let cfg = tiny_config(tmp.path(), &model_dir, &train);
+    let out = wick().args(["train", cfg.to_str().unwrap(), "--quiet"]).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(summary["budget_reached"], true);
+    assert_eq!(summary["steps"], 1);
+    assert!(tmp.path().join("ck/run/step-1/adapter_model.safetensors").is_file());
+    assert_eq!(summary["best"]["step"], 1, "the last step is evaluated");
+    Ok(())
+}
