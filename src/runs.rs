@@ -17,35 +17,20 @@ use crate::report::format::percent;
 /// File name of the run history inside `output.dir`.
 pub const RUNS_FILE: &str = "runs.jsonl";
 
-/// One recorded result.
+/// One recorded result: a [`NewRun`] with its version and time (flattened into one JSON object).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// prompt_vN (baselines) or finetune_vN (train/eval), numbered per family.
     pub version: String,
-    /// "baseline", "train" or "eval".
-    pub kind: String,
-    /// Strategy or checkpoint.
-    pub name: String,
-    /// Hash of the config that produced it.
-    pub config_hash: String,
-    /// Split it was measured on.
-    pub split: String,
-    /// Accuracy on that split.
-    pub accuracy: f64,
-    /// Macro-F1 on that split.
-    pub macro_f1: f64,
-    /// Agreement across prompt templates, when measured.
-    pub consistency: Option<f64>,
-    /// Examples scored.
-    pub examples: usize,
     /// When it was recorded (RFC 3339, UTC).
     pub timestamp: String,
-    /// Checkpoint or report path, when there is one.
-    pub path: Option<String>,
+    /// What was measured.
+    #[serde(flatten)]
+    pub run: NewRun,
 }
 
 /// A result to record; [`append`] gives it its version and timestamp.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct NewRun {
     /// "baseline", "train" or "eval".
     pub kind: String,
@@ -94,7 +79,7 @@ pub fn append_all(output_dir: &Path, runs: Vec<NewRun>) -> Result<Vec<RunRecord>
     let mut next: BTreeMap<String, u64> = BTreeMap::new();
     for r in &existing {
         if let Some(n) = version_number(&r.version) {
-            let slot = next.entry(family(&r.kind).to_string()).or_insert(1);
+            let slot = next.entry(family(&r.run.kind).to_string()).or_insert(1);
             *slot = (*slot).max(n + 1);
         }
     }
@@ -104,24 +89,12 @@ pub fn append_all(output_dir: &Path, runs: Vec<NewRun>) -> Result<Vec<RunRecord>
         .map(|run| {
             let family = family(&run.kind);
             let n = next.get(family).copied().unwrap_or(1);
-            RunRecord {
-                version: format!("{family}_v{n}"),
-                kind: run.kind,
-                name: run.name,
-                config_hash: run.config_hash,
-                split: run.split,
-                accuracy: run.accuracy,
-                macro_f1: run.macro_f1,
-                consistency: run.consistency,
-                examples: run.examples,
-                timestamp: timestamp.clone(),
-                path: run.path,
-            }
+            RunRecord { version: format!("{family}_v{n}"), timestamp: timestamp.clone(), run }
         })
         .collect();
     let mut lines = String::new();
     for r in &records {
-        let line = serde_json::to_string(r).map_err(|e| Error::Data(format!("run record {}: {e}", r.name)))?;
+        let line = serde_json::to_string(r).map_err(|e| Error::Data(format!("run record {}: {e}", r.run.name)))?;
         lines.push_str(&line);
         lines.push('\n');
     }
@@ -168,14 +141,14 @@ pub fn render_runs(records: &[RunRecord]) -> String {
     for r in records {
         table.add_row(vec![
             Cell::new(&r.version),
-            Cell::new(&r.kind),
-            Cell::new(&r.name),
-            Cell::new(&r.split),
-            right(percent(r.accuracy)),
-            right(format!("{:.3}", r.macro_f1)),
-            right(r.consistency.map_or_else(|| "-".into(), percent)),
-            right(r.examples.to_string()),
-            Cell::new(r.config_hash.chars().take(8).collect::<String>()),
+            Cell::new(&r.run.kind),
+            Cell::new(&r.run.name),
+            Cell::new(&r.run.split),
+            right(percent(r.run.accuracy)),
+            right(format!("{:.3}", r.run.macro_f1)),
+            right(r.run.consistency.map_or_else(|| "-".into(), percent)),
+            right(r.run.examples.to_string()),
+            Cell::new(r.run.config_hash.chars().take(8).collect::<String>()),
             Cell::new(&r.timestamp),
         ]);
     }
@@ -185,13 +158,13 @@ pub fn render_runs(records: &[RunRecord]) -> String {
 /// The seed's rule "switch to fine-tuning when the last prompt improvement is below `points`":
 /// the best accuracy of the last two prompt versions measured on the latest prompt run's split.
 pub fn plateau(records: &[RunRecord], points: f64) -> Option<PlateauCheck> {
-    let prompts: Vec<&RunRecord> = records.iter().filter(|r| family(&r.kind) == "prompt").collect();
-    let split = &prompts.last()?.split;
+    let prompts: Vec<&RunRecord> = records.iter().filter(|r| family(&r.run.kind) == "prompt").collect();
+    let split = &prompts.last()?.run.split;
     let mut best: BTreeMap<u64, (&str, f64)> = BTreeMap::new();
-    for r in prompts.iter().filter(|r| &r.split == split) {
+    for r in prompts.iter().filter(|r| &r.run.split == split) {
         let Some(n) = version_number(&r.version) else { continue };
         let entry = best.entry(n).or_insert((&r.version, f64::NEG_INFINITY));
-        entry.1 = entry.1.max(r.accuracy);
+        entry.1 = entry.1.max(r.run.accuracy);
     }
     let mut newest = best.values().rev();
     let (last, last_acc) = *newest.next()?;

@@ -362,6 +362,7 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
         config: None,
         limit: None,
         batch_size: 4,
+        main_template_only: false,
     })?;
     run_baseline(&baseline_args(config.clone(), "zero-shot"))?;
     let read = |p: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(dir.path().join(p)).unwrap()).unwrap() };
@@ -383,6 +384,7 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
         config: None,
         limit: Some(3),
         batch_size: 4,
+        main_template_only: false,
     })?;
     let eval = read("out/t/eval/step-4/test/metrics.json");
     assert_eq!(eval["method"], "linear");
@@ -399,6 +401,7 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
         config: None,
         limit: None,
         batch_size: 4,
+        main_template_only: false,
     })
     .unwrap_err();
     let msg = format!("{err:#}");

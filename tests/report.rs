@@ -356,7 +356,7 @@ fn report_json_round_trips_and_every_accuracy_is_shown() {
         plateaued: true,
     });
     let mut r = CompareReport::new(header(8530), realistic_rows(), curve(), plateau, &CostConfig::default(), &DecisionConfig::default());
-    r.labels = vec!["<neg>".into(), "pos & more".into()];
+    r.header.labels = vec!["<neg>".into(), "pos & more".into()];
     let paths = report::write_report(&r, &dir.path().join("compare")).unwrap();
     let json = std::fs::read_to_string(&paths.json).unwrap();
     let back: CompareReport = serde_json::from_str(&json).unwrap();
@@ -364,8 +364,8 @@ fn report_json_round_trips_and_every_accuracy_is_shown() {
     // so numbers compare to 1e-15 relative and everything else exactly.
     assert_close(&serde_json::to_value(&back).unwrap(), &serde_json::to_value(&r).unwrap(), "report");
     assert_eq!(
-        (&back.recommendation, &back.plateau, &back.labels, &back.generated_at),
-        (&r.recommendation, &r.plateau, &r.labels, &r.generated_at)
+        (&back.recommendation, &back.plateau, &back.header.labels, &back.generated_at),
+        (&r.recommendation, &r.plateau, &r.header.labels, &r.generated_at)
     );
 
     let html = std::fs::read_to_string(&paths.html).unwrap();
@@ -451,7 +451,7 @@ fn degenerate_reports_render_without_panicking() {
         &CostConfig { gpu_hour: 2.0, ..CostConfig::default() },
         &DecisionConfig::default(),
     );
-    r.labels.clear();
+    r.header.labels.clear();
     let html = report::html::render(&r);
     assert!(html.contains("chart-cost") && html.contains("#0"), "confusion matrices fall back to class numbers");
     assert!(report::render_terminal(&r).contains("(self-hosted)"));

@@ -76,18 +76,18 @@ pub fn render(report: &CompareReport) -> String {
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>wick: prompt or fine-tune? {}</title><style>{style}</style></head><body><main>",
-        escape(&report.model)
+        escape(&report.header.model)
     );
     let _ = write!(
         out,
         "<h1>Prompt or fine-tune?</h1><p class=\"meta\">{} on {} &middot; {} split, {} examples &middot; {} labelled train examples available \
          &middot; labels: {} &middot; {}</p>",
-        escape(&report.model),
-        escape(&report.data),
-        escape(&report.split),
-        count(report.test_examples as u64),
-        count(report.train_labels_available as u64),
-        escape(&report.labels.join(", ")),
+        escape(&report.header.model),
+        escape(&report.header.data),
+        escape(&report.header.split),
+        count(report.header.test_examples as u64),
+        count(report.header.train_labels_available as u64),
+        escape(&report.header.labels.join(", ")),
         escape(&report.generated_at)
     );
     verdict(report, &mut out);
@@ -203,7 +203,7 @@ fn decision(report: &CompareReport, out: &mut String) {
 fn matrices(report: &CompareReport, out: &mut String) {
     out.push_str("<section class=\"card\"><h2>Confusion matrices</h2><p class=\"caption\">Rows: gold label; columns: predicted. Darker cells hold a larger share of their row.</p><div class=\"matrices\">");
     for row in &report.rows {
-        matrix(row, &report.labels, out);
+        matrix(row, &report.header.labels, out);
     }
     out.push_str("</div></section>");
 }

@@ -84,18 +84,9 @@ pub struct PlateauCheck {
 /// Everything `wick compare` measured and concluded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompareReport {
-    /// Model source as configured.
-    pub model: String,
-    /// Data source as configured.
-    pub data: String,
-    /// Split the rows were measured on.
-    pub split: String,
-    /// Examples in that split.
-    pub test_examples: usize,
-    /// Label names in class-index order.
-    pub labels: Vec<String>,
-    /// Labelled train examples available for fine-tuning.
-    pub train_labels_available: usize,
+    /// Model, data, split and label counts (flattened: top-level keys of report.json).
+    #[serde(flatten)]
+    pub header: ReportHeader,
     /// One entry per strategy, prompt rows first.
     pub rows: Vec<StrategyRow>,
     /// Fine-tuning accuracy by number of labels, ascending.
@@ -111,7 +102,7 @@ pub struct CompareReport {
 }
 
 /// What the report is about: the fields of [`CompareReport`] that are not measured per row.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReportHeader {
     /// Model source as configured.
     pub model: String,
@@ -139,20 +130,7 @@ impl CompareReport {
     ) -> Self {
         let cost = cost::estimate(&rows, prices);
         let recommendation = decide::recommend(&rows, header.train_labels_available, &cost, plateau.as_ref(), decision);
-        Self {
-            model: header.model,
-            data: header.data,
-            split: header.split,
-            test_examples: header.test_examples,
-            labels: header.labels,
-            train_labels_available: header.train_labels_available,
-            rows,
-            learning_curve,
-            cost,
-            recommendation,
-            plateau,
-            generated_at: crate::runs::now_rfc3339(),
-        }
+        Self { header, rows, learning_curve, cost, recommendation, plateau, generated_at: crate::runs::now_rfc3339() }
     }
 
     /// The prompt strategy with the highest accuracy (the first one on ties).

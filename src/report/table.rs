@@ -69,11 +69,11 @@ fn right(text: impl ToString) -> Cell {
 pub fn render(report: &CompareReport) -> String {
     let mut out = format!(
         "{} on {} ({} split, {} examples; {} labelled train examples available)\n",
-        report.model,
-        report.data,
-        report.split,
-        count(report.test_examples as u64),
-        count(report.train_labels_available as u64)
+        report.header.model,
+        report.header.data,
+        report.header.split,
+        count(report.header.test_examples as u64),
+        count(report.header.train_labels_available as u64)
     );
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
