@@ -364,7 +364,8 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
     let gold: Vec<usize> = set.examples.iter().map(|e| e.label).collect();
     let labels = &cfg.data.labels;
     let method = if head.is_some() { "linear" } else { "verbalizer" };
-    eprintln!("{} ({method}): {} examples of {} x {} templates", dir.display(), texts.len(), set.source, baselines.prompters().len());
+    let templates = if args.main_template_only { 1 } else { baselines.prompters().len() };
+    eprintln!("{} ({method}): {} examples of {} x {templates} templates", dir.display(), texts.len(), set.source);
     let start = Instant::now();
     let variants = score_tuned(&baselines, &loaded, head.as_ref(), &texts, args.batch_size, !args.main_template_only)?;
     let seconds = start.elapsed().as_secs_f64();
