@@ -35,6 +35,14 @@ fn main() -> candle_core::Result<()> {
             fl / c / 1e9
         );
     }
+    // Reduced precision: candle's CPU matmul for f16 / bf16 on the largest model shape.
+    for dt in [candle_core::DType::F16, candle_core::DType::BF16] {
+        let (m, k, n) = (1024usize, 576usize, 1536usize);
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?.to_dtype(dt)?;
+        let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?.to_dtype(dt)?;
+        let t = time(5, || { x.matmul(&w.t()?)?; Ok(()) });
+        println!("{dt:?} {m}x{k}x{n}: {:.1} GF/s", 2.0 * (m * k * n) as f64 / t / 1e9);
+    }
     // elementwise cost
     let x = Tensor::randn(0f32, 1.0, (16, 64, 576), &dev)?;
     let w = Tensor::randn(0f32, 1.0, 576, &dev)?;
