@@ -169,6 +169,10 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     for &n in c.learning_curve.iter().filter(|&&n| n > 0 && n < tuned.train_examples) {
         let mut sub = cfg.clone();
         sub.output.run_name = format!("{}-labels-{n}", cfg.output.run_name);
+        // A curve point needs only its final model: no intermediate dev evaluations.
+        if sub.train.max_steps > 0 {
+            sub.train.eval_every = sub.train.max_steps;
+        }
         let point: Tuned = cached(&out_dir, &format!("curve-{n}"), &key, args.fresh, || train_and_eval(&sub, limit, Some(n), false))?;
         curve.push(CurvePoint {
             labels: n,
