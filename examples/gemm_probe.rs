@@ -40,7 +40,10 @@ fn main() -> candle_core::Result<()> {
         let (m, k, n) = (1024usize, 576usize, 1536usize);
         let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?.to_dtype(dt)?;
         let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?.to_dtype(dt)?;
-        let t = time(5, || { x.matmul(&w.t()?)?; Ok(()) });
+        let t = time(5, || {
+            x.matmul(&w.t()?)?;
+            Ok(())
+        });
         println!("{dt:?} {m}x{k}x{n}: {:.1} GF/s", 2.0 * (m * k * n) as f64 / t / 1e9);
     }
     // elementwise cost

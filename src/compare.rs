@@ -115,6 +115,15 @@ fn train_and_eval(cfg: &Config, limit: Option<usize>, train_limit: Option<usize>
     })
 }
 
+/// The keys stored results are reused under: (prompt strategies, fine-tuning runs). Each names
+/// the config hash that decides the result, the split and the example limit.
+pub fn result_keys(cfg: &Config, limit: Option<usize>) -> (String, String) {
+    let c = &cfg.compare;
+    let scope = format!("{}|{limit:?}", c.split);
+    let prompts = format!("{}|{scope}|{}|{}", cfg.prompt_results_hash(), c.retrieval_pool, c.strategies.join(","));
+    (prompts, format!("{}|{scope}", cfg.results_hash()))
+}
+
 /// Run the comparison and write `report.json` and `report.html` under `<run_dir>/compare/`.
 pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     let started = Instant::now();
@@ -125,7 +134,7 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
         n => Some(n),
     };
     let out_dir = cfg.run_dir().join("compare");
-    let key = format!("{}|{}|{:?}|{}", cfg.results_hash(), c.split, limit, c.retrieval_pool);
+    let (prompt_key, key) = result_keys(&cfg, limit);
     let (splits, _) = crate::data::load_splits(&cfg.data, crate::data::ReadMode::Strict)?;
     let split_len = match c.split.as_str() {
         "train" => splits.train.len(),
@@ -136,7 +145,7 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
 
     // 1. Prompt strategies on the frozen model.
     let strategies = c.strategies.join(",");
-    let reports: Vec<Report> = cached(&out_dir, "baselines", &format!("{key}|{strategies}"), args.fresh, || {
+    let reports: Vec<Report> = cached(&out_dir, "baselines", &prompt_key, args.fresh, || {
         crate::eval::run_baseline(&BaselineArgs {
             config: args.config.clone(),
             strategy: strategies.clone(),

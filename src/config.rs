@@ -486,19 +486,29 @@ impl Config {
         Ok(())
     }
 
-    /// sha256 (hex, 16 chars) of the sections that decide results (model, data, prompt, lora,
-    /// train): equal hashes mean a stored result can be reused.
+    /// sha256 (hex, 16 chars) of the sections that decide a fine-tuning result (model, data,
+    /// prompt, lora, train): equal hashes mean a stored result can be reused.
     pub fn results_hash(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let parts = (&self.model, &self.data, &self.prompt, &self.lora, &self.train);
-        let text = serde_json::to_string(&parts).unwrap_or_default();
-        Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+        short_hash(&(&self.model, &self.data, &self.prompt, &self.lora, &self.train))
+    }
+
+    /// The same for prompt-only results, which do not depend on `[lora]` or `[train]` (except
+    /// the prompt length limit).
+    pub fn prompt_results_hash(&self) -> String {
+        short_hash(&(&self.model, &self.data, &self.prompt, self.train.max_seq_len))
     }
 
     /// Directory of this run's outputs: `output.dir/output.run_name`.
     pub fn run_dir(&self) -> PathBuf {
         self.output.dir.join(&self.output.run_name)
     }
+}
+
+/// First 8 bytes, in hex, of the sha256 of a value's JSON.
+fn short_hash(value: &impl Serialize) -> String {
+    use sha2::{Digest, Sha256};
+    let text = serde_json::to_string(value).unwrap_or_default();
+    Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Turn a toml/serde error into one line naming the key (and line), suggesting the closest key.
