@@ -179,6 +179,50 @@ fn print_cache(name: &str, c: &CacheCheck) {
     );
 }
 
+/// What a report is of: the command, the strategy or head, and the checkpoint (eval).
+struct ReportOf<'a> {
+    command: &'a str,
+    method: &'a str,
+    checkpoint: Option<String>,
+}
+
+/// A report of `variants` scored on `set`, with the fields every command fills; the baseline
+/// adds its demonstration orders, calibration, demonstrations and retrieval on top.
+fn scored_report(
+    of: ReportOf,
+    set: &report::EvalSet,
+    limit: Option<usize>,
+    cfg: &Config,
+    loaded: &LoadedModel,
+    variants: &[VariantRun],
+    seconds: f64,
+) -> anyhow::Result<Report> {
+    let gold: Vec<usize> = set.examples.iter().map(|e| e.label).collect();
+    let (metrics, templates, consistency) = summarize(variants, &gold, &cfg.data.labels).context("no prompt was scored")?;
+    Ok(Report {
+        command: of.command.into(),
+        method: of.method.into(),
+        checkpoint: of.checkpoint,
+        data: set.source.clone(),
+        n: set.examples.len(),
+        limit,
+        model: cfg.model.source.clone(),
+        device: device_name(loaded),
+        labels: cfg.data.labels.clone(),
+        metrics,
+        templates,
+        consistency,
+        orders: Vec::new(),
+        order_consistency: None,
+        truncated: variants[0].truncated,
+        prefix_cache: None,
+        calibration: None,
+        demos: Vec::new(),
+        retrieval: None,
+        seconds,
+    })
+}
+
 /// `wick baseline CONFIG`: score each strategy on a split or file and write its outputs under
 /// `run_dir/baseline/<strategy>/<split-or-file-stem>/`.
 pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
@@ -222,27 +266,14 @@ pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
         {
             checks.insert(base.name(), c);
         }
-        let (metrics, templates, consistency) = summarize(&run.variants, &gold, labels).context("no prompt was scored")?;
         let (orders, order_consistency) = match summarize(&run.orders, &gold, labels) {
             Some((_, o, c)) if run.orders.len() > 1 => (o, c),
             _ => (Vec::new(), None),
         };
+        let of = ReportOf { command: "baseline", method: strategy.name(), checkpoint: None };
         let report = Report {
-            command: "baseline".into(),
-            method: strategy.name().into(),
-            checkpoint: None,
-            data: set.source.clone(),
-            n: texts.len(),
-            limit: args.limit,
-            model: cfg.model.source.clone(),
-            device: device_name(&loaded),
-            labels: labels.clone(),
-            metrics,
-            templates,
-            consistency,
             orders,
             order_consistency,
-            truncated: run.variants[0].truncated,
             prefix_cache: checks.get(base.name()).cloned(),
             calibration: (strategy == Strategy::Calibrated).then(|| CalibrationInfo {
                 base: calibrate_on.name().into(),
@@ -262,7 +293,7 @@ pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
             } else {
                 None
             },
-            seconds: run.seconds,
+            ..scored_report(of, &set, args.limit, &cfg, &loaded, &run.variants, run.seconds)?
         };
         let dir = base_dir.join(strategy.name()).join(&set.name);
         write_outputs(&dir, &report, &set.examples, &run.variants[0])?;
@@ -361,8 +392,6 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
     let opts = BaselineOptions { batch_size: args.batch_size, ..BaselineOptions::default() };
     let baselines = Baselines::new(&loaded, &cfg, &[], opts)?;
     let texts: Vec<String> = set.examples.iter().map(|e| e.text.clone()).collect();
-    let gold: Vec<usize> = set.examples.iter().map(|e| e.label).collect();
-    let labels = &cfg.data.labels;
     let method = if head.is_some() { "linear" } else { "verbalizer" };
     let templates = if args.main_template_only { 1 } else { baselines.prompters().len() };
     eprintln!("{} ({method}): {} examples of {} x {templates} templates", dir.display(), texts.len(), set.source);
@@ -370,30 +399,9 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
     let variants = score_tuned(&baselines, &loaded, head.as_ref(), &texts, args.batch_size, !args.main_template_only)?;
     let seconds = start.elapsed().as_secs_f64();
     let prefix_cache = if head.is_none() { baselines.cache_check(Strategy::ZeroShot, &texts)? } else { None };
-    let (metrics, templates, consistency) = summarize(&variants, &gold, labels).context("no prompt was scored")?;
     let step = dir.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
-    let report = Report {
-        command: "eval".into(),
-        method: method.into(),
-        checkpoint: Some(dir.display().to_string()),
-        data: set.source.clone(),
-        n: texts.len(),
-        limit: args.limit,
-        model: cfg.model.source.clone(),
-        device: device_name(&loaded),
-        labels: labels.clone(),
-        metrics,
-        templates,
-        consistency,
-        orders: Vec::new(),
-        order_consistency: None,
-        truncated: variants[0].truncated,
-        prefix_cache,
-        calibration: None,
-        demos: Vec::new(),
-        retrieval: None,
-        seconds,
-    };
+    let of = ReportOf { command: "eval", method, checkpoint: Some(dir.display().to_string()) };
+    let report = Report { prefix_cache, ..scored_report(of, &set, args.limit, &cfg, &loaded, &variants, seconds)? };
     let out = cfg.run_dir().join("eval").join(&step).join(&set.name);
     write_outputs(&out, &report, &set.examples, &variants[0])?;
     println!("{} ({method}) on {} ({} examples)", dir.display(), set.source, texts.len());
