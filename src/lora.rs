@@ -55,12 +55,15 @@ impl DropoutRng {
 
     /// Inverted-dropout mask of `x`'s shape: 0 with probability p, else 1/(1-p).
     fn mask_like(&self, x: &Tensor, p: f64) -> Result<Tensor> {
-        let n = x.elem_count();
+        Tensor::from_vec(self.mask_values(x.elem_count(), p), x.shape(), x.device())?.to_dtype(x.dtype())
+    }
+
+    /// `n` inverted-dropout mask values: 0 with probability p, else 1/(1-p).
+    fn mask_values(&self, n: usize, p: f64) -> Vec<f32> {
         let keep = 1.0 / (1.0 - p) as f32;
         let mut guard = self.rng.lock().unwrap_or_else(|e| e.into_inner());
         let rng = &mut guard.1;
-        let values: Vec<f32> = (0..n).map(|_| if rng.random::<f32>() < p as f32 { 0.0 } else { keep }).collect();
-        Tensor::from_vec(values, x.shape(), x.device())?.to_dtype(x.dtype())
+        (0..n).map(|_| if rng.random::<f32>() < p as f32 { 0.0 } else { keep }).collect()
     }
 }
 
@@ -164,11 +167,21 @@ impl LoraLinear {
         let in_dim = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
-        let mut y = crate::ops::frozen_linear(&x2, &self.weight)?;
+        let adapter = self.adapter.as_ref().filter(|_| !self.merged);
+        let mut y = match adapter {
+            Some(ad) if crate::ops::lora_linear_applies(&x2, &self.weight) => {
+                let mask = match dropout {
+                    Some(rng) if ad.dropout > 0.0 => Some(rng.mask_values(x2.elem_count(), ad.dropout)),
+                    _ => None,
+                };
+                crate::ops::lora_linear(&x2, &self.weight, ad.a.as_tensor(), ad.b.as_tensor(), ad.scale, mask)?
+            }
+            _ => crate::ops::frozen_linear(&x2, &self.weight)?,
+        };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
-        if let (Some(adapter), false) = (&self.adapter, self.merged) {
+        if let Some(adapter) = adapter.filter(|_| !crate::ops::lora_linear_applies(&x2, &self.weight)) {
             let dtype = x.dtype();
             let xin = match dropout {
                 Some(rng) if adapter.dropout > 0.0 => (&x2 * rng.mask_like(&x2, adapter.dropout)?)?,

@@ -78,23 +78,67 @@ pub fn blas() -> Option<&'static Blas> {
 }
 
 impl Blas {
+    /// c (m, n) = alpha · op(a) · op(b) + beta · c, every matrix row-major and contiguous; `a` is
+    /// stored (a_rows, a_cols) and op transposes it when `ta` (likewise `b`, `tb`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        &self,
+        a: &[f32],
+        a_dims: (usize, usize),
+        ta: bool,
+        b: &[f32],
+        b_dims: (usize, usize),
+        tb: bool,
+        alpha: f32,
+        beta: f32,
+        c: &mut [f32],
+    ) {
+        let (m, k) = if ta { (a_dims.1, a_dims.0) } else { a_dims };
+        let (kb, n) = if tb { (b_dims.1, b_dims.0) } else { b_dims };
+        assert!(
+            k == kb && a.len() == a_dims.0 * a_dims.1 && b.len() == b_dims.0 * b_dims.1 && c.len() == m * n,
+            "gemm: operand sizes {a_dims:?}{} · {b_dims:?}{} → {} elements",
+            if ta { "ᵀ" } else { "" },
+            if tb { "ᵀ" } else { "" },
+            c.len()
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        let flag = |t: bool| if t { TRANS } else { NO_TRANS };
+        let (lda, ldb) = (a_dims.1.max(1) as i32, b_dims.1.max(1) as i32);
+        // SAFETY: the assert above checks every slice holds what its leading dimension describes.
+        unsafe {
+            (self.sgemm)(
+                ROW_MAJOR,
+                flag(ta),
+                flag(tb),
+                m as i32,
+                n as i32,
+                k as i32,
+                alpha,
+                a.as_ptr(),
+                lda,
+                b.as_ptr(),
+                ldb,
+                beta,
+                c.as_mut_ptr(),
+                n.max(1) as i32,
+            )
+        };
+    }
+
     /// y (m, n) = x (m, k) · wᵀ, with w (n, k); all row-major and contiguous.
     pub fn x_wt(&self, x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-        assert!(x.len() == m * k && w.len() == n * k, "x_wt: operand sizes");
         let mut y = vec![0f32; m * n];
-        let (m, k, n) = (m as i32, k as i32, n as i32);
-        // SAFETY: the slices hold exactly the sizes the leading dimensions describe.
-        unsafe { (self.sgemm)(ROW_MAJOR, NO_TRANS, TRANS, m, n, k, 1.0, x.as_ptr(), k, w.as_ptr(), k, 0.0, y.as_mut_ptr(), n) };
+        self.gemm(x, (m, k), false, w, (n, k), true, 1.0, 0.0, &mut y);
         y
     }
 
     /// dx (m, k) = dy (m, n) · w, with w (n, k); all row-major and contiguous.
     pub fn dy_w(&self, dy: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
-        assert!(dy.len() == m * n && w.len() == n * k, "dy_w: operand sizes");
         let mut dx = vec![0f32; m * k];
-        let (m, k, n) = (m as i32, k as i32, n as i32);
-        // SAFETY: as in x_wt.
-        unsafe { (self.sgemm)(ROW_MAJOR, NO_TRANS, NO_TRANS, m, k, n, 1.0, dy.as_ptr(), n, w.as_ptr(), k, 0.0, dx.as_mut_ptr(), k) };
+        self.gemm(dy, (m, n), false, w, (n, k), false, 1.0, 0.0, &mut dx);
         dx
     }
 }

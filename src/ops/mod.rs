@@ -3,15 +3,18 @@
 //! candle_nn's fused rms_norm / softmax_last_dim / rotary ops record no backward, so gradients
 //! would silently stop at them. The composites in this file are built only from ops that do have
 //! a backward; they are the reference and the path for non-f32 dtypes on CPU. [`fused`] holds single-pass
-//! CustomOps with their own backward (the fast path), [`frozen_linear`] skips frozen weights' dW.
+//! CustomOps with their own backward (the fast path), [`frozen_linear`] skips frozen weights' dW,
+//! and [`lora_linear`] runs a frozen projection and its adapter as one op.
 
 pub mod blas;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod frozen;
 pub mod fused;
+mod lora_linear;
 
 pub use frozen::frozen_linear;
+pub use lora_linear::{lora_linear, lora_linear_applies};
 
 use candle_core::{D, DType, Result, Tensor};
 
