@@ -21,8 +21,25 @@ struct LoraMatmul {
     weight: Tensor,
     /// Adapter scale s.
     scale: f32,
-    /// Inverted-dropout mask of the adapter input (rows × in), when training with dropout.
-    mask: Option<Arc<Vec<f32>>>,
+    /// Dropout mask of the adapter input (rows × in), when training with dropout.
+    mask: Option<Arc<DropoutMask>>,
+}
+
+/// An inverted-dropout mask: input i is kept (and multiplied by `scale` = 1/(1-p)) where
+/// `keep[i]` is 1, zeroed where it is 0.
+#[derive(Debug, Clone)]
+pub struct DropoutMask {
+    /// 1 = kept, 0 = dropped, one byte per input.
+    pub keep: Vec<u8>,
+    /// 1/(1-p).
+    pub scale: f32,
+}
+
+impl DropoutMask {
+    /// The multiplier of input i: 0 or 1/(1-p).
+    pub fn factor(&self, i: usize) -> f32 {
+        f32::from(self.keep[i]) * self.scale
+    }
 }
 
 /// The contiguous f32 data of a CPU storage.
@@ -48,7 +65,7 @@ impl LoraMatmul {
     /// x∘m, or x itself without dropout.
     fn adapter_input<'a>(&self, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
         match &self.mask {
-            Some(m) => x.iter().zip(m.iter()).map(|(v, k)| v * k).collect::<Vec<_>>().into(),
+            Some(m) => x.iter().zip(&m.keep).map(|(v, &k)| v * f32::from(k) * m.scale).collect::<Vec<_>>().into(),
             None => x.into(),
         }
     }
@@ -113,7 +130,7 @@ impl CustomOp3 for LoraMatmul {
             Some(mask) => {
                 let mut ga = vec![0f32; m * d_in];
                 blas.gemm(&g, (m, r), false, av, (r, d_in), false, s, 0.0, &mut ga);
-                dx.iter_mut().zip(ga.iter().zip(mask.iter())).for_each(|(d, (v, k))| *d += v * k);
+                dx.iter_mut().zip(ga.iter().zip(&mask.keep)).for_each(|(d, (v, &k))| *d += v * f32::from(k) * mask.scale);
             }
         }
         let mut da = vec![0f32; r * d_in];
@@ -135,12 +152,12 @@ pub fn lora_linear_applies(x: &Tensor, weight: &Tensor) -> bool {
 }
 
 /// y = x·Wᵀ + scale·(x∘mask)·Aᵀ·Bᵀ for x (rows, in), W (out, in) frozen, A (r, in), B (out, r);
-/// `mask` (rows × in values) is the adapter input's dropout mask. Check [`lora_linear_applies`] first.
-pub fn lora_linear(x: &Tensor, weight: &Tensor, a: &Tensor, b: &Tensor, scale: f64, mask: Option<Vec<f32>>) -> Result<Tensor> {
+/// `mask` (rows × in) is the adapter input's dropout mask. Check [`lora_linear_applies`] first.
+pub fn lora_linear(x: &Tensor, weight: &Tensor, a: &Tensor, b: &Tensor, scale: f64, mask: Option<DropoutMask>) -> Result<Tensor> {
     if let Some(m) = &mask
-        && m.len() != x.elem_count()
+        && m.keep.len() != x.elem_count()
     {
-        candle_core::bail!("lora matmul: dropout mask of {} values for {} inputs", m.len(), x.elem_count());
+        candle_core::bail!("lora matmul: dropout mask of {} values for {} inputs", m.keep.len(), x.elem_count());
     }
     let op = LoraMatmul { weight: weight.contiguous()?, scale: scale as f32, mask: mask.map(Arc::new) };
     x.contiguous()?.apply_op3(&a.contiguous()?, &b.contiguous()?, op)
@@ -179,10 +196,10 @@ mod tests {
             let w = Tensor::randn(0f32, 1.0, (d_out, d_in), &dev)?;
             let a = Var::randn(0f32, 1.0, (r, d_in), &dev)?;
             let b = Var::randn(0f32, 1.0, (d_out, r), &dev)?;
-            let mask_vals: Vec<f32> = (0..m * d_in).map(|i| if i % 7 == 3 { 0.0 } else { 1.0 / 0.9 }).collect();
-            let mask_t = Tensor::from_vec(mask_vals.clone(), (m, d_in), &dev)?;
+            let mask = DropoutMask { keep: (0..m * d_in).map(|i| u8::from(i % 7 != 3)).collect(), scale: 1.0 / 0.9 };
+            let mask_t = Tensor::from_vec((0..m * d_in).map(|i| mask.factor(i)).collect::<Vec<_>>(), (m, d_in), &dev)?;
             let probe = Tensor::randn(0f32, 1.0, (m, d_out), &dev)?;
-            let ours = lora_linear(x.as_tensor(), &w, a.as_tensor(), b.as_tensor(), 1.7, with_mask.then(|| mask_vals.clone()))?;
+            let ours = lora_linear(x.as_tensor(), &w, a.as_tensor(), b.as_tensor(), 1.7, with_mask.then(|| mask.clone()))?;
             let theirs = reference(x.as_tensor(), &w, a.as_tensor(), b.as_tensor(), 1.7, with_mask.then_some(&mask_t))?;
             assert!(max_diff(&ours, &theirs)? < 1e-4, "values differ (mask: {with_mask})");
             let g_ours = (&ours * &probe)?.sum_all()?.backward()?;

@@ -14,7 +14,7 @@ pub mod fused;
 mod lora_linear;
 
 pub use frozen::frozen_linear;
-pub use lora_linear::{lora_linear, lora_linear_applies};
+pub use lora_linear::{DropoutMask, lora_linear, lora_linear_applies};
 
 use candle_core::{D, DType, Result, Tensor};
 
