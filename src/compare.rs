@@ -84,6 +84,9 @@ struct Tuned {
     train_seconds: f64,
     tokens_seen: u64,
     train_examples: usize,
+    /// Distinct labels trained on (0 in results stored before it was recorded).
+    #[serde(default)]
+    labels_seen: usize,
     checkpoint: String,
     eval: Report,
 }
@@ -110,9 +113,17 @@ fn train_and_eval(cfg: &Config, limit: Option<usize>, train_limit: Option<usize>
         train_seconds: summary.train_seconds,
         tokens_seen: summary.tokens_seen,
         train_examples: summary.train_examples,
+        labels_seen: summary.labels_seen,
         checkpoint: checkpoint.display().to_string(),
         eval,
     })
+}
+
+impl Tuned {
+    /// Distinct labelled examples the run learned from.
+    fn labels_used(&self) -> usize {
+        if self.labels_seen > 0 { self.labels_seen } else { self.train_examples }
+    }
 }
 
 /// The keys stored results are reused under: (prompt strategies, fine-tuning runs). Each names
@@ -166,16 +177,30 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
         kind: RowKind::FineTuned,
         metrics: tuned.eval.metrics.clone(),
         consistency: tuned.eval.consistency.clone(),
-        labelled_examples_used: tuned.train_examples,
+        labelled_examples_used: tuned.labels_used(),
         time_to_first_result_s: tuned.train_seconds,
         retrain_time_s: tuned.train_seconds,
         output_tokens_per_request: 1.0,
         training_tokens: tuned.tokens_seen,
     });
 
-    // 3. Learning curve: the same training on nested prefixes of the train split.
+    // 3. Learning curve: the same training on nested prefixes of the train split. With a step
+    // budget the full run draws only max_steps × batch examples; a subset at least that large
+    // would train on just as many distinct labels, so it would repeat the full run's point.
+    let draws = cfg.train.max_steps * cfg.train.batch_size * cfg.train.grad_accum.max(1);
     let mut curve = Vec::new();
+    let mut notes = Vec::new();
     for &n in c.learning_curve.iter().filter(|&&n| n > 0 && n < tuned.train_examples) {
+        if cfg.train.max_steps > 0 && n >= draws {
+            notes.push(format!(
+                "{} labels not run: {} steps × {} examples draw {}, so that run would train on as many distinct labels as the full run.",
+                crate::report::format::count(n as u64),
+                cfg.train.max_steps,
+                cfg.train.batch_size * cfg.train.grad_accum.max(1),
+                crate::report::format::count(draws as u64)
+            ));
+            continue;
+        }
         let mut sub = cfg.clone();
         sub.output.run_name = format!("{}-labels-{n}", cfg.output.run_name);
         // A curve point needs only its final model: no intermediate dev evaluations.
@@ -184,14 +209,14 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
         }
         let point: Tuned = cached(&out_dir, &format!("curve-{n}"), &key, args.fresh, || train_and_eval(&sub, limit, Some(n), false))?;
         curve.push(CurvePoint {
-            labels: n,
+            labels: point.labels_used(),
             accuracy: point.eval.metrics.accuracy,
             macro_f1: point.eval.metrics.macro_f1,
             train_time_s: point.train_seconds,
         });
     }
     curve.push(CurvePoint {
-        labels: tuned.train_examples,
+        labels: tuned.labels_used(),
         accuracy: tuned.eval.metrics.accuracy,
         macro_f1: tuned.eval.metrics.macro_f1,
         train_time_s: tuned.train_seconds,
@@ -206,7 +231,8 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
         labels: cfg.data.labels.clone(),
         train_labels_available: splits.train.len(),
     };
-    let report = CompareReport::new(header, rows, curve, plateau, &cfg.cost, &cfg.decision);
+    let mut report = CompareReport::new(header, rows, curve, plateau, &cfg.cost, &cfg.decision);
+    report.learning_curve_notes = notes;
     let paths = crate::report::write_report(&report, &out_dir)?;
     println!("{}", crate::report::render_terminal(&report));
     println!("wrote {} and {} ({:.0}s)", paths.json.display(), paths.html.display(), started.elapsed().as_secs_f64());

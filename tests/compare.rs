@@ -19,7 +19,7 @@ fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results
     let cfg = tiny_config(tmp.path(), &model, &format!("{TRAIN}\nmax_steps = 4"));
     let mut text = std::fs::read_to_string(&cfg)?;
     text.push_str(
-        "[compare]\nlimit = 12\nstrategies = [\"zero-shot\", \"few-shot\", \"calibrated\", \"retrieval\"]\nretrieval_pool = 40\nlearning_curve = [8]\nbatch_size = 4\n",
+        "[compare]\nlimit = 12\nstrategies = [\"zero-shot\", \"few-shot\", \"calibrated\", \"retrieval\"]\nretrieval_pool = 40\nlearning_curve = [8, 20]\nbatch_size = 4\n",
     );
     text = text.replace("[prompt]\n", "[prompt]\nk_shot = 2\n");
     std::fs::write(&cfg, text)?;
@@ -54,10 +54,20 @@ fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results
     assert_eq!(tuned["metrics"]["accuracy"], eval["metrics"]["accuracy"]);
     assert!(tuned["consistency"]["agreement"].is_number(), "the tuned model is scored under every template");
 
-    // Learning curve: the 8-label run, then the full run.
+    // 4 steps × 4 rows draw 16 examples: the tuned run trained on 16 distinct labels.
+    assert_eq!(tuned["labelled_examples_used"], 16);
+    assert!(report["train_labels_available"].as_u64().unwrap() > 16);
+
+    // Learning curve: the 8-label run, then the full run; 20 labels would repeat the full run's
+    // 16 draws, so it is not run and the report says why.
     let curve = report["learning_curve"].as_array().unwrap();
     assert_eq!(curve.len(), 2);
     assert_eq!(curve[0]["labels"], 8);
+    assert_eq!(curve[1]["labels"], 16);
+    let notes = report["learning_curve_notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].as_str().unwrap().starts_with("20 labels not run"), "{notes:?}");
+    assert!(!tmp.path().join("ck/run-labels-20").exists());
     assert_eq!(curve[1]["accuracy"], tuned["metrics"]["accuracy"]);
     assert!(tmp.path().join("ck/run-labels-8").is_dir());
 

@@ -94,7 +94,12 @@ pub fn render(report: &CompareReport) -> String {
 
     out.push_str("<div class=\"grid\">");
     card(&mut out, &accuracy_chart(report), "Bars: accuracy of the main template on the test split.");
-    card(&mut out, &learning_curve_chart(report), "Each point is a LoRA run on that many labels; the dashed line is the best prompt.");
+    let mut curve_caption = "Each point is a LoRA run that trained on that many distinct labels; the dashed line is the best prompt.".to_string();
+    for note in &report.learning_curve_notes {
+        curve_caption.push(' ');
+        curve_caption.push_str(note);
+    }
+    card(&mut out, &learning_curve_chart(report), &curve_caption);
     card(
         &mut out,
         &cost_chart(report),

@@ -56,7 +56,7 @@ pub struct StrategyRow {
 /// Accuracy of a fine-tuning run on a subset of the labels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {
-    /// Labelled train examples used.
+    /// Distinct labelled train examples the run trained on.
     pub labels: usize,
     /// Test accuracy.
     pub accuracy: f64,
@@ -91,6 +91,9 @@ pub struct CompareReport {
     pub rows: Vec<StrategyRow>,
     /// Fine-tuning accuracy by number of labels, ascending.
     pub learning_curve: Vec<CurvePoint>,
+    /// Configured curve points that were not run, each with the reason.
+    #[serde(default)]
+    pub learning_curve_notes: Vec<String>,
     /// Serving and training costs.
     pub cost: CostReport,
     /// The decision tree's outcome.
@@ -130,7 +133,7 @@ impl CompareReport {
     ) -> Self {
         let cost = cost::estimate(&rows, prices);
         let recommendation = decide::recommend(&rows, header.train_labels_available, &cost, plateau.as_ref(), decision);
-        Self { header, rows, learning_curve, cost, recommendation, plateau, generated_at: crate::runs::now_rfc3339() }
+        Self { header, rows, learning_curve, learning_curve_notes: Vec::new(), cost, recommendation, plateau, generated_at: crate::runs::now_rfc3339() }
     }
 
     /// The prompt strategy with the highest accuracy (the first one on ties).

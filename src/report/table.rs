@@ -100,9 +100,12 @@ pub fn render(report: &CompareReport) -> String {
                 right(duration(p.train_time_s)),
             ]);
         }
-        out.push_str("\nLearning curve (fine-tuned on subsets of the labels)\n");
+        out.push_str("\nLearning curve (fine-tuned on subsets of the labels; labels = distinct examples trained on)\n");
         out.push_str(&curve.to_string());
         out.push('\n');
+    }
+    for note in &report.learning_curve_notes {
+        out.push_str(&format!("Learning curve: {note}\n"));
     }
 
     if let Some(p) = &report.plateau {

@@ -59,6 +59,9 @@ pub struct TrainSummary {
     pub tokens_seen: u64,
     /// Labelled train examples available to the run (after `train_limit`).
     pub train_examples: usize,
+    /// Distinct labelled examples the run trained on: all of them once it passed an epoch, else
+    /// the examples its steps drew (shuffled without replacement within an epoch).
+    pub labels_seen: usize,
     /// Trainable parameters (adapters and head).
     pub trainable_params: usize,
     /// All parameters (base + trainable).
@@ -378,6 +381,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         tokens_per_second: st.tokens_seen as f64 / train_seconds.max(1e-9),
         tokens_seen: st.tokens_seen as u64,
         train_examples: train_set.len(),
+        labels_seen: train_set.len().min(st.step * cfg.train.batch_size * cfg.train.grad_accum.max(1)),
         trainable_params,
         total_params,
         truncated,
