@@ -468,9 +468,9 @@ impl<'a> Baselines<'a> {
             }
             _ => self.prompts(prompter, &|_| demos.to_vec(), texts)?,
         };
-        // Retrieval prefixes differ per example, so only the other kinds can share a cache.
-        let cache = kind != Kind::Retrieval;
-        let mut scored = score(&self.loaded.model, prompter.label_token_ids(), &prompts, self.score_options(cache, usize::MAX))
+        // Retrieval prompts share only the part before their demonstrations; `score` caches
+        // whatever all prompts share.
+        let mut scored = score(&self.loaded.model, prompter.label_token_ids(), &prompts, self.score_options(true, usize::MAX))
             .context(|| "scoring prompts".into())?;
         for (s, t) in scored.iter_mut().zip(truncated) {
             s.truncated |= t;

@@ -95,20 +95,25 @@ pub fn score(model: &Llama, label_ids: &[u32], prompts: &[PromptTokens], opts: S
     score_head(model, Head::Verbalizer(label_ids), prompts, opts)
 }
 
+/// Tokens all `prompts` start with, leaving each at least one token of its own.
+fn common_prefix_len(prompts: &[(Vec<u32>, bool)]) -> usize {
+    let Some((first, _)) = prompts.first() else { return 0 };
+    prompts.iter().fold(first.len().saturating_sub(1), |len, (ids, _)| {
+        let same = first.iter().zip(ids).take(len).take_while(|(a, b)| a == b).count();
+        same.min(ids.len().saturating_sub(1))
+    })
+}
+
 /// Score every prompt with `head`; results are in input order.
 pub fn score_head(model: &Llama, head: Head, prompts: &[PromptTokens], opts: ScoreOptions) -> candle_core::Result<Vec<Scored>> {
-    let shared =
-        opts.prefix_cache && !prompts.is_empty() && prompts.iter().all(|p| p.prefix == prompts[0].prefix) && !prompts[0].prefix.is_empty();
-    let cache: Option<PrefixCache> = if shared { Some(model.prefix_cache(&prompts[0].prefix)?) } else { None };
+    let fitted: Vec<(Vec<u32>, bool)> = prompts.iter().map(|p| fit(p, opts.max_len)).collect();
+    // The longest token prefix every prompt shares (the system prompt and instruction, plus any
+    // fixed demonstrations) runs once; each prompt keeps at least its last token to run.
+    let shared_len = if opts.prefix_cache { common_prefix_len(&fitted) } else { 0 };
+    let cache: Option<PrefixCache> = if shared_len > 0 { Some(model.prefix_cache(&fitted[0].0[..shared_len])?) } else { None };
     let prefix_len = cache.as_ref().map_or(0, |c| c.len);
-    // Inputs to run: the rest when the prefix is cached, else the whole prompt.
-    let inputs: Vec<(Vec<u32>, bool)> = prompts
-        .iter()
-        .map(|p| {
-            let (ids, truncated) = fit(p, opts.max_len);
-            if shared { (ids[prefix_len..].to_vec(), truncated) } else { (ids, truncated) }
-        })
-        .collect();
+    // Inputs to run: what follows the cached prefix.
+    let inputs: Vec<(Vec<u32>, bool)> = fitted.into_iter().map(|(ids, truncated)| (ids[prefix_len..].to_vec(), truncated)).collect();
     let mut order: Vec<usize> = (0..inputs.len()).collect();
     order.sort_by_key(|&i| inputs[i].0.len());
     let mut out: Vec<Option<Scored>> = vec![None; inputs.len()];
@@ -136,4 +141,19 @@ pub fn score_head(model: &Llama, head: Head, prompts: &[PromptTokens], opts: Sco
         }
     }
     Ok(out.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_prefix_len;
+
+    #[test]
+    fn common_prefix_leaves_every_prompt_a_token() {
+        let p = |ids: &[u32]| (ids.to_vec(), false);
+        assert_eq!(common_prefix_len(&[p(&[1, 2, 3, 4]), p(&[1, 2, 5]), p(&[1, 2, 3])]), 2);
+        assert_eq!(common_prefix_len(&[p(&[1, 2, 3]), p(&[1, 2, 3])]), 2);
+        assert_eq!(common_prefix_len(&[p(&[1, 2, 3]), p(&[1])]), 0);
+        assert_eq!(common_prefix_len(&[p(&[7, 2]), p(&[1, 2])]), 0);
+        assert_eq!(common_prefix_len(&[]), 0);
+    }
 }
