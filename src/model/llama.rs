@@ -11,8 +11,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::config::ArchConfig;
 use crate::lora::{DropoutRng, LoraLinear, expand_targets};
-use crate::ops::Rotary;
 use crate::ops::fused::{masked_softmax, rms_norm, swiglu};
+use crate::ops::{Rotary, frozen_linear};
 
 /// Keys and values of a prompt prefix, per layer, each (1, kv_heads, prefix_len, head_dim).
 #[derive(Debug, Clone)]
@@ -365,10 +365,15 @@ impl Llama {
     }
 }
 
-/// hidden (..., d) · rowsᵀ (n, d) → (..., n) in f32; a single vector gives a vector.
+/// hidden (..., d) · rowsᵀ (n, d) → (..., n) in f32; a single vector gives a vector. The rows are
+/// frozen: candle's matmul backward would also compute their gradient (for the full LM head, a
+/// vocabulary × hidden GEMM and ~100 MB of buffers per training step), so this goes through
+/// `frozen_linear`, whose backward returns only the hidden states' gradient.
 fn project(hidden: &Tensor, rows: &Tensor) -> Result<Tensor> {
-    if hidden.rank() == 1 {
-        return hidden.unsqueeze(0)?.matmul(&rows.t()?)?.squeeze(0)?.to_dtype(DType::F32);
+    let d = rows.dim(1)?;
+    let mut out_dims = hidden.dims().to_vec();
+    if let Some(last) = out_dims.last_mut() {
+        *last = rows.dim(0)?;
     }
-    hidden.broadcast_matmul(&rows.t()?)?.to_dtype(DType::F32)
+    frozen_linear(&hidden.reshape(((), d))?, rows)?.reshape(out_dims)?.to_dtype(DType::F32)
 }

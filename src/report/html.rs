@@ -94,7 +94,8 @@ pub fn render(report: &CompareReport) -> String {
 
     out.push_str("<div class=\"grid\">");
     card(&mut out, &accuracy_chart(report), "Bars: accuracy of the main template on the test split.");
-    let mut curve_caption = "Each point is a LoRA run that trained on that many distinct labels; the dashed line is the best prompt.".to_string();
+    let mut curve_caption =
+        "Each point is a LoRA run that trained on that many distinct labels; the dashed line is the best prompt.".to_string();
     for note in &report.learning_curve_notes {
         curve_caption.push(' ');
         curve_caption.push_str(note);

@@ -133,7 +133,16 @@ impl CompareReport {
     ) -> Self {
         let cost = cost::estimate(&rows, prices);
         let recommendation = decide::recommend(&rows, header.train_labels_available, &cost, plateau.as_ref(), decision);
-        Self { header, rows, learning_curve, learning_curve_notes: Vec::new(), cost, recommendation, plateau, generated_at: crate::runs::now_rfc3339() }
+        Self {
+            header,
+            rows,
+            learning_curve,
+            learning_curve_notes: Vec::new(),
+            cost,
+            recommendation,
+            plateau,
+            generated_at: crate::runs::now_rfc3339(),
+        }
     }
 
     /// The prompt strategy with the highest accuracy (the first one on ties).
