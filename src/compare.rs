@@ -92,7 +92,9 @@ struct Tuned {
 }
 
 fn train_and_eval(cfg: &Config, limit: Option<usize>, train_limit: Option<usize>, all_templates: bool) -> anyhow::Result<Tuned> {
-    let summary: TrainSummary = crate::train::train(cfg, &TrainOptions { resume: None, train_limit, quiet: false })?;
+    // A curve run (train_limit) needs only its final model, not the untrained model's dev score.
+    let opts = TrainOptions { resume: None, train_limit, quiet: false, skip_initial_eval: train_limit.is_some() };
+    let summary: TrainSummary = crate::train::train(cfg, &opts)?;
     if summary.interrupted {
         anyhow::bail!("training was interrupted; run `wick compare` again to continue");
     }
@@ -107,6 +109,8 @@ fn train_and_eval(cfg: &Config, limit: Option<usize>, train_limit: Option<usize>
         limit,
         batch_size: cfg.compare.batch_size,
         main_template_only: !all_templates,
+        // The cache self-check is a diagnostic of `wick eval`; the report does not use it.
+        skip_cache_check: true,
     };
     let eval = crate::eval::run_eval(&args)?;
     Ok(Tuned {
@@ -166,6 +170,7 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
             batch_size: c.batch_size,
             calibrate_on: "zero-shot".into(),
             retrieval_pool: (c.retrieval_pool > 0).then_some(c.retrieval_pool),
+            skip_cache_check: true,
         })
     })?;
     let mut rows: Vec<StrategyRow> = reports.iter().map(|r| prompt_row(r, &cfg, pool)).collect();

@@ -49,6 +49,9 @@ pub struct BaselineArgs {
     /// Retrieve from a seeded sample of N train examples (default: the whole train split).
     #[arg(long, value_name = "N")]
     pub retrieval_pool: Option<usize>,
+    /// Skip the prefix-cache self-check (it scores the first 16 examples again without the cache).
+    #[arg(long)]
+    pub skip_cache_check: bool,
 }
 
 /// `wick eval`: score a LoRA checkpoint (verbalizer or linear head).
@@ -75,6 +78,9 @@ pub struct EvalArgs {
     /// Score only the main template (no consistency across templates; one pass instead of four).
     #[arg(long)]
     pub main_template_only: bool,
+    /// Skip the prefix-cache self-check (it scores the first 16 examples again without the cache).
+    #[arg(long)]
+    pub skip_cache_check: bool,
 }
 
 /// `wick predict`: label texts with a checkpoint or a prompt-only strategy.
@@ -260,7 +266,8 @@ pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
         eprintln!("{strategy}: {} examples of {} x {} templates{extra}", texts.len(), set.source, baselines.prompters().len());
         let run = baselines.run_strategy(strategy, &texts, &mut memo)?;
         let base = if strategy == Strategy::Calibrated { calibrate_on } else { strategy };
-        if base != Strategy::Retrieval
+        if !args.skip_cache_check
+            && base != Strategy::Retrieval
             && !checks.contains_key(base.name())
             && let Some(c) = baselines.cache_check(base, &texts)?
         {
@@ -398,7 +405,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
     let start = Instant::now();
     let variants = score_tuned(&baselines, &loaded, head.as_ref(), &texts, args.batch_size, !args.main_template_only)?;
     let seconds = start.elapsed().as_secs_f64();
-    let prefix_cache = if head.is_none() { baselines.cache_check(Strategy::ZeroShot, &texts)? } else { None };
+    let prefix_cache = if head.is_none() && !args.skip_cache_check { baselines.cache_check(Strategy::ZeroShot, &texts)? } else { None };
     let step = dir.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
     let of = ReportOf { command: "eval", method, checkpoint: Some(dir.display().to_string()) };
     let report = Report { prefix_cache, ..scored_report(of, &set, args.limit, &cfg, &loaded, &variants, seconds)? };

@@ -171,7 +171,12 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
             if let Some(n) = args.max_steps {
                 cfg.train.max_steps = n;
             }
-            let opts = wick::train::TrainOptions { resume: args.resume, train_limit: args.train_limit, quiet: args.quiet };
+            let opts = wick::train::TrainOptions {
+                resume: args.resume,
+                train_limit: args.train_limit,
+                quiet: args.quiet,
+                skip_initial_eval: false,
+            };
             let summary = wick::train::train(&cfg, &opts).context("train")?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
             if summary.interrupted {

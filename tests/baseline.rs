@@ -301,6 +301,7 @@ fn baseline_args(config: PathBuf, strategy: &str) -> BaselineArgs {
         batch_size: 4,
         calibrate_on: "zero-shot".into(),
         retrieval_pool: None,
+        skip_cache_check: false,
     }
 }
 
@@ -363,6 +364,7 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
         limit: None,
         batch_size: 4,
         main_template_only: false,
+        skip_cache_check: false,
     })?;
     run_baseline(&baseline_args(config.clone(), "zero-shot"))?;
     let read = |p: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(dir.path().join(p)).unwrap()).unwrap() };
@@ -385,6 +387,7 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
         limit: Some(3),
         batch_size: 4,
         main_template_only: false,
+        skip_cache_check: false,
     })?;
     let eval = read("out/t/eval/step-4/test/metrics.json");
     assert_eq!(eval["method"], "linear");
@@ -402,6 +405,7 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
         limit: None,
         batch_size: 4,
         main_template_only: false,
+        skip_cache_check: false,
     })
     .unwrap_err();
     let msg = format!("{err:#}");

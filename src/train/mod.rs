@@ -40,6 +40,8 @@ pub struct TrainOptions {
     pub train_limit: Option<usize>,
     /// Hide the progress bar.
     pub quiet: bool,
+    /// Skip the dev evaluation of the untrained model at step 0.
+    pub skip_initial_eval: bool,
 }
 
 /// What a finished run reports.
@@ -245,7 +247,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         Some(h) => Head::Linear(h.as_tensor()),
         None => Head::Verbalizer(&label_ids),
     };
-    if st.step == 0 && st.history.is_empty() {
+    if st.step == 0 && st.history.is_empty() && !opts.skip_initial_eval {
         // Step 0 is the untrained model under the same prompt and scoring: the zero-shot baseline
         // (verbalizer head) the adapter has to beat.
         let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels, t.batch_size).map_err(candle("dev evaluation"))?;
