@@ -192,7 +192,7 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     // 3. Learning curve: the same training on nested prefixes of the train split. With a step
     // budget the full run draws only max_steps × batch examples; a subset at least that large
     // would train on just as many distinct labels, so it would repeat the full run's point.
-    let draws = cfg.train.max_steps * cfg.train.batch_size * cfg.train.grad_accum.max(1);
+    let draws = cfg.train.max_steps * cfg.train.effective_batch();
     let mut curve = Vec::new();
     let mut notes = Vec::new();
     for &n in c.learning_curve.iter().filter(|&&n| n > 0 && n < tuned.train_examples) {
@@ -201,7 +201,7 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
                 "{} labels not run: {} steps × {} examples draw {}, so that run would train on as many distinct labels as the full run.",
                 crate::report::format::count(n as u64),
                 cfg.train.max_steps,
-                cfg.train.batch_size * cfg.train.grad_accum.max(1),
+                cfg.train.effective_batch(),
                 crate::report::format::count(draws as u64)
             ));
             continue;

@@ -226,6 +226,13 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
+impl TrainConfig {
+    /// Examples per optimizer step: batch_size × grad_accum (both validated ≥ 1).
+    pub fn effective_batch(&self) -> usize {
+        self.batch_size * self.grad_accum
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {

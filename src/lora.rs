@@ -178,8 +178,9 @@ impl LoraLinear {
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
         let adapter = self.adapter.as_ref().filter(|_| !self.merged);
+        let fused = adapter.is_some() && crate::ops::lora_linear_applies(&x2, &self.weight);
         let mut y = match adapter {
-            Some(ad) if crate::ops::lora_linear_applies(&x2, &self.weight) => {
+            Some(ad) if fused => {
                 let mask = match dropout {
                     Some(rng) if ad.dropout > 0.0 => Some(rng.keep_mask(x2.elem_count(), ad.dropout)),
                     _ => None,
@@ -191,7 +192,7 @@ impl LoraLinear {
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
-        if let Some(adapter) = adapter.filter(|_| !crate::ops::lora_linear_applies(&x2, &self.weight)) {
+        if let Some(adapter) = adapter.filter(|_| !fused) {
             let dtype = x.dtype();
             let xin = match dropout {
                 Some(rng) if adapter.dropout > 0.0 => (&x2 * rng.mask_like(&x2, adapter.dropout)?)?,

@@ -15,6 +15,9 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
 use super::blas::{Blas, blas};
+use super::fused::slice;
+
+const NAME: &str = "wick-lora-matmul";
 
 struct LoraMatmul {
     /// Frozen W (out, in), contiguous f32.
@@ -42,18 +45,11 @@ impl DropoutMask {
     }
 }
 
-/// The contiguous f32 data of a CPU storage.
+/// The contiguous f32 data of a (locked) CPU storage.
 fn f32_data<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(c), Some((a, b))) => Ok(&c.as_slice::<f32>()?[a..b]),
-        _ => candle_core::bail!("lora matmul: operands must be contiguous CPU f32"),
-    }
-}
-
-fn cpu_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&storage.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("lora matmul: operands must be contiguous"),
+    match storage {
+        Storage::Cpu(c) => slice(c, layout, NAME),
+        _ => candle_core::bail!("{NAME}: operands must be on the CPU"),
     }
 }
 
@@ -73,7 +69,7 @@ impl LoraMatmul {
 
 impl CustomOp3 for LoraMatmul {
     fn name(&self) -> &'static str {
-        "wick-lora-matmul"
+        NAME
     }
 
     fn cpu_fwd(
@@ -86,7 +82,7 @@ impl CustomOp3 for LoraMatmul {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let blas = the_blas()?;
-        let (x, a, b) = (cpu_f32(xs, xl)?, cpu_f32(as_, al)?, cpu_f32(bs, bl)?);
+        let (x, a, b) = (slice(xs, xl, NAME)?, slice(as_, al, NAME)?, slice(bs, bl, NAME)?);
         let (m, d_in) = xl.shape().dims2()?;
         let (r, d_out) = (al.shape().dims2()?.0, bl.shape().dims2()?.0);
         let (ws, wl) = self.weight.storage_and_layout();

@@ -191,7 +191,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let total_params = loaded.model.cfg.non_embedding_params() + loaded.model.cfg.embedding_params() + trainable_params;
     let mut optimizer = AdamW::new(vars, t.weight_decay).map_err(candle("optimizer"))?;
 
-    let effective = t.batch_size * t.grad_accum;
+    let effective = t.effective_batch();
     let steps_per_epoch = (train_set.len() / effective).max(1);
     let total_steps = if t.max_steps > 0 { t.max_steps } else { ((t.epochs * steps_per_epoch as f64).ceil() as usize).max(1) };
     let (dropout_seed, pos) = loaded.model.dropout_rng().state();
@@ -383,7 +383,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         tokens_per_second: st.tokens_seen as f64 / train_seconds.max(1e-9),
         tokens_seen: st.tokens_seen as u64,
         train_examples: train_set.len(),
-        labels_seen: train_set.len().min(st.step * cfg.train.batch_size * cfg.train.grad_accum.max(1)),
+        labels_seen: train_set.len().min(st.step * t.effective_batch()),
         trainable_params,
         total_params,
         truncated,
