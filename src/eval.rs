@@ -119,7 +119,9 @@ pub fn load_model(cfg: &ModelConfig) -> Result<LoadedModel> {
 }
 
 fn device_name(loaded: &LoadedModel) -> String {
-    format!("{:?} {:?}", loaded.model.device(), loaded.model.dtype()).to_lowercase()
+    let (act, proj) = (loaded.model.dtype(), loaded.model.projection_dtype());
+    let dtype = if act == proj { format!("{act:?}") } else { format!("{act:?} ({proj:?} projections)") };
+    format!("{:?} {dtype}", loaded.model.device()).to_lowercase()
 }
 
 /// The train split's retrieval index, read from `dir` when it was built for the same weights,

@@ -101,12 +101,31 @@ pub struct LoraLinear {
     adapter: Option<LoraAdapter>,
     /// True while the adapter is folded into `weight`.
     merged: bool,
+    /// Overflow bounds of an f16 weight (the f16 CPU path), kept in step with `weight`.
+    half_bounds: Option<crate::ops::HalfBounds>,
 }
 
 impl LoraLinear {
     /// A plain frozen projection.
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias, adapter: None, merged: false }
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let half_bounds = Self::bounds_of(&weight)?;
+        Ok(Self { weight, bias, adapter: None, merged: false, half_bounds })
+    }
+
+    /// The [`crate::ops::HalfBounds`] of an f16 weight on the CPU.
+    fn bounds_of(weight: &Tensor) -> Result<Option<crate::ops::HalfBounds>> {
+        if !(weight.device().is_cpu() && weight.dtype() == DType::F16) {
+            return Ok(None);
+        }
+        let (rows, cols) = weight.dims2()?;
+        let data = weight.flatten_all()?.to_vec1::<half::f16>()?;
+        Ok(Some(crate::ops::HalfBounds::of(&data, rows, cols)))
+    }
+
+    fn set_weight(&mut self, weight: Tensor) -> Result<()> {
+        self.half_bounds = Self::bounds_of(&weight)?;
+        self.weight = weight;
+        Ok(())
     }
 
     /// The frozen weight (merged with the adapter while merged).
@@ -156,7 +175,8 @@ impl LoraLinear {
     /// Fold the adapter into W (PEFT's merge); forward then skips the adapter.
     pub fn merge(&mut self) -> Result<()> {
         if let (Some(adapter), false) = (&self.adapter, self.merged) {
-            self.weight = (&self.weight + Self::delta_weight(adapter, self.weight.dtype())?)?;
+            let merged = (&self.weight + Self::delta_weight(adapter, self.weight.dtype())?)?;
+            self.set_weight(merged)?;
             self.merged = true;
         }
         Ok(())
@@ -165,7 +185,8 @@ impl LoraLinear {
     /// Undo [`LoraLinear::merge`].
     pub fn unmerge(&mut self) -> Result<()> {
         if let (Some(adapter), true) = (&self.adapter, self.merged) {
-            self.weight = (&self.weight - Self::delta_weight(adapter, self.weight.dtype())?)?;
+            let unmerged = (&self.weight - Self::delta_weight(adapter, self.weight.dtype())?)?;
+            self.set_weight(unmerged)?;
             self.merged = false;
         }
         Ok(())
@@ -185,9 +206,9 @@ impl LoraLinear {
                     Some(rng) if ad.dropout > 0.0 => Some(rng.keep_mask(x2.elem_count(), ad.dropout)),
                     _ => None,
                 };
-                crate::ops::lora_linear(&x2, &self.weight, ad.a.as_tensor(), ad.b.as_tensor(), ad.scale, mask)?
+                crate::ops::lora_linear(&x2, &self.weight, self.half_bounds, ad.a.as_tensor(), ad.b.as_tensor(), ad.scale, mask)?
             }
-            _ => crate::ops::frozen_linear(&x2, &self.weight)?,
+            _ => crate::ops::frozen_linear_bounded(&x2, &self.weight, self.half_bounds)?,
         };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
@@ -219,7 +240,7 @@ mod tests {
     #[test]
     fn kaiming_bound_and_zero_b() -> Result<()> {
         let w = Tensor::randn(0f32, 1.0, (6, 100), &Device::Cpu)?;
-        let mut lin = LoraLinear::new(w, None);
+        let mut lin = LoraLinear::new(w, None)?;
         lin.add_adapter(4, 2.0, 0.0, &mut ChaCha8Rng::seed_from_u64(1))?;
         let ad = lin.adapter().unwrap();
         let max = ad.a.as_tensor().abs()?.max_all()?.to_scalar::<f32>()?;

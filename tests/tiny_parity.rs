@@ -146,3 +146,48 @@ fn padding_and_prefix_cache_do_not_change_results() -> anyhow::Result<()> {
     assert!(max_diff(&last.i(1)?, &alone(&a[..4])?) < 1e-5);
     Ok(())
 }
+
+/// The CPU f16 path (f16 projection weights on MKL's hgemm, everything else f32): hidden states
+/// within f16 rounding of the f32 model on the same rounded weights, activations stay f32, and a
+/// training backward reaches every adapter tensor. CI sets WICK_REQUIRE_BLAS=mkl so it runs there.
+#[test]
+fn cpu_f16_path_matches_f32_and_trains() -> anyhow::Result<()> {
+    if !wick::ops::half_gemm_available() {
+        assert!(!wick::ops::blas::required_by_env().1, "WICK_REQUIRE_BLAS=mkl but MKL's hgemm was not loaded");
+        return Ok(());
+    }
+    let dev = Device::Cpu;
+    let cfg = tiny("llama", true);
+    // Round the projections to f16 first, so both models hold identical weights.
+    let weights: HashMap<String, Tensor> = random_weights(&cfg, 4)?
+        .into_iter()
+        .map(|(k, t)| {
+            let t = if k.contains("_proj") { t.to_dtype(DType::F16)?.to_dtype(DType::F32)? } else { t };
+            Ok((k, t))
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let f32_model = Llama::from_tensors(cfg.clone(), weights.clone(), DType::F32, &dev)?;
+    let mut f16_model = Llama::from_tensors(cfg, weights, DType::F16, &dev)?;
+    assert_eq!((f16_model.dtype(), f16_model.projection_dtype()), (DType::F32, DType::F16));
+    let input = Tensor::new(&[[5u32, 9, 13, 2, 40, 7, 8, 1]], &dev)?;
+    let batch = Batch { input_ids: &input, lengths: &[8] };
+    let want = f32_model.forward_hidden(&batch, None, false)?;
+    let got = f16_model.forward_hidden(&batch, None, false)?;
+    let scale = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    let diff = max_diff(&got, &want);
+    assert!(diff < 2e-2 * scale, "max |diff| {diff} against max |h| {scale}");
+    f16_model.add_lora(&["all-linear".into()], 4, 2.0, 0.0, 7)?;
+    // B starts at zero, so A's gradient is zero on step one: give B a value first.
+    for (name, var) in f16_model.lora_vars() {
+        if name.ends_with("lora_B.weight") {
+            var.set(&Tensor::randn(0f32, 0.1, var.shape(), &dev)?)?;
+        }
+    }
+    let h = f16_model.forward_hidden(&batch, None, true)?;
+    let grads = f16_model.token_logits(&h, &[3, 4])?.sqr()?.sum_all()?.backward()?;
+    for (name, var) in f16_model.lora_vars() {
+        let g = grads.get(var.as_tensor()).ok_or_else(|| anyhow::anyhow!("{name}: no gradient"))?;
+        assert!(g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0, "{name}: zero gradient");
+    }
+    Ok(())
+}

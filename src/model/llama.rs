@@ -87,6 +87,7 @@ pub struct Batch<'a> {
 
 impl Llama {
     /// Build from HF-named tensors (`model.layers.N.self_attn.q_proj.weight`, ...), checking shapes.
+    /// `dtype` f16 on the CPU is the f16 path: projection weights in f16 on MKL's hgemm, all else f32.
     pub fn from_tensors(
         cfg: ArchConfig,
         mut tensors: HashMap<String, Tensor>,
@@ -94,7 +95,8 @@ impl Llama {
         device: &Device,
     ) -> crate::error::Result<Self> {
         use crate::error::Error;
-        let mut take = |name: &str, shape: &[usize]| -> crate::error::Result<Tensor> {
+        let (dtype, projection_dtype) = if device.is_cpu() && dtype == DType::F16 { (DType::F32, DType::F16) } else { (dtype, dtype) };
+        let mut take = |name: &str, shape: &[usize], dtype: DType| -> crate::error::Result<Tensor> {
             let t = tensors.remove(name).ok_or_else(|| Error::Model(format!("weights lack tensor {name}")))?;
             if t.dims() != shape {
                 return Err(Error::Model(format!("tensor {name} has shape {:?}, config expects {shape:?}", t.dims())));
@@ -103,14 +105,14 @@ impl Llama {
         };
         let (d, v, ff) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
         let (q_dim, kv_dim) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
-        let embed_tokens = take("model.embed_tokens.weight", &[v, d])?;
+        let embed_tokens = take("model.embed_tokens.weight", &[v, d], dtype)?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let mut lin = |name: &str, out: usize, inp: usize, bias: bool| -> crate::error::Result<LoraLinear> {
-                let w = take(&format!("{p}.{name}.weight"), &[out, inp])?;
-                let b = if bias { Some(take(&format!("{p}.{name}.bias"), &[out])?) } else { None };
-                Ok(LoraLinear::new(w, b))
+                let w = take(&format!("{p}.{name}.weight"), &[out, inp], projection_dtype)?;
+                let b = if bias { Some(take(&format!("{p}.{name}.bias"), &[out], dtype)?) } else { None };
+                LoraLinear::new(w, b).map_err(|e| Error::Model(format!("{p}.{name}: {e}")))
             };
             let bias = cfg.attention_bias;
             let q_proj = lin("self_attn.q_proj", q_dim, d, bias)?;
@@ -121,8 +123,8 @@ impl Llama {
             let up_proj = lin("mlp.up_proj", ff, d, false)?;
             let down_proj = lin("mlp.down_proj", d, ff, false)?;
             layers.push(DecoderLayer {
-                input_layernorm: take(&format!("{p}.input_layernorm.weight"), &[d])?,
-                post_attention_layernorm: take(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
+                input_layernorm: take(&format!("{p}.input_layernorm.weight"), &[d], dtype)?,
+                post_attention_layernorm: take(&format!("{p}.post_attention_layernorm.weight"), &[d], dtype)?,
                 q_proj,
                 k_proj,
                 v_proj,
@@ -132,8 +134,8 @@ impl Llama {
                 down_proj,
             });
         }
-        let norm = take("model.norm.weight", &[d])?;
-        let lm_head = if cfg.tie_word_embeddings { None } else { Some(take("lm_head.weight", &[v, d])?) };
+        let norm = take("model.norm.weight", &[d], dtype)?;
+        let lm_head = if cfg.tie_word_embeddings { None } else { Some(take("lm_head.weight", &[v, d], dtype)?) };
         let max_pos = cfg.max_position_embeddings.clamp(1, 32_768);
         let rotary = Rotary::new(cfg.head_dim, cfg.rope_theta, max_pos, device).map_err(|e| Error::Model(format!("rotary tables: {e}")))?;
         Ok(Self { cfg, embed_tokens, layers, norm, lm_head, rotary, dropout: DropoutRng::new(0) })
@@ -147,6 +149,11 @@ impl Llama {
     /// Compute dtype of the frozen weights and activations.
     pub fn dtype(&self) -> DType {
         self.embed_tokens.dtype()
+    }
+
+    /// Dtype of the frozen projection weights: f16 on the CPU f16 path, else [`Llama::dtype`].
+    pub fn projection_dtype(&self) -> DType {
+        self.layers.first().map_or(self.dtype(), |l| l.q_proj.weight().dtype())
     }
 
     /// The dropout generator (its state is checkpointed for exact resume).

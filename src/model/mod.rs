@@ -64,25 +64,37 @@ pub fn select_device(name: &str) -> Result<Device> {
     }
 }
 
-/// The compute dtype for `model.dtype` on `device`: "auto" is f16 on CUDA, f32 on CPU.
+/// The compute dtype for `model.dtype` on `device`: "auto" is f16 on CUDA, f32 on CPU. f16 on the
+/// CPU means f16 projection weights on MKL's hgemm with f32 activations (see `ops::half_gemm`),
+/// so it needs MKL; bf16 on the CPU runs candle's composite ops (slow: no fast bf16 GEMM here).
 pub fn resolve_dtype(name: &str, device: &Device) -> Result<DType> {
-    match name {
-        "auto" if device.is_cuda() => Ok(DType::F16),
-        "auto" => Ok(DType::F32),
-        other => parse_dtype(other),
+    let dtype = match name {
+        "auto" if device.is_cuda() => DType::F16,
+        "auto" => DType::F32,
+        other => parse_dtype(other)?,
+    };
+    if device.is_cpu() && dtype == DType::F16 && !crate::ops::half_gemm_available() {
+        return Err(Error::Config(
+            "model.dtype = \"f16\" on the CPU runs the frozen projections on MKL's hgemm, which is not loaded \
+             (run scripts/install-mkl, or use f32)"
+                .into(),
+        ));
     }
+    Ok(dtype)
 }
 
 /// Load a model from a GGUF file, an HF folder or a hub id (see [`crate::hub::resolve`]).
 pub fn load(source: &str, dtype: DType, device: &Device) -> Result<LoadedModel> {
+    // The CPU f16 path keeps all but the projections in f32: read f32, round the projections once.
+    let read_dtype = if device.is_cpu() && dtype == DType::F16 { DType::F32 } else { dtype };
     let (raw, tokenizer, chat_template) = match resolve(source)? {
         ModelSource::Gguf(path) => {
-            let (raw, ct) = load::load_gguf(&path, dtype, device)?;
+            let (raw, ct) = load::load_gguf(&path, read_dtype, device)?;
             let tok = crate::tokenizer::GgufTokenizer::from_content(&ct, &path)?;
             (raw, tok.tokenizer, tok.chat_template)
         }
         ModelSource::HfFolder(files) => {
-            let raw = load::load_safetensors(&files.config, &files.weights, dtype, device)?;
+            let raw = load::load_safetensors(&files.config, &files.weights, read_dtype, device)?;
             let tokenizer = Tokenizer::from_file(&files.tokenizer)
                 .map_err(|e| Error::Model(format!("{}: not a readable tokenizer.json ({e})", files.tokenizer.display())))?;
             let chat_template = files.chat_template()?;

@@ -1,26 +1,38 @@
-//! Optional OpenBLAS sgemm for the frozen projections on CPU, loaded at run time.
+//! Optional BLAS for the frozen projections on CPU, loaded at run time: Intel oneMKL when
+//! `scripts/install-mkl` put it in `~/.cache/wick/mkl`, else OpenBLAS (`scripts/install-openblas`).
 //!
 //! The frozen-weight GEMMs are ~90% of a LoRA step's FLOPs. On the AVX-512 machines wick is
-//! measured on, OpenBLAS's sgemm runs ~1.5× faster than the `gemm` crate candle uses (see the
-//! closing notes of the speed issue). It is loaded with dlopen rather than linked, so a machine
-//! without it still builds and runs wick, on candle's matmul. `WICK_BLAS=/path/libopenblas.so`
-//! picks a library; `WICK_BLAS=off` disables it.
+//! measured on, OpenBLAS's sgemm runs ~1.5× faster than the `gemm` crate candle uses, MKL's
+//! ~1.2× faster again, and MKL's hgemm (AVX512-FP16) ~2.5× MKL's sgemm — the f16 CPU path (see
+//! the closing notes of the speed issue). Libraries are loaded with dlopen rather than linked, so
+//! a machine without them still builds and runs wick, on candle's matmul.
+//! `WICK_BLAS=mkl|openblas|off|/path/to/lib.so` picks one.
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// cblas_sgemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc).
 type Sgemm = unsafe extern "C" fn(i32, i32, i32, i32, i32, i32, f32, *const f32, i32, *const f32, i32, f32, *mut f32, i32);
+/// MKL's cblas_hgemm: as sgemm with IEEE half operands; MKL_F16 scalars are passed as u16 bits.
+type Hgemm = unsafe extern "C" fn(i32, i32, i32, i32, i32, i32, u16, *const u16, i32, *const u16, i32, u16, *mut u16, i32);
 type CoreName = unsafe extern "C" fn() -> *const std::ffi::c_char;
+type MklVersion = unsafe extern "C" fn(*mut std::ffi::c_char, i32);
+type MklSetThreadingLayer = unsafe extern "C" fn(i32) -> i32;
+
+/// MKL_THREADING_GNU: MKL's threads run on the system's libgomp (Intel's OpenMP runtime, its
+/// default, is not installed; without this MKL exits the process on its first call).
+const MKL_THREADING_GNU: i32 = 3;
 
 const ROW_MAJOR: i32 = 101;
 const NO_TRANS: i32 = 111;
 const TRANS: i32 = 112;
 
-/// A loaded BLAS library and its sgemm.
+/// A loaded BLAS library: its sgemm, and MKL's hgemm where the library has one.
 pub struct Blas {
     _lib: libloading::Library,
     sgemm: Sgemm,
-    /// What the library reports (`openblas_get_corename`), for logs and the bench.
+    hgemm: Option<Hgemm>,
+    /// What the library reports (OpenBLAS core or MKL version), for logs and the bench.
     pub core: String,
     /// The library file that was loaded.
     pub path: String,
@@ -28,48 +40,90 @@ pub struct Blas {
 
 static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
 
-/// Before any thread starts (first thing in `main`), set OpenBLAS's environment unless the user
-/// did: (1) OpenBLAS 0.3.21 (Debian 12) does not know recent Xeons and falls back to its slowest
-/// "Prescott" kernels; on a CPU with AVX-512 the SkylakeX kernels are correct and ~5× faster.
-/// (2) Its idle threads spin for ~2^28 cycles after each call, stealing the cores candle's
-/// element-wise ops need right after; 2^4 makes them sleep at once (measured: step 8.0 → 6.4 s).
-pub fn configure_openblas() {
-    // SAFETY (both set_var calls): called from main before any other thread exists.
+/// Before any thread starts (first thing in `main`), set the BLAS libraries' environment unless
+/// the user did: (1) OpenBLAS 0.3.21 (Debian 12) does not know recent Xeons and falls back to its
+/// slowest "Prescott" kernels; on a CPU with AVX-512 the SkylakeX kernels are correct and ~5×
+/// faster. (2) Its idle threads spin for ~2^28 cycles after each call, stealing the cores
+/// candle's element-wise ops need right after; 2^4 makes them sleep at once (measured: step
+/// 8.0 → 6.4 s).
+pub fn configure_blas() {
+    let set_default = |key: &str, value: &str| {
+        if std::env::var_os(key).is_none() {
+            // SAFETY: called from main before any other thread exists.
+            unsafe { std::env::set_var(key, value) };
+        }
+    };
     #[cfg(target_arch = "x86_64")]
-    if std::env::var_os("OPENBLAS_CORETYPE").is_none() && std::arch::is_x86_feature_detected!("avx512f") {
-        unsafe { std::env::set_var("OPENBLAS_CORETYPE", "SkylakeX") };
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        set_default("OPENBLAS_CORETYPE", "SkylakeX");
     }
-    if std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none() {
-        unsafe { std::env::set_var("OPENBLAS_THREAD_TIMEOUT", "4") };
+    set_default("OPENBLAS_THREAD_TIMEOUT", "4");
+}
+
+/// Where `scripts/install-mkl` puts MKL: `$WICK_MKL_DIR`, else `~/.cache/wick/mkl`.
+pub fn mkl_dir() -> Option<PathBuf> {
+    match std::env::var_os("WICK_MKL_DIR") {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wick/mkl")),
     }
 }
 
-fn load() -> Option<Blas> {
-    let choice = std::env::var("WICK_BLAS").ok();
-    if choice.as_deref() == Some("off") {
-        return None;
-    }
-    let candidates: Vec<String> = match choice {
-        Some(path) => vec![path],
-        None => vec!["libopenblas.so.0".into(), "libopenblas.so".into(), "libopenblas.dylib".into()],
-    };
-    for path in candidates {
-        // SAFETY: loading a BLAS runs only its initialisers; the symbol types match the CBLAS ABI.
-        let Ok(lib) = (unsafe { libloading::Library::new(&path) }) else { continue };
-        let Ok(sgemm) = (unsafe { lib.get::<Sgemm>(b"cblas_sgemm\0") }).map(|s| *s) else { continue };
-        let core = unsafe { lib.get::<CoreName>(b"openblas_get_corename\0") }
-            .ok()
-            .map(|f| unsafe { std::ffi::CStr::from_ptr(f()) }.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "unknown".into());
+fn mkl_candidates() -> Vec<String> {
+    let mut out: Vec<String> = mkl_dir().map(|d| d.join("libmkl_rt.so.3").to_string_lossy().into_owned()).into_iter().collect();
+    out.extend(["libmkl_rt.so.3".into(), "libmkl_rt.so.2".into()]);
+    out
+}
+
+fn openblas_candidates() -> Vec<String> {
+    vec!["libopenblas.so.0".into(), "libopenblas.so".into(), "libopenblas.dylib".into()]
+}
+
+fn open(path: &str) -> Option<Blas> {
+    // SAFETY: loading a BLAS runs only its initialisers; the symbol types match the CBLAS ABI.
+    let lib = unsafe { libloading::Library::new(path) }.ok()?;
+    let sgemm = unsafe { lib.get::<Sgemm>(b"cblas_sgemm\0") }.map(|s| *s).ok()?;
+    let hgemm = unsafe { lib.get::<Hgemm>(b"cblas_hgemm\0") }.map(|s| *s).ok();
+    let core = if let Ok(f) = unsafe { lib.get::<CoreName>(b"openblas_get_corename\0") } {
+        let core = unsafe { std::ffi::CStr::from_ptr(f()) }.to_string_lossy().into_owned();
         // The generic fallback kernels are slower than candle's own GEMM: not worth using.
         if core.eq_ignore_ascii_case("prescott") {
             tracing::info!("{path}: OpenBLAS chose its generic Prescott kernels; using candle's matmul");
             return None;
         }
-        tracing::info!("frozen projections use {path} (OpenBLAS core {core})");
-        return Some(Blas { _lib: lib, sgemm, core, path });
-    }
-    None
+        format!("OpenBLAS {core}")
+    } else if let Ok(f) = unsafe { lib.get::<MklVersion>(b"mkl_get_version_string\0") } {
+        if std::env::var_os("MKL_THREADING_LAYER").is_none()
+            && let Ok(set_layer) = unsafe { lib.get::<MklSetThreadingLayer>(b"MKL_Set_Threading_Layer\0") }
+        {
+            // SAFETY: documented to be called before MKL's first computation, which is now.
+            unsafe { set_layer(MKL_THREADING_GNU) };
+        }
+        let mut buf = vec![0 as std::ffi::c_char; 256];
+        unsafe { f(buf.as_mut_ptr(), buf.len() as i32) };
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().trim().to_string()
+    } else {
+        "unknown".into()
+    };
+    tracing::info!("frozen projections use {path} ({core}{})", if hgemm.is_some() { ", with hgemm" } else { "" });
+    Some(Blas { _lib: lib, sgemm, hgemm, core, path: path.to_string() })
+}
+
+fn load() -> Option<Blas> {
+    let candidates = match std::env::var("WICK_BLAS").ok().as_deref() {
+        Some("off") => return None,
+        Some("mkl") => mkl_candidates(),
+        Some("openblas") => openblas_candidates(),
+        Some(path) => vec![path.to_string()],
+        None => mkl_candidates().into_iter().chain(openblas_candidates()).collect(),
+    };
+    candidates.iter().find_map(|path| open(path))
+}
+
+/// What the tests must find, from `WICK_REQUIRE_BLAS`: "1" any BLAS, "mkl" MKL with hgemm. CI
+/// sets it so a missing library fails the BLAS tests instead of skipping them.
+pub fn required_by_env() -> (bool, bool) {
+    let v = std::env::var("WICK_REQUIRE_BLAS").unwrap_or_default();
+    (v == "1" || v == "mkl", v == "mkl")
 }
 
 /// The BLAS library, when one could be loaded and is worth using.
@@ -123,6 +177,60 @@ impl Blas {
                 ldb,
                 beta,
                 c.as_mut_ptr(),
+                n.max(1) as i32,
+            )
+        };
+    }
+
+    /// True when the library has MKL's hgemm (the f16 CPU path).
+    pub fn has_hgemm(&self) -> bool {
+        self.hgemm.is_some()
+    }
+
+    /// c (m, n) = op(a) · op(b) in IEEE half, as [`Blas::gemm`] with alpha 1 and beta 0.
+    /// Panics without hgemm (check [`Blas::has_hgemm`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn hgemm(
+        &self,
+        a: &[half::f16],
+        a_dims: (usize, usize),
+        ta: bool,
+        b: &[half::f16],
+        b_dims: (usize, usize),
+        tb: bool,
+        c: &mut [half::f16],
+    ) {
+        let hgemm = self.hgemm.expect("hgemm called on a BLAS without it");
+        let (m, k) = if ta { (a_dims.1, a_dims.0) } else { a_dims };
+        let (kb, n) = if tb { (b_dims.1, b_dims.0) } else { b_dims };
+        assert!(
+            k == kb && a.len() == a_dims.0 * a_dims.1 && b.len() == b_dims.0 * b_dims.1 && c.len() == m * n,
+            "hgemm: operand sizes {a_dims:?} · {b_dims:?} → {} elements",
+            c.len()
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        let flag = |t: bool| if t { TRANS } else { NO_TRANS };
+        let (lda, ldb) = (a_dims.1.max(1) as i32, b_dims.1.max(1) as i32);
+        let (one, zero) = (half::f16::ONE.to_bits(), half::f16::ZERO.to_bits());
+        // SAFETY: the assert above checks every slice holds what its leading dimension describes;
+        // f16 is a transparent u16.
+        unsafe {
+            hgemm(
+                ROW_MAJOR,
+                flag(ta),
+                flag(tb),
+                m as i32,
+                n as i32,
+                k as i32,
+                one,
+                a.as_ptr().cast(),
+                lda,
+                b.as_ptr().cast(),
+                ldb,
+                zero,
+                c.as_mut_ptr().cast(),
                 n.max(1) as i32,
             )
         };

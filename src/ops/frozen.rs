@@ -1,6 +1,9 @@
 //! Frozen linear layers whose backward skips the weight gradient.
 
-use candle_core::{Result, Tensor};
+use candle_core::{CpuStorage, Result, Storage, Tensor};
+
+use super::blas::Blas;
+use super::half_gemm::{HalfBounds, dy_w_half, x_wt_half};
 
 /// x·Wᵀ for a frozen weight W (out, in): the backward returns only the input gradient grad·W.
 ///
@@ -8,8 +11,51 @@ use candle_core::{Result, Tensor};
 /// would still cost a full dW (6N instead of 4N FLOP per token) and a dW buffer per layer.
 struct FrozenMatmul {
     weight: Tensor,
+    /// Overflow bounds of an f16 weight (the f16 CPU path, see `half_gemm`).
+    bounds: Option<HalfBounds>,
     /// false: y = x·Wᵀ (the forward); true: dx = dy·W (its backward, recorded as no-grad).
     backward: bool,
+}
+
+/// A frozen weight's data on the CPU: f32 for sgemm, f16 (with its bounds) for hgemm.
+enum WeightData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16], HalfBounds),
+}
+
+/// Run `f` on the contiguous CPU data of `weight` (f32, or f16 with `bounds`, computed when None).
+fn with_weight<T>(weight: &Tensor, bounds: Option<HalfBounds>, f: impl FnOnce(WeightData) -> T) -> Result<T> {
+    let (rows, cols) = weight.dims2()?;
+    let (storage, layout) = weight.storage_and_layout();
+    let (Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets()) else {
+        candle_core::bail!("frozen weight must be contiguous on the CPU")
+    };
+    Ok(match cpu {
+        CpuStorage::F32(v) => f(WeightData::F32(&v[a..b])),
+        CpuStorage::F16(v) => {
+            let w = &v[a..b];
+            f(WeightData::F16(w, bounds.unwrap_or_else(|| HalfBounds::of(w, rows, cols))))
+        }
+        _ => candle_core::bail!("frozen weight of dtype {:?} has no BLAS path", weight.dtype()),
+    })
+}
+
+/// y (m, out) = x (m, in) · Wᵀ on the BLAS: sgemm for an f32 W, hgemm for an f16 one.
+pub(super) fn blas_x_wt(blas: &Blas, x: &[f32], m: usize, weight: &Tensor, bounds: Option<HalfBounds>) -> Result<Vec<f32>> {
+    let (n, k) = weight.dims2()?;
+    with_weight(weight, bounds, |w| match w {
+        WeightData::F32(w) => blas.x_wt(x, w, m, k, n),
+        WeightData::F16(w, b) => x_wt_half(blas, x, m, k, w, n, b),
+    })
+}
+
+/// dx (m, in) = dy (m, out) · W on the BLAS: sgemm for an f32 W, hgemm for an f16 one.
+pub(super) fn blas_dy_w(blas: &Blas, dy: &[f32], m: usize, weight: &Tensor, bounds: Option<HalfBounds>) -> Result<Vec<f32>> {
+    let (n, k) = weight.dims2()?;
+    with_weight(weight, bounds, |w| match w {
+        WeightData::F32(w) => blas.dy_w(dy, w, m, n, k),
+        WeightData::F16(w, b) => dy_w_half(blas, dy, m, n, w, k, b),
+    })
 }
 
 impl FrozenMatmul {
@@ -27,25 +73,19 @@ impl FrozenMatmul {
         Ok((x.matmul(w, (1, m, n, k), layout, wl)?, (m, n).into()))
     }
 
-    /// The OpenBLAS path: only for contiguous f32 operands, and only when a BLAS was loaded.
-    fn run_blas(
-        &self,
-        x: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> Option<Result<(candle_core::CpuStorage, candle_core::Shape)>> {
+    /// The BLAS path: contiguous f32 input, f32 or f16 weight, and a BLAS loaded.
+    fn run_blas(&self, x: &CpuStorage, layout: &candle_core::Layout) -> Option<Result<(CpuStorage, candle_core::Shape)>> {
         let blas = super::blas::blas()?;
         let (m, _) = layout.shape().dims2().ok()?;
         let (offset, end) = layout.contiguous_offsets()?;
         let x = &x.as_slice::<f32>().ok()?[offset..end];
-        let (storage, wl) = self.weight.storage_and_layout();
-        let (candle_core::Storage::Cpu(ws), Some((wa, wb))) = (&*storage, wl.contiguous_offsets()) else { return None };
-        let w = &ws.as_slice::<f32>().ok()?[wa..wb];
         let (rows, cols) = self.weight.dims2().ok()?;
-        Some(Ok(if self.backward {
-            (candle_core::CpuStorage::F32(blas.dy_w(x, w, m, rows, cols)), (m, cols).into())
+        let out = if self.backward {
+            blas_dy_w(blas, x, m, &self.weight, self.bounds).map(|v| (CpuStorage::F32(v), (m, cols).into()))
         } else {
-            (candle_core::CpuStorage::F32(blas.x_wt(x, w, m, cols, rows)), (m, rows).into())
-        }))
+            blas_x_wt(blas, x, m, &self.weight, self.bounds).map(|v| (CpuStorage::F32(v), (m, rows).into()))
+        };
+        Some(out)
     }
 }
 
@@ -54,7 +94,7 @@ impl candle_core::CustomOp1 for FrozenMatmul {
         "frozen-matmul"
     }
 
-    fn cpu_fwd(&self, x: &candle_core::CpuStorage, layout: &candle_core::Layout) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &candle_core::Layout) -> Result<(CpuStorage, candle_core::Shape)> {
         if let Some(out) = self.run_blas(x, layout) {
             return out;
         }
@@ -77,14 +117,20 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
-        let back = FrozenMatmul { weight: self.weight.clone(), backward: true };
+        let back = FrozenMatmul { weight: self.weight.clone(), bounds: self.bounds, backward: true };
         Ok(Some(grad_y.contiguous()?.apply_op1_no_bwd(&back)?))
     }
 }
 
 /// x (rows, in) · Wᵀ with W frozen: no weight gradient is ever computed or held.
 pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(FrozenMatmul { weight: weight.contiguous()?, backward: false })
+    frozen_linear_bounded(x, weight, None)
+}
+
+/// [`frozen_linear`] for an f16 weight whose [`HalfBounds`] the caller keeps (else they are
+/// computed on every call).
+pub fn frozen_linear_bounded(x: &Tensor, weight: &Tensor, bounds: Option<HalfBounds>) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(FrozenMatmul { weight: weight.contiguous()?, bounds, backward: false })
 }
 
 #[cfg(test)]
@@ -113,13 +159,13 @@ mod blas_tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    /// With OpenBLAS present (CI installs it; `WICK_REQUIRE_BLAS=1` makes its absence an error),
+    /// With a BLAS present (CI installs it; `WICK_REQUIRE_BLAS` makes its absence an error),
     /// the BLAS path gives the same values and input gradient as candle's matmul.
     #[test]
     fn blas_path_matches_candle_matmul() -> Result<()> {
         let loaded = crate::ops::blas::blas().is_some();
-        if std::env::var("WICK_REQUIRE_BLAS").as_deref() == Ok("1") {
-            assert!(loaded, "WICK_REQUIRE_BLAS=1 but no usable OpenBLAS was loaded (run scripts/install-openblas)");
+        if crate::ops::blas::required_by_env().0 {
+            assert!(loaded, "WICK_REQUIRE_BLAS is set but no usable BLAS was loaded (run scripts/install-mkl or install-openblas)");
         }
         let x = Var::randn(0f32, 1.0, (37, 53), &Device::Cpu)?;
         let w = Tensor::randn(0f32, 1.0, (29, 53), &Device::Cpu)?;
@@ -130,6 +176,30 @@ mod blas_tests {
         let g = (&y * &probe)?.sum_all()?.backward()?;
         let expected = probe.matmul(&w)?;
         assert!((g.get(x.as_tensor()).unwrap() - expected)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-4);
+        Ok(())
+    }
+
+    /// An f16 weight (the CPU f16 path on MKL's hgemm): values and input gradient within f16
+    /// rounding of the f32 product with the same (rounded) weight, and still no weight gradient.
+    #[test]
+    fn f16_weight_matches_f32_within_half_precision() -> Result<()> {
+        if !crate::ops::half_gemm_available() {
+            assert!(!crate::ops::blas::required_by_env().1, "WICK_REQUIRE_BLAS=mkl but MKL's hgemm was not loaded");
+            return Ok(());
+        }
+        let x = Var::randn(0f32, 1.0, (37, 53), &Device::Cpu)?;
+        let w16 = Tensor::randn(0f32, 0.2, (29, 53), &Device::Cpu)?.to_dtype(candle_core::DType::F16)?;
+        let w32 = w16.to_dtype(candle_core::DType::F32)?;
+        let y = frozen_linear(x.as_tensor(), &w16)?;
+        let reference = x.as_tensor().matmul(&w32.t()?)?;
+        let scale = reference.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!((&y - &reference)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-2 * scale);
+        let probe = Tensor::randn(0f32, 1.0, (37, 29), &Device::Cpu)?;
+        let g = (&y * &probe)?.sum_all()?.backward()?;
+        let expected = probe.matmul(&w32)?;
+        let scale = expected.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!((g.get(x.as_tensor()).unwrap() - expected)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-2 * scale);
+        assert!(g.get(&w16).is_none());
         Ok(())
     }
 }

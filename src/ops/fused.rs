@@ -54,8 +54,11 @@ pub fn fast_exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    // Round to nearest by adding and subtracting 1.5·2^23 (exact for |v| < 2^22): `f32::round`
+    // is a libm call that stops the loops around this function from vectorising.
+    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E).round();
+    let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4f32;
     let p = p * r + 1.398_2e-3;

@@ -5,7 +5,8 @@
 //! and candle's skinny matmuls for A and B (each with both operand gradients). Here the adapter
 //! output is accumulated into the base GEMM's output (sgemm with beta = 1), the backward returns
 //! dx (base and adapter parts summed in place), dA and dB, and the frozen W gets no gradient.
-//! CPU f32 with OpenBLAS loaded only; everything else takes the composite path in `lora.rs`.
+//! CPU f32 activations with a BLAS loaded (W f32, or f16 on MKL's hgemm); everything else takes
+//! the composite path in `lora.rs`.
 //!
 //! Backward, with x̃ = x∘m, u = x̃·Aᵀ (recomputed: m × r is cheap) and g = dy·B:
 //!   dx = dy·W + s·(g·A)∘m,   dA = s·gᵀ·x̃,   dB = s·dyᵀ·u.
@@ -15,13 +16,17 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
 use super::blas::{Blas, blas};
+use super::frozen::{blas_dy_w, blas_x_wt};
 use super::fused::slice;
+use super::half_gemm::HalfBounds;
 
 const NAME: &str = "wick-lora-matmul";
 
 struct LoraMatmul {
-    /// Frozen W (out, in), contiguous f32.
+    /// Frozen W (out, in), contiguous f32 (sgemm) or f16 (hgemm, see `half_gemm`).
     weight: Tensor,
+    /// Overflow bounds of an f16 W.
+    bounds: Option<HalfBounds>,
     /// Adapter scale s.
     scale: f32,
     /// Dropout mask of the adapter input (rows × in), when training with dropout.
@@ -85,13 +90,10 @@ impl CustomOp3 for LoraMatmul {
         let (x, a, b) = (slice(xs, xl, NAME)?, slice(as_, al, NAME)?, slice(bs, bl, NAME)?);
         let (m, d_in) = xl.shape().dims2()?;
         let (r, d_out) = (al.shape().dims2()?.0, bl.shape().dims2()?.0);
-        let (ws, wl) = self.weight.storage_and_layout();
-        let w = f32_data(&ws, wl)?;
         let x_in = self.adapter_input(x);
         let mut u = vec![0f32; m * r];
         blas.gemm(&x_in, (m, d_in), false, a, (r, d_in), true, 1.0, 0.0, &mut u);
-        let mut y = vec![0f32; m * d_out];
-        blas.gemm(x, (m, d_in), false, w, (d_out, d_in), true, 1.0, 0.0, &mut y);
+        let mut y = blas_x_wt(blas, x, m, &self.weight, self.bounds)?;
         blas.gemm(&u, (m, r), false, b, (d_out, r), true, self.scale, 1.0, &mut y);
         Ok((CpuStorage::F32(y), (m, d_out).into()))
     }
@@ -111,16 +113,14 @@ impl CustomOp3 for LoraMatmul {
         let (as_, al) = a.storage_and_layout();
         let (bs, bl) = b.storage_and_layout();
         let (dys, dyl) = dy.storage_and_layout();
-        let (ws, wl) = self.weight.storage_and_layout();
-        let (xv, av, bv, dyv, wv) = (f32_data(&xs, xl)?, f32_data(&as_, al)?, f32_data(&bs, bl)?, f32_data(&dys, dyl)?, f32_data(&ws, wl)?);
+        let (xv, av, bv, dyv) = (f32_data(&xs, xl)?, f32_data(&as_, al)?, f32_data(&bs, bl)?, f32_data(&dys, dyl)?);
         let s = self.scale;
         let x_in = self.adapter_input(xv);
         let mut u = vec![0f32; m * r];
         blas.gemm(&x_in, (m, d_in), false, av, (r, d_in), true, 1.0, 0.0, &mut u);
         let mut g = vec![0f32; m * r];
         blas.gemm(dyv, (m, d_out), false, bv, (d_out, r), false, 1.0, 0.0, &mut g);
-        let mut dx = vec![0f32; m * d_in];
-        blas.gemm(dyv, (m, d_out), false, wv, (d_out, d_in), false, 1.0, 0.0, &mut dx);
+        let mut dx = blas_dy_w(blas, dyv, m, &self.weight, self.bounds)?;
         match &self.mask {
             None => blas.gemm(&g, (m, r), false, av, (r, d_in), false, s, 1.0, &mut dx),
             Some(mask) => {
@@ -142,20 +142,37 @@ impl CustomOp3 for LoraMatmul {
     }
 }
 
-/// True when [`lora_linear`] can run: x, W, A and B f32 on CPU, and a BLAS loaded.
+/// True when [`lora_linear`] can run on the CPU: x, A and B f32 with a BLAS loaded, and W f32,
+/// or f16 with MKL's hgemm.
 pub fn lora_linear_applies(x: &Tensor, weight: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && weight.dtype() == candle_core::DType::F32 && blas().is_some()
+    use candle_core::DType;
+    x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && match weight.dtype() {
+            DType::F32 => blas().is_some(),
+            DType::F16 => super::half_gemm_available(),
+            _ => false,
+        }
 }
 
 /// y = x·Wᵀ + scale·(x∘mask)·Aᵀ·Bᵀ for x (rows, in), W (out, in) frozen, A (r, in), B (out, r);
-/// `mask` (rows × in) is the adapter input's dropout mask. Check [`lora_linear_applies`] first.
-pub fn lora_linear(x: &Tensor, weight: &Tensor, a: &Tensor, b: &Tensor, scale: f64, mask: Option<DropoutMask>) -> Result<Tensor> {
+/// `mask` (rows × in) is the adapter input's dropout mask; `bounds` those of an f16 W (computed
+/// when None). Check [`lora_linear_applies`] first.
+pub fn lora_linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bounds: Option<HalfBounds>,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    mask: Option<DropoutMask>,
+) -> Result<Tensor> {
     if let Some(m) = &mask
         && m.keep.len() != x.elem_count()
     {
         candle_core::bail!("lora matmul: dropout mask of {} values for {} inputs", m.keep.len(), x.elem_count());
     }
-    let op = LoraMatmul { weight: weight.contiguous()?, scale: scale as f32, mask: mask.map(Arc::new) };
+    let op = LoraMatmul { weight: weight.contiguous()?, bounds, scale: scale as f32, mask: mask.map(Arc::new) };
     x.contiguous()?.apply_op3(&a.contiguous()?, &b.contiguous()?, op)
 }
 
@@ -178,34 +195,43 @@ mod tests {
     }
 
     /// Values and all three gradients match the composite ops, with and without a dropout mask,
-    /// on odd sizes (needs OpenBLAS; CI installs it and sets WICK_REQUIRE_BLAS=1).
+    /// on odd sizes; with MKL also for an f16 W against the composite on the same rounded W (needs
+    /// a BLAS; CI installs MKL and sets WICK_REQUIRE_BLAS=mkl).
     #[test]
     fn matches_composite_values_and_gradients() -> Result<()> {
         if blas().is_none() {
-            assert_ne!(std::env::var("WICK_REQUIRE_BLAS").as_deref(), Ok("1"), "WICK_REQUIRE_BLAS=1 but no OpenBLAS was loaded");
+            assert!(!crate::ops::blas::required_by_env().0, "WICK_REQUIRE_BLAS is set but no BLAS was loaded");
             return Ok(());
         }
         let dev = Device::Cpu;
         let (m, d_in, d_out, r) = (37, 53, 29, 5);
-        for with_mask in [false, true] {
+        let half = super::super::half_gemm_available();
+        assert!(half || !crate::ops::blas::required_by_env().1, "WICK_REQUIRE_BLAS=mkl but MKL's hgemm was not loaded");
+        let cases = [(false, false), (true, false), (false, true), (true, true)];
+        for (with_mask, f16_weight) in cases.into_iter().filter(|&(_, h)| !h || half) {
+            // f16 products carry ~3e-3 relative error; f32 ones only summation-order error.
+            let rel = if f16_weight { 1e-2 } else { 1e-4 };
             let x = Var::randn(0f32, 1.0, (m, d_in), &dev)?;
             let w = Tensor::randn(0f32, 1.0, (d_out, d_in), &dev)?;
+            let w = if f16_weight { w.to_dtype(candle_core::DType::F16)?.to_dtype(candle_core::DType::F32)? } else { w };
+            let w_op = if f16_weight { w.to_dtype(candle_core::DType::F16)? } else { w.clone() };
             let a = Var::randn(0f32, 1.0, (r, d_in), &dev)?;
             let b = Var::randn(0f32, 1.0, (d_out, r), &dev)?;
             let mask = DropoutMask { keep: (0..m * d_in).map(|i| u8::from(i % 7 != 3)).collect(), scale: 1.0 / 0.9 };
             let mask_t = Tensor::from_vec((0..m * d_in).map(|i| mask.factor(i)).collect::<Vec<_>>(), (m, d_in), &dev)?;
             let probe = Tensor::randn(0f32, 1.0, (m, d_out), &dev)?;
-            let ours = lora_linear(x.as_tensor(), &w, a.as_tensor(), b.as_tensor(), 1.7, with_mask.then(|| mask.clone()))?;
+            let ours = lora_linear(x.as_tensor(), &w_op, None, a.as_tensor(), b.as_tensor(), 1.7, with_mask.then(|| mask.clone()))?;
             let theirs = reference(x.as_tensor(), &w, a.as_tensor(), b.as_tensor(), 1.7, with_mask.then_some(&mask_t))?;
-            assert!(max_diff(&ours, &theirs)? < 1e-4, "values differ (mask: {with_mask})");
+            let tol = rel * theirs.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+            assert!(max_diff(&ours, &theirs)? < tol, "values differ (mask: {with_mask}, f16: {f16_weight})");
             let g_ours = (&ours * &probe)?.sum_all()?.backward()?;
             let g_theirs = (&theirs * &probe)?.sum_all()?.backward()?;
             for (name, v) in [("x", &x), ("A", &a), ("B", &b)] {
                 let (go, gt) = (g_ours.get(v.as_tensor()).unwrap(), g_theirs.get(v.as_tensor()).unwrap());
-                let tol = 1e-4 * gt.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
-                assert!(max_diff(go, gt)? < tol, "gradient of {name} differs (mask: {with_mask})");
+                let tol = rel * gt.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
+                assert!(max_diff(go, gt)? < tol, "gradient of {name} differs (mask: {with_mask}, f16: {f16_weight})");
             }
-            assert!(g_ours.get(&w).is_none(), "the frozen weight must get no gradient");
+            assert!(g_ours.get(&w_op).is_none(), "the frozen weight must get no gradient");
         }
         Ok(())
     }

@@ -11,9 +11,11 @@ pub mod blas;
 mod cuda;
 mod frozen;
 pub mod fused;
+pub mod half_gemm;
 mod lora_linear;
 
-pub use frozen::frozen_linear;
+pub use frozen::{frozen_linear, frozen_linear_bounded};
+pub use half_gemm::{HalfBounds, half_gemm_available};
 pub use lora_linear::{DropoutMask, lora_linear, lora_linear_applies};
 
 use candle_core::{D, DType, Result, Tensor};

@@ -202,7 +202,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         cursor: 0,
         dropout_seed,
         dropout_word_pos: pos.to_string(),
-        loss_scaler: LossScaler::new(dtype == DType::F16),
+        // f16 activations only on CUDA: the CPU f16 path scales each GEMM row itself.
+        loss_scaler: LossScaler::new(dtype == DType::F16 && device.is_cuda()),
         history: Vec::new(),
         best_step: None,
         best_metric: None,
