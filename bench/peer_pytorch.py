@@ -140,6 +140,7 @@ def main():
     model.train()
     step_times, losses = [], []
     first_step_done = None
+    ready = time.time()
     for i in range(args.warmup + args.steps):
         t, c = time.perf_counter(), time.process_time()
         losses.append(train_step())
@@ -206,6 +207,7 @@ def main():
         "step_forward_ratio": round(step / fwd, 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "start_to_first_step_s": round(first_step_done - start, 4),
+        "start_to_ready_s": round(ready - start, 4),
         "gemm_gflops": round(gemm_gflops, 3),
         "nonembedding_params": n_params,
         "train_flops_per_s": round(train_flops, 1),

@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// Use the composite reference ops instead of the fused ones (to measure what fusing buys).
     #[arg(long)]
     pub reference_ops: bool,
+    /// Re-run each layer in the backward instead of keeping its activations.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Print one JSON line instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -58,6 +61,8 @@ pub struct BenchReport {
     pub dtype: String,
     /// Which op implementations ran: "fused" or "reference".
     pub ops: String,
+    /// Per-layer activation checkpointing on.
+    pub gradient_checkpointing: bool,
     /// Median seconds per training step (forward, backward, AdamW).
     pub train_step_s: f64,
     /// Training tokens per second.
@@ -74,6 +79,8 @@ pub struct BenchReport {
     pub peak_rss_mb: f64,
     /// Process start to the end of the first optimizer step, seconds.
     pub start_to_first_step_s: f64,
+    /// Process start to the start of the first step (model loaded, adapters and batch ready), seconds.
+    pub start_to_ready_s: f64,
     /// Best f32 GEMM GFLOP/s of the frozen-linear path on the model's shapes.
     pub gemm_gflops: f64,
     /// Non-embedding parameters N.
@@ -135,6 +142,7 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<BenchReport
     let device = model::select_device(&cfg.model.device)?;
     let dtype = model::resolve_dtype(args.dtype.as_deref().unwrap_or(&cfg.model.dtype), &device)?;
     let mut loaded = model::load(&cfg.model.source, dtype, &device)?;
+    loaded.model.set_gradient_checkpointing(args.gradient_checkpointing);
     let prompter = Prompter::new(&cfg.prompt, &cfg.data.labels, &loaded.tokenizer, loaded.chat_template.as_deref(), None)?;
     let label_ids = prompter.label_token_ids().to_vec();
     let scale = lora_scale(cfg.lora.alpha, cfg.lora.r, cfg.lora.use_rslora);
@@ -150,10 +158,11 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<BenchReport
 
     let mut step_times = Vec::new();
     let mut first_step = 0.0;
+    let ready = process_start.elapsed().as_secs_f64();
     for step in 0..=args.steps {
         let s = Instant::now();
         let loss = label_loss(model, &input, &lengths, &label_ids, true).map_err(c("forward"))?;
-        let grads = loss.backward().map_err(c("backward"))?;
+        let grads = model.backward(&loss).map_err(c("backward"))?;
         let g: Vec<Option<Tensor>> = optimizer.vars().iter().map(|(_, v)| grads.get(v.as_tensor()).cloned()).collect();
         optimizer.step(&g, 1e-4).map_err(c("optimizer step"))?;
         device.synchronize().map_err(c("sync"))?;
@@ -186,6 +195,7 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<BenchReport
         threads: rayon::current_num_threads(),
         dtype: format!("{dtype:?}").to_lowercase(),
         ops: if args.reference_ops { "reference" } else { "fused" }.into(),
+        gradient_checkpointing: args.gradient_checkpointing,
         train_step_s,
         train_tokens_per_s: tokens / train_step_s,
         forward_s,
@@ -194,6 +204,7 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<BenchReport
         step_forward_ratio: train_step_s / forward_s,
         peak_rss_mb: peak_rss_mb(),
         start_to_first_step_s: first_step,
+        start_to_ready_s: ready,
         gemm_gflops: gemm,
         nonembedding_params: n,
         train_flops_per_s: train_flops,
@@ -214,6 +225,7 @@ impl BenchReport {
             ("train step / forward", format!("{:.2}", self.step_forward_ratio)),
             ("peak RSS (MB)", format!("{:.0}", self.peak_rss_mb)),
             ("start to first step (s)", format!("{:.2}", self.start_to_first_step_s)),
+            ("start to ready to train (s)", format!("{:.2}", self.start_to_ready_s)),
             ("GEMM ceiling (GFLOP/s)", format!("{:.1}", self.gemm_gflops)),
             ("train GFLOP/s (4N basis)", format!("{:.1}", self.train_flops_per_s / 1e9)),
             ("share of GEMM ceiling", format!("{:.0}%", 100.0 * self.train_share_of_gemm)),
@@ -221,6 +233,7 @@ impl BenchReport {
         for (k, v) in rows {
             t.add_row([k.to_string(), v]);
         }
-        format!("{} × {} tokens, {} threads, {}, {} ops\n{t}", self.batch, self.seq, self.threads, self.dtype, self.ops)
+        let ckpt = if self.gradient_checkpointing { ", gradient checkpointing" } else { "" };
+        format!("{} × {} tokens, {} threads, {}, {} ops{ckpt}\n{t}", self.batch, self.seq, self.threads, self.dtype, self.ops)
     }
 }

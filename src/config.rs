@@ -224,6 +224,9 @@ pub struct TrainConfig {
     pub save_total_limit: usize,
     /// Seed of shuffling, dropout and adapter init.
     pub seed: u64,
+    /// Keep only each layer's input during the forward and re-run the layer in the backward:
+    /// far less activation memory for ~1 more forward per step (CPU; ignored elsewhere).
+    pub gradient_checkpointing: bool,
 }
 
 impl TrainConfig {
@@ -255,6 +258,7 @@ impl Default for TrainConfig {
             metric: "accuracy".into(),
             save_total_limit: 2,
             seed: 42,
+            gradient_checkpointing: false,
         }
     }
 }

@@ -25,7 +25,7 @@ pub struct PrefixCache {
 
 /// One decoder layer: attention and SwiGLU MLP, each behind an RMSNorm and a residual.
 #[derive(Debug, Clone)]
-pub struct DecoderLayer {
+pub(super) struct DecoderLayer {
     input_layernorm: Tensor,
     q_proj: LoraLinear,
     k_proj: LoraLinear,
@@ -38,7 +38,8 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn projections(&self) -> [(&'static str, &'static str, &LoraLinear); 7] {
+    /// (block, name, projection) of the seven projections, in PEFT's module order.
+    pub(super) fn projections(&self) -> [(&'static str, &'static str, &LoraLinear); 7] {
         [
             ("self_attn", "q_proj", &self.q_proj),
             ("self_attn", "k_proj", &self.k_proj),
@@ -75,6 +76,10 @@ pub struct Llama {
     lm_head: Option<Tensor>,
     rotary: Rotary,
     dropout: DropoutRng,
+    /// Re-run each layer in the backward instead of keeping its activations (training, CPU).
+    gradient_checkpointing: bool,
+    /// Adapter gradients that checkpointed layers computed in the backward (see [`Llama::backward`]).
+    pub(super) checkpoint_grads: super::checkpoint::SideGrads,
 }
 
 /// Inputs of one forward pass over a right-padded batch.
@@ -138,7 +143,17 @@ impl Llama {
         let lm_head = if cfg.tie_word_embeddings { None } else { Some(take("lm_head.weight", &[v, d], dtype)?) };
         let max_pos = cfg.max_position_embeddings.clamp(1, 32_768);
         let rotary = Rotary::new(cfg.head_dim, cfg.rope_theta, max_pos, device).map_err(|e| Error::Model(format!("rotary tables: {e}")))?;
-        Ok(Self { cfg, embed_tokens, layers, norm, lm_head, rotary, dropout: DropoutRng::new(0) })
+        Ok(Self {
+            cfg,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary,
+            dropout: DropoutRng::new(0),
+            gradient_checkpointing: false,
+            checkpoint_grads: Default::default(),
+        })
     }
 
     /// Device of the weights.
@@ -154,6 +169,25 @@ impl Llama {
     /// Dtype of the frozen projection weights: f16 on the CPU f16 path, else [`Llama::dtype`].
     pub fn projection_dtype(&self) -> DType {
         self.layers.first().map_or(self.dtype(), |l| l.q_proj.weight().dtype())
+    }
+
+    /// Turn per-layer activation checkpointing on or off: training then keeps only each layer's
+    /// input and re-runs the layer in the backward (~1 more forward per step, far less memory).
+    /// CPU only; on other devices it is ignored. Use [`Llama::backward`] for the gradients.
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.gradient_checkpointing = on;
+    }
+
+    /// `loss.backward()`, plus the adapter gradients checkpointed layers computed on the way.
+    pub fn backward(&self, loss: &Tensor) -> Result<candle_core::backprop::GradStore> {
+        let mut store = loss.backward()?;
+        super::checkpoint::merge_side_grads(&self.checkpoint_grads, &mut store)?;
+        Ok(store)
+    }
+
+    /// The rotary tables.
+    pub(super) fn rotary(&self) -> &Rotary {
+        &self.rotary
     }
 
     /// The dropout generator (its state is checkpointed for exact resume).
@@ -244,48 +278,7 @@ impl Llama {
         out
     }
 
-    fn attention(
-        &self,
-        layer: &DecoderLayer,
-        x: &Tensor,
-        lengths: &[usize],
-        prefix: Option<&(Tensor, Tensor)>,
-        offset: usize,
-        drop: Option<&DropoutRng>,
-    ) -> Result<(Tensor, (Tensor, Tensor))> {
-        let (b, t, _) = x.dims3()?;
-        let (h, kvh, hd) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim);
-        // The rotary op also moves heads ahead of positions, so q and k come out contiguous.
-        let q = self.rotary.to_heads(&layer.q_proj.forward(x, drop)?.reshape((b, t, h, hd))?, offset)?;
-        let k = self.rotary.to_heads(&layer.k_proj.forward(x, drop)?.reshape((b, t, kvh, hd))?, offset)?;
-        let v = layer.v_proj.forward(x, drop)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
-        let new_kv = (k.clone(), v.clone());
-        let (k, v) = match prefix {
-            Some((pk, pv)) => {
-                let pk = pk.broadcast_as((b, kvh, pk.dim(2)?, hd))?;
-                let pv = pv.broadcast_as((b, kvh, pv.dim(2)?, hd))?;
-                (Tensor::cat(&[&pk, &k], 2)?.contiguous()?, Tensor::cat(&[&pv, &v], 2)?.contiguous()?)
-            }
-            None => (k, v),
-        };
-        let s = k.dim(2)?;
-        // Grouped-query attention without repeating K/V: the `rep` query heads that share a KV
-        // head are stacked along the sequence axis, so one matmul per KV head serves them all.
-        let rep = h / kvh;
-        let scores = q.reshape((b, kvh, rep * t, hd))?.matmul(&k.t()?)?.reshape((b, h, t, s))?;
-        let probs = masked_softmax(&scores, lengths, 1.0 / (hd as f64).sqrt())?;
-        let out = probs.reshape((b, kvh, rep * t, s))?.matmul(&v)?;
-        let out = out.reshape((b, h, t, hd))?.transpose(1, 2)?.reshape((b, t, h * hd))?;
-        Ok((layer.o_proj.forward(&out, drop)?, new_kv))
-    }
-
-    fn mlp(layer: &DecoderLayer, x: &Tensor, drop: Option<&DropoutRng>) -> Result<Tensor> {
-        let gate = layer.gate_proj.forward(x, drop)?;
-        let up = layer.up_proj.forward(x, drop)?;
-        layer.down_proj.forward(&swiglu(&gate, &up)?, drop)
-    }
-
-    fn run(&self, batch: &Batch, prefix: Option<&PrefixCache>, train: bool) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+    fn run(&self, batch: &Batch, prefix: Option<&PrefixCache>, train: bool, want_kv: bool) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
         let (b, t) = batch.input_ids.dims2()?;
         if batch.lengths.len() != b {
             candle_core::bail!("{} lengths for a batch of {b}", batch.lengths.len());
@@ -297,20 +290,24 @@ impl Llama {
         let drop = if train { Some(&self.dropout) } else { None };
         let mut x = self.embed_tokens.index_select(&batch.input_ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
         let mut kvs = Vec::with_capacity(self.layers.len());
+        // Checkpointing only where the layers' keys and values are not wanted (not a prefix pass).
+        let checkpoint = train && !want_kv && self.gradient_checkpointing && x.device().is_cpu();
         for (i, layer) in self.layers.iter().enumerate() {
-            let normed = rms_norm(&x, &layer.input_layernorm, self.cfg.rms_norm_eps)?;
-            let (attn, kv) = self.attention(layer, &normed, batch.lengths, prefix.map(|p| &p.layers[i]), offset, drop)?;
-            x = (x + attn)?;
-            let normed = rms_norm(&x, &layer.post_attention_layernorm, self.cfg.rms_norm_eps)?;
-            x = (&x + Self::mlp(layer, &normed, drop)?)?;
-            kvs.push(kv);
+            let layer_prefix = prefix.map(|p| &p.layers[i]);
+            if checkpoint {
+                x = super::checkpoint::checkpointed_layer(self, layer, &x, batch.lengths, layer_prefix, offset)?;
+            } else {
+                let (out, kv) = layer_forward(&self.cfg, &self.rotary, layer, &x, batch.lengths, layer_prefix, offset, drop)?;
+                x = out;
+                kvs.push(kv);
+            }
         }
         Ok((rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?, kvs))
     }
 
     /// Final-normed hidden states (batch, seq, hidden). `train` enables adapter dropout.
     pub fn forward_hidden(&self, batch: &Batch, prefix: Option<&PrefixCache>, train: bool) -> Result<Tensor> {
-        Ok(self.run(batch, prefix, train)?.0)
+        Ok(self.run(batch, prefix, train, false)?.0)
     }
 
     /// Run a shared prompt prefix (1, len) once; its keys and values serve every later batch.
@@ -325,7 +322,7 @@ impl Llama {
     /// is computed once instead of once per row).
     pub fn prefix_kv(&self, prefix_ids: &[u32], train: bool) -> Result<PrefixCache> {
         let ids = Tensor::new(prefix_ids, self.device())?.unsqueeze(0)?;
-        let (_, layers) = self.run(&Batch { input_ids: &ids, lengths: &[prefix_ids.len()] }, None, train)?;
+        let (_, layers) = self.run(&Batch { input_ids: &ids, lengths: &[prefix_ids.len()] }, None, train, true)?;
         Ok(PrefixCache { layers, len: prefix_ids.len() })
     }
 
@@ -370,6 +367,69 @@ impl Llama {
         }
         Ok(out)
     }
+}
+
+/// One decoder layer: x + attn(norm(x)), then + mlp(norm(·)); also returns the layer's new
+/// (key, value) heads. A free function so gradient checkpointing can re-run it in a backward.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn layer_forward(
+    cfg: &ArchConfig,
+    rotary: &Rotary,
+    layer: &DecoderLayer,
+    x: &Tensor,
+    lengths: &[usize],
+    prefix: Option<&(Tensor, Tensor)>,
+    offset: usize,
+    drop: Option<&DropoutRng>,
+) -> Result<(Tensor, (Tensor, Tensor))> {
+    let normed = rms_norm(x, &layer.input_layernorm, cfg.rms_norm_eps)?;
+    let (attn, kv) = attention(cfg, rotary, layer, &normed, lengths, prefix, offset, drop)?;
+    let x = (x + attn)?;
+    let normed = rms_norm(&x, &layer.post_attention_layernorm, cfg.rms_norm_eps)?;
+    Ok(((&x + mlp(layer, &normed, drop)?)?, kv))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    cfg: &ArchConfig,
+    rotary: &Rotary,
+    layer: &DecoderLayer,
+    x: &Tensor,
+    lengths: &[usize],
+    prefix: Option<&(Tensor, Tensor)>,
+    offset: usize,
+    drop: Option<&DropoutRng>,
+) -> Result<(Tensor, (Tensor, Tensor))> {
+    let (b, t, _) = x.dims3()?;
+    let (h, kvh, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+    // The rotary op also moves heads ahead of positions, so q and k come out contiguous.
+    let q = rotary.to_heads(&layer.q_proj.forward(x, drop)?.reshape((b, t, h, hd))?, offset)?;
+    let k = rotary.to_heads(&layer.k_proj.forward(x, drop)?.reshape((b, t, kvh, hd))?, offset)?;
+    let v = layer.v_proj.forward(x, drop)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
+    let new_kv = (k.clone(), v.clone());
+    let (k, v) = match prefix {
+        Some((pk, pv)) => {
+            let pk = pk.broadcast_as((b, kvh, pk.dim(2)?, hd))?;
+            let pv = pv.broadcast_as((b, kvh, pv.dim(2)?, hd))?;
+            (Tensor::cat(&[&pk, &k], 2)?.contiguous()?, Tensor::cat(&[&pv, &v], 2)?.contiguous()?)
+        }
+        None => (k, v),
+    };
+    let s = k.dim(2)?;
+    // Grouped-query attention without repeating K/V: the `rep` query heads that share a KV
+    // head are stacked along the sequence axis, so one matmul per KV head serves them all.
+    let rep = h / kvh;
+    let scores = q.reshape((b, kvh, rep * t, hd))?.matmul(&k.t()?)?.reshape((b, h, t, s))?;
+    let probs = masked_softmax(&scores, lengths, 1.0 / (hd as f64).sqrt())?;
+    let out = probs.reshape((b, kvh, rep * t, s))?.matmul(&v)?;
+    let out = out.reshape((b, h, t, hd))?.transpose(1, 2)?.reshape((b, t, h * hd))?;
+    Ok((layer.o_proj.forward(&out, drop)?, new_kv))
+}
+
+fn mlp(layer: &DecoderLayer, x: &Tensor, drop: Option<&DropoutRng>) -> Result<Tensor> {
+    let gate = layer.gate_proj.forward(x, drop)?;
+    let up = layer.up_proj.forward(x, drop)?;
+    layer.down_proj.forward(&swiglu(&gate, &up)?, drop)
 }
 
 /// hidden (..., d) · rowsᵀ (n, d) → (..., n) in f32; a single vector gives a vector. The rows are

@@ -1,5 +1,6 @@
 //! The model every job runs: a Llama-family decoder plus its tokenizer, from any supported source.
 
+mod checkpoint;
 pub mod config;
 pub mod llama;
 pub mod load;

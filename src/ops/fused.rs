@@ -38,7 +38,7 @@ pub fn fused_applies(x: &Tensor) -> bool {
 }
 
 /// The contiguous f32 slice of a CPU storage, or an error naming the op.
-pub(super) fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+pub fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),

@@ -144,6 +144,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     };
 
     let mut loaded = model::load(&cfg.model.source, dtype, &device)?;
+    loaded.model.set_gradient_checkpointing(cfg.train.gradient_checkpointing);
     let fingerprint = checkpoint::base_fingerprint(&loaded.model)?;
     if let Some(dir) = &resume_dir {
         let saved = checkpoint::read_run(dir)?;
@@ -279,7 +280,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         for micro in batch.chunks(t.batch_size) {
             let (loss, tokens) = micro_batch_loss(&loaded.model, head, micro, batch.len()).map_err(candle("forward"))?;
             let scaled = (&loss * st.loss_scaler.scale).map_err(candle("loss scaling"))?;
-            let store = scaled.backward().map_err(candle("backward"))?;
+            let store = loaded.model.backward(&scaled).map_err(candle("backward"))?;
             accumulate(&mut grads, &store, optimizer.vars()).map_err(candle("gradients"))?;
             step_loss += loss.to_scalar::<f32>().map_err(candle("loss"))? as f64;
             step_tokens += tokens;

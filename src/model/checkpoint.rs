@@ -1,0 +1,174 @@
+//! Per-layer activation checkpointing (`train.gradient_checkpointing = true`).
+//!
+//! A checkpointed layer is one CustomOp over its input x (and, with a shared prompt prefix, the
+//! prefix's keys and values): the forward runs the layer without keeping anything, so autograd
+//! holds only x per layer instead of the ~15 activations the layer's ops save. The backward
+//! re-runs the layer on x with the same dropout masks (the generator's state is recorded), takes
+//! the gradients of x (and the prefix keys/values) through that recomputation, and returns them.
+//! The adapters inside the layer are not inputs of the op, so their gradients from the
+//! recomputation go to a side store that [`super::Llama::backward`] adds to the result.
+//! Cost: one more layer forward per layer and step. CPU only (the op has no CUDA forward).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Tensor, Var};
+
+use super::config::ArchConfig;
+use super::llama::{DecoderLayer, Llama, layer_forward};
+use crate::lora::DropoutRng;
+use crate::ops::Rotary;
+
+/// Gradients of tensors that are not inputs of the op that computed them: (tensor, gradient).
+pub type SideGrads = Arc<Mutex<Vec<(Tensor, Tensor)>>>;
+
+/// Add the side gradients into `store` (summing with what it already holds) and clear them.
+pub fn merge_side_grads(side: &SideGrads, store: &mut GradStore) -> Result<()> {
+    let pending = std::mem::take(&mut *side.lock().unwrap_or_else(|e| e.into_inner()));
+    for (tensor, grad) in pending {
+        let sum = match store.remove(&tensor) {
+            Some(existing) => (existing + grad)?,
+            None => grad,
+        };
+        store.insert(&tensor, sum);
+    }
+    Ok(())
+}
+
+/// Everything a layer's re-run needs, owned (ops must be 'static).
+struct LayerRun {
+    cfg: ArchConfig,
+    rotary: Rotary,
+    layer: DecoderLayer,
+    lengths: Vec<usize>,
+    offset: usize,
+    /// (seed, word position) of the dropout generator when the forward ran.
+    dropout_state: (u64, u128),
+    /// Its state after the layer's masks were drawn (set by the forward).
+    end_state: Mutex<Option<(u64, u128)>>,
+    side: SideGrads,
+}
+
+impl LayerRun {
+    /// The layer on x (and prefix keys/values), drawing dropout masks from the recorded state.
+    fn forward(&self, x: &Tensor, prefix: Option<&(Tensor, Tensor)>) -> Result<Tensor> {
+        let rng = DropoutRng::new(0);
+        rng.restore(self.dropout_state.0, self.dropout_state.1);
+        let y = layer_forward(&self.cfg, &self.rotary, &self.layer, x, &self.lengths, prefix, self.offset, Some(&rng))?.0;
+        *self.end_state.lock().unwrap_or_else(|e| e.into_inner()) = Some(rng.state());
+        Ok(y)
+    }
+
+    /// Re-run with fresh leaves for the inputs; return their gradients under upstream `dy`, and
+    /// put the adapters' gradients in the side store.
+    fn backward(&self, inputs: &[&Tensor], dy: &Tensor) -> Result<Vec<Tensor>> {
+        let leaves: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(&t.detach())).collect::<Result<_>>()?;
+        let prefix = (leaves.len() == 3).then(|| (leaves[1].as_tensor().clone(), leaves[2].as_tensor().clone()));
+        let y = self.forward(leaves[0].as_tensor(), prefix.as_ref())?;
+        let grads = (y * dy.detach())?.sum_all()?.backward()?;
+        let mut side = self.side.lock().unwrap_or_else(|e| e.into_inner());
+        for lin in self.layer.projections().into_iter().map(|(_, _, lin)| lin) {
+            if let Some(ad) = lin.adapter() {
+                for v in [&ad.a, &ad.b] {
+                    if let Some(g) = grads.get(v.as_tensor()) {
+                        side.push((v.as_tensor().clone(), g.clone()));
+                    }
+                }
+            }
+        }
+        leaves.iter().map(|l| grads.get(l.as_tensor()).cloned().map_or_else(|| l.as_tensor().zeros_like(), Ok)).collect()
+    }
+}
+
+/// A CPU tensor holding a copy of a contiguous (storage, layout).
+fn tensor_of(storage: &CpuStorage, layout: &Layout) -> Result<Tensor> {
+    let data = crate::ops::fused::slice(storage, layout, "checkpointed layer")?;
+    Tensor::from_slice(data, layout.shape(), &Device::Cpu)
+}
+
+/// The storage of a CPU tensor (a copy when it is a view).
+fn storage_of(t: &Tensor) -> Result<(CpuStorage, Shape)> {
+    let t = t.contiguous()?;
+    let v = t.flatten_all()?.to_vec1::<f32>()?;
+    Ok((CpuStorage::F32(v), t.shape().clone()))
+}
+
+struct Checkpointed(Arc<LayerRun>);
+
+impl CustomOp1 for Checkpointed {
+    fn name(&self) -> &'static str {
+        "wick-checkpointed-layer"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        storage_of(&self.0.forward(&tensor_of(x, l)?, None)?)
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(self.0.backward(&[x], dy)?.into_iter().next())
+    }
+}
+
+struct CheckpointedWithPrefix(Arc<LayerRun>);
+
+impl CustomOp3 for CheckpointedWithPrefix {
+    fn name(&self) -> &'static str {
+        "wick-checkpointed-layer-prefix"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        k: &CpuStorage,
+        kl: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let prefix = (tensor_of(k, kl)?, tensor_of(v, vl)?);
+        storage_of(&self.0.forward(&tensor_of(x, xl)?, Some(&prefix))?)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let mut g = self.0.backward(&[x, k, v], dy)?.into_iter();
+        Ok((g.next(), g.next(), g.next()))
+    }
+}
+
+/// `layer` on x as a checkpointed op (training forward of [`Llama`] with checkpointing on).
+pub(super) fn checkpointed_layer(
+    model: &Llama,
+    layer: &DecoderLayer,
+    x: &Tensor,
+    lengths: &[usize],
+    prefix: Option<&(Tensor, Tensor)>,
+    offset: usize,
+) -> Result<Tensor> {
+    let dropout_state = model.dropout_rng().state();
+    let run = Arc::new(LayerRun {
+        cfg: model.cfg.clone(),
+        rotary: model.rotary().clone(),
+        layer: layer.clone(),
+        lengths: lengths.to_vec(),
+        offset,
+        dropout_state,
+        end_state: Mutex::new(None),
+        side: model.checkpoint_grads.clone(),
+    });
+    let out = match prefix {
+        None => x.contiguous()?.apply_op1(Checkpointed(run.clone()))?,
+        Some((k, v)) => x.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, CheckpointedWithPrefix(run.clone()))?,
+    };
+    // Advance the shared generator past this layer's masks, as the un-checkpointed forward does.
+    if let Some((seed, pos)) = *run.end_state.lock().unwrap_or_else(|e| e.into_inner()) {
+        model.dropout_rng().restore(seed, pos);
+    }
+    Ok(out)
+}
