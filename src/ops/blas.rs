@@ -22,6 +22,11 @@ type MklSetThreadingLayer = unsafe extern "C" fn(i32) -> i32;
 /// MKL_THREADING_GNU: MKL's threads run on the system's libgomp (Intel's OpenMP runtime, its
 /// default, is not installed; without this MKL exits the process on its first call).
 const MKL_THREADING_GNU: i32 = 3;
+/// MKL_THREADING_SEQUENTIAL: single-threaded MKL, parallelised by wick over row blocks.
+const MKL_THREADING_SEQUENTIAL: i32 = 1;
+
+/// Rows per block below which a GEMM is not split across threads.
+const MIN_SPLIT_ROWS: usize = 64;
 
 const ROW_MAJOR: i32 = 101;
 const NO_TRANS: i32 = 111;
@@ -36,6 +41,9 @@ pub struct Blas {
     pub core: String,
     /// The library file that was loaded.
     pub path: String,
+    /// Run single-threaded GEMMs on row blocks in rayon's pool instead of the library's own
+    /// threads (MKL sequential): one thread pool instead of two on the same cores.
+    split_rows: bool,
 }
 
 static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
@@ -83,6 +91,7 @@ fn open(path: &str) -> Option<Blas> {
     let lib = unsafe { libloading::Library::new(path) }.ok()?;
     let sgemm = unsafe { lib.get::<Sgemm>(b"cblas_sgemm\0") }.map(|s| *s).ok()?;
     let hgemm = unsafe { lib.get::<Hgemm>(b"cblas_hgemm\0") }.map(|s| *s).ok();
+    let mut split_rows = false;
     let core = if let Ok(f) = unsafe { lib.get::<CoreName>(b"openblas_get_corename\0") } {
         let core = unsafe { std::ffi::CStr::from_ptr(f()) }.to_string_lossy().into_owned();
         // The generic fallback kernels are slower than candle's own GEMM: not worth using.
@@ -95,8 +104,9 @@ fn open(path: &str) -> Option<Blas> {
         if std::env::var_os("MKL_THREADING_LAYER").is_none()
             && let Ok(set_layer) = unsafe { lib.get::<MklSetThreadingLayer>(b"MKL_Set_Threading_Layer\0") }
         {
+            split_rows = std::env::var("WICK_MKL_THREADS").as_deref() != Ok("openmp");
             // SAFETY: documented to be called before MKL's first computation, which is now.
-            unsafe { set_layer(MKL_THREADING_GNU) };
+            unsafe { set_layer(if split_rows { MKL_THREADING_SEQUENTIAL } else { MKL_THREADING_GNU }) };
         }
         let mut buf = vec![0 as std::ffi::c_char; 256];
         unsafe { f(buf.as_mut_ptr(), buf.len() as i32) };
@@ -105,7 +115,7 @@ fn open(path: &str) -> Option<Blas> {
         "unknown".into()
     };
     tracing::info!("frozen projections use {path} ({core}{})", if hgemm.is_some() { ", with hgemm" } else { "" });
-    Some(Blas { _lib: lib, sgemm, hgemm, core, path: path.to_string() })
+    Some(Blas { _lib: lib, sgemm, hgemm, core, path: path.to_string(), split_rows })
 }
 
 fn load() -> Option<Blas> {
@@ -159,6 +169,12 @@ impl Blas {
         if m == 0 || n == 0 {
             return;
         }
+        if let Some(rows) = self.split(m, ta) {
+            use rayon::prelude::*;
+            return c.par_chunks_mut(rows * n).zip(a.par_chunks(rows * k)).for_each(|(c, a)| {
+                self.gemm(a, (a.len() / k, k), false, b, b_dims, tb, alpha, beta, c);
+            });
+        }
         let flag = |t: bool| if t { TRANS } else { NO_TRANS };
         let (lda, ldb) = (a_dims.1.max(1) as i32, b_dims.1.max(1) as i32);
         // SAFETY: the assert above checks every slice holds what its leading dimension describes.
@@ -180,6 +196,18 @@ impl Blas {
                 n.max(1) as i32,
             )
         };
+    }
+
+    /// Rows per block when a GEMM with m rows of op(a) is split across rayon's threads: only with
+    /// a single-threaded library, an untransposed a (its row blocks are contiguous), and at
+    /// least two blocks of MIN_SPLIT_ROWS; None runs it whole.
+    fn split(&self, m: usize, ta: bool) -> Option<usize> {
+        let threads = rayon::current_num_threads();
+        if !self.split_rows || ta || threads < 2 || m < 2 * MIN_SPLIT_ROWS || rayon::current_thread_index().is_some() {
+            return None;
+        }
+        let parts = threads.min(m / MIN_SPLIT_ROWS);
+        Some(m.div_ceil(parts))
     }
 
     /// True when the library has MKL's hgemm (the f16 CPU path).
@@ -210,6 +238,12 @@ impl Blas {
         );
         if m == 0 || n == 0 {
             return;
+        }
+        if let Some(rows) = self.split(m, ta) {
+            use rayon::prelude::*;
+            return c.par_chunks_mut(rows * n).zip(a.par_chunks(rows * k)).for_each(|(c, a)| {
+                self.hgemm(a, (a.len() / k, k), false, b, b_dims, tb, c);
+            });
         }
         let flag = |t: bool| if t { TRANS } else { NO_TRANS };
         let (lda, ldb) = (a_dims.1.max(1) as i32, b_dims.1.max(1) as i32);
