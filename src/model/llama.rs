@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use super::config::ArchConfig;
 use crate::lora::{DropoutRng, LoraLinear, expand_targets};
 use crate::ops::fused::{masked_softmax, rms_norm, swiglu};
-use crate::ops::{Rotary, frozen_linear};
+use crate::ops::{Rotary, batched_matmul, frozen_linear};
 
 /// Keys and values of a prompt prefix, per layer, each (1, kv_heads, prefix_len, head_dim).
 #[derive(Debug, Clone)]
@@ -419,9 +419,9 @@ fn attention(
     // Grouped-query attention without repeating K/V: the `rep` query heads that share a KV
     // head are stacked along the sequence axis, so one matmul per KV head serves them all.
     let rep = h / kvh;
-    let scores = q.reshape((b, kvh, rep * t, hd))?.matmul(&k.t()?)?.reshape((b, h, t, s))?;
+    let scores = batched_matmul(&q.reshape((b, kvh, rep * t, hd))?, &k, false, true)?.reshape((b, h, t, s))?;
     let probs = masked_softmax(&scores, lengths, 1.0 / (hd as f64).sqrt())?;
-    let out = probs.reshape((b, kvh, rep * t, s))?.matmul(&v)?;
+    let out = batched_matmul(&probs.reshape((b, kvh, rep * t, s))?, &v, false, false)?;
     let out = out.reshape((b, h, t, hd))?.transpose(1, 2)?.reshape((b, t, h * hd))?;
     Ok((layer.o_proj.forward(&out, drop)?, new_kv))
 }

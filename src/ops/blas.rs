@@ -210,6 +210,11 @@ impl Blas {
         Some(m.div_ceil(parts))
     }
 
+    /// True when the library runs each call on one thread (wick parallelises around it).
+    pub fn single_threaded(&self) -> bool {
+        self.split_rows
+    }
+
     /// True when the library has MKL's hgemm (the f16 CPU path).
     pub fn has_hgemm(&self) -> bool {
         self.hgemm.is_some()

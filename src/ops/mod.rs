@@ -7,6 +7,7 @@
 //! and [`lora_linear`] runs a frozen projection and its adapter as one op.
 
 pub mod blas;
+mod bmm;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod frozen;
@@ -14,6 +15,7 @@ pub mod fused;
 pub mod half_gemm;
 mod lora_linear;
 
+pub use bmm::{batched_matmul, batched_matmul_applies};
 pub use frozen::{frozen_linear, frozen_linear_bounded};
 pub use half_gemm::{HalfBounds, half_gemm_available};
 pub use lora_linear::{DropoutMask, lora_linear, lora_linear_applies};
