@@ -81,6 +81,8 @@ pub struct BenchReport {
     pub start_to_first_step_s: f64,
     /// Process start to the start of the first step (model loaded, adapters and batch ready), seconds.
     pub start_to_ready_s: f64,
+    /// Peak RSS when ready to train (model loading's share of the peak), MB.
+    pub peak_rss_at_ready_mb: f64,
     /// Best f32 GEMM GFLOP/s of the frozen-linear path on the model's shapes.
     pub gemm_gflops: f64,
     /// Non-embedding parameters N.
@@ -159,11 +161,15 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<BenchReport
     let mut step_times = Vec::new();
     let mut first_step = 0.0;
     let ready = process_start.elapsed().as_secs_f64();
+    let rss_at_ready = peak_rss_mb();
     for step in 0..=args.steps {
         let s = Instant::now();
         let loss = label_loss(model, &input, &lengths, &label_ids, true).map_err(c("forward"))?;
         let grads = model.backward(&loss).map_err(c("backward"))?;
         let g: Vec<Option<Tensor>> = optimizer.vars().iter().map(|(_, v)| grads.get(v.as_tensor()).cloned()).collect();
+        if let Some(((name, _), _)) = optimizer.vars().iter().zip(&g).find(|(_, g)| g.is_none()) {
+            return Err(Error::Model(format!("bench: {name} got no gradient: the step would measure nothing")));
+        }
         optimizer.step(&g, 1e-4).map_err(c("optimizer step"))?;
         device.synchronize().map_err(c("sync"))?;
         if step == 0 {
@@ -205,6 +211,7 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<BenchReport
         peak_rss_mb: peak_rss_mb(),
         start_to_first_step_s: first_step,
         start_to_ready_s: ready,
+        peak_rss_at_ready_mb: rss_at_ready,
         gemm_gflops: gemm,
         nonembedding_params: n,
         train_flops_per_s: train_flops,
@@ -224,6 +231,7 @@ impl BenchReport {
             ("eval examples/s", format!("{:.2}", self.eval_examples_per_s)),
             ("train step / forward", format!("{:.2}", self.step_forward_ratio)),
             ("peak RSS (MB)", format!("{:.0}", self.peak_rss_mb)),
+            ("peak RSS when ready to train (MB)", format!("{:.0}", self.peak_rss_at_ready_mb)),
             ("start to first step (s)", format!("{:.2}", self.start_to_first_step_s)),
             ("start to ready to train (s)", format!("{:.2}", self.start_to_ready_s)),
             ("GEMM ceiling (GFLOP/s)", format!("{:.1}", self.gemm_gflops)),

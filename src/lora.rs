@@ -200,13 +200,20 @@ impl LoraLinear {
         let x2 = x.reshape((rows, in_dim))?;
         let adapter = self.adapter.as_ref().filter(|_| !self.merged);
         let fused = adapter.is_some() && crate::ops::lora_linear_applies(&x2, &self.weight);
+        // Without a dropout generator this is an inference forward: detached factors (same
+        // storage) keep autograd from recording the pass and holding every activation.
+        let factors = |ad: &LoraAdapter| match dropout {
+            Some(_) => (ad.a.as_tensor().clone(), ad.b.as_tensor().clone()),
+            None => (ad.a.as_tensor().detach(), ad.b.as_tensor().detach()),
+        };
         let mut y = match adapter {
             Some(ad) if fused => {
                 let mask = match dropout {
                     Some(rng) if ad.dropout > 0.0 => Some(rng.keep_mask(x2.elem_count(), ad.dropout)),
                     _ => None,
                 };
-                crate::ops::lora_linear(&x2, &self.weight, self.half_bounds, ad.a.as_tensor(), ad.b.as_tensor(), ad.scale, mask)?
+                let (a, b) = factors(ad);
+                crate::ops::lora_linear(&x2, &self.weight, self.half_bounds, &a, &b, ad.scale, mask)?
             }
             _ => crate::ops::frozen_linear_bounded(&x2, &self.weight, self.half_bounds)?,
         };
@@ -219,8 +226,8 @@ impl LoraLinear {
                 Some(rng) if adapter.dropout > 0.0 => (&x2 * rng.mask_like(&x2, adapter.dropout)?)?,
                 _ => x2.clone(),
             };
-            let a = adapter.a.as_tensor().to_dtype(dtype)?;
-            let b = adapter.b.as_tensor().to_dtype(dtype)?;
+            let (a, b) = factors(adapter);
+            let (a, b) = (a.to_dtype(dtype)?, b.to_dtype(dtype)?);
             let delta = xin.matmul(&a.t()?)?.matmul(&b.t()?)?;
             y = (y + (delta * adapter.scale)?)?;
         }

@@ -193,7 +193,8 @@ fn cpu_f16_path_matches_f32_and_trains() -> anyhow::Result<()> {
 }
 
 /// Gradient checkpointing re-runs each layer in the backward: every adapter gradient equals the
-/// un-checkpointed one (with adapter dropout, and through a shared prefix kept in the graph),
+/// un-checkpointed one (with adapter dropout; without a prefix, and through a shared prefix kept
+/// in the graph),
 /// and the dropout generator ends in the same state.
 #[test]
 fn gradient_checkpointing_gives_the_same_gradients() -> anyhow::Result<()> {
@@ -210,24 +211,26 @@ fn gradient_checkpointing_gives_the_same_gradients() -> anyhow::Result<()> {
         Ok(m)
     };
     let (plain, ckpt) = (build(false)?, build(true)?);
-    let grads_of = |m: &Llama| -> anyhow::Result<(Vec<Tensor>, (u64, u128))> {
-        let prefix = m.prefix_kv(&[5, 9, 13], true)?;
+    let grads_of = |m: &Llama, with_prefix: bool| -> anyhow::Result<(Vec<Tensor>, (u64, u128))> {
+        let prefix = if with_prefix { Some(m.prefix_kv(&[5, 9, 13], true)?) } else { None };
         let input = Tensor::new(&[[2u32, 40, 7, 8], [11, 3, 30, 0]], &dev)?;
-        let h = m.forward_hidden(&Batch { input_ids: &input, lengths: &[4, 3] }, Some(&prefix), true)?;
+        let h = m.forward_hidden(&Batch { input_ids: &input, lengths: &[4, 3] }, prefix.as_ref(), true)?;
         let loss = m.token_logits(&Llama::last_hidden(&h, &[4, 3])?, &[3, 4])?.sqr()?.sum_all()?;
         let store = m.backward(&loss)?;
         let vars = m.lora_vars();
         let grads = vars.iter().map(|(name, v)| store.get(v.as_tensor()).cloned().ok_or_else(|| anyhow::anyhow!("{name}: no gradient")));
         Ok((grads.collect::<anyhow::Result<_>>()?, m.dropout_rng().state()))
     };
-    let (want, want_rng) = grads_of(&plain)?;
-    let (got, got_rng) = grads_of(&ckpt)?;
-    assert_eq!(want_rng, got_rng, "the dropout generator must advance the same way");
-    for ((name, _), (w, g)) in plain.lora_vars().iter().zip(want.iter().zip(&got)) {
-        let scale = w.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1e-6);
-        assert!(scale > 1e-6, "{name}: zero reference gradient");
-        let diff = max_diff(w, g);
-        assert!(diff < 1e-4 * scale, "{name}: checkpointed gradient differs by {diff} (max {scale})");
+    for with_prefix in [false, true] {
+        let (want, want_rng) = grads_of(&plain, with_prefix)?;
+        let (got, got_rng) = grads_of(&ckpt, with_prefix)?;
+        assert_eq!(want_rng, got_rng, "the dropout generator must advance the same way");
+        for ((name, _), (w, g)) in plain.lora_vars().iter().zip(want.iter().zip(&got)) {
+            let scale = w.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert!(scale > 1e-6, "{name}: zero reference gradient (prefix: {with_prefix})");
+            let diff = max_diff(w, g);
+            assert!(diff < 1e-4 * scale, "{name}: checkpointed gradient differs by {diff} (max {scale}, prefix: {with_prefix})");
+        }
     }
     Ok(())
 }

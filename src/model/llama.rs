@@ -295,6 +295,11 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_prefix = prefix.map(|p| &p.layers[i]);
             if checkpoint {
+                if i == 0 {
+                    // The op hides the adapters from autograd, so it is recorded only when an
+                    // input is tracked; the embeddings are not: make the first input a leaf.
+                    x = Var::from_tensor(&x)?.as_tensor().clone();
+                }
                 x = super::checkpoint::checkpointed_layer(self, layer, &x, batch.lengths, layer_prefix, offset)?;
             } else {
                 let (out, kv) = layer_forward(&self.cfg, &self.rotary, layer, &x, batch.lengths, layer_prefix, offset, drop)?;
