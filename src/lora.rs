@@ -108,22 +108,12 @@ pub struct LoraLinear {
 impl LoraLinear {
     /// A plain frozen projection.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let half_bounds = Self::bounds_of(&weight)?;
+        let half_bounds = crate::ops::half_bounds(&weight)?;
         Ok(Self { weight, bias, adapter: None, merged: false, half_bounds })
     }
 
-    /// The [`crate::ops::HalfBounds`] of an f16 weight on the CPU.
-    fn bounds_of(weight: &Tensor) -> Result<Option<crate::ops::HalfBounds>> {
-        if !(weight.device().is_cpu() && weight.dtype() == DType::F16) {
-            return Ok(None);
-        }
-        let (rows, cols) = weight.dims2()?;
-        let data = weight.flatten_all()?.to_vec1::<half::f16>()?;
-        Ok(Some(crate::ops::HalfBounds::of(&data, rows, cols)))
-    }
-
     fn set_weight(&mut self, weight: Tensor) -> Result<()> {
-        self.half_bounds = Self::bounds_of(&weight)?;
+        self.half_bounds = crate::ops::half_bounds(&weight)?;
         self.weight = weight;
         Ok(())
     }

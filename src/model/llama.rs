@@ -100,7 +100,7 @@ impl Llama {
         device: &Device,
     ) -> crate::error::Result<Self> {
         use crate::error::Error;
-        let (dtype, projection_dtype) = if device.is_cpu() && dtype == DType::F16 { (DType::F32, DType::F16) } else { (dtype, dtype) };
+        let (dtype, projection_dtype) = super::storage_dtypes(dtype, device);
         let mut take = |name: &str, shape: &[usize], dtype: DType| -> crate::error::Result<Tensor> {
             let t = tensors.remove(name).ok_or_else(|| Error::Model(format!("weights lack tensor {name}")))?;
             if t.dims() != shape {

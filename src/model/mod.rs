@@ -65,6 +65,13 @@ pub fn select_device(name: &str) -> Result<Device> {
     }
 }
 
+/// (activations and non-projection weights, projection weights) for a compute dtype on a device:
+/// f16 on the CPU is the f16 path (f16 projections on MKL's hgemm, all else f32), otherwise both
+/// are `dtype`.
+pub fn storage_dtypes(dtype: DType, device: &Device) -> (DType, DType) {
+    if device.is_cpu() && dtype == DType::F16 { (DType::F32, DType::F16) } else { (dtype, dtype) }
+}
+
 /// The compute dtype for `model.dtype` on `device`: "auto" is f16 on CUDA, f32 on CPU. f16 on the
 /// CPU means f16 projection weights on MKL's hgemm with f32 activations (see `ops::half_gemm`),
 /// so it needs MKL; bf16 on the CPU runs candle's composite ops (slow: no fast bf16 GEMM here).
@@ -74,7 +81,8 @@ pub fn resolve_dtype(name: &str, device: &Device) -> Result<DType> {
         "auto" => DType::F32,
         other => parse_dtype(other)?,
     };
-    if device.is_cpu() && dtype == DType::F16 && !crate::ops::half_gemm_available() {
+    let (activations, projections) = storage_dtypes(dtype, device);
+    if projections != activations && !crate::ops::half_gemm_available() {
         return Err(Error::Config(
             "model.dtype = \"f16\" on the CPU runs the frozen projections on MKL's hgemm, which is not loaded \
              (run scripts/install-mkl, or use f32)"
@@ -87,7 +95,7 @@ pub fn resolve_dtype(name: &str, device: &Device) -> Result<DType> {
 /// Load a model from a GGUF file, an HF folder or a hub id (see [`crate::hub::resolve`]).
 pub fn load(source: &str, dtype: DType, device: &Device) -> Result<LoadedModel> {
     // The CPU f16 path keeps all but the projections in f32: read f32, round the projections once.
-    let read_dtype = if device.is_cpu() && dtype == DType::F16 { DType::F32 } else { dtype };
+    let read_dtype = storage_dtypes(dtype, device).0;
     let (raw, tokenizer, chat_template) = match resolve(source)? {
         ModelSource::Gguf(path) => {
             let (raw, ct) = load::load_gguf(&path, read_dtype, device)?;

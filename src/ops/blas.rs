@@ -141,6 +141,30 @@ pub fn blas() -> Option<&'static Blas> {
     BLAS.get_or_init(load).as_ref()
 }
 
+/// (m, n, k) of op(a)·op(b) for a stored (a_dims), b stored (b_dims), transposed where asked;
+/// panics unless every slice holds what its dimensions describe (what the unsafe calls rely on).
+#[allow(clippy::too_many_arguments)]
+fn checked_dims(
+    what: &str,
+    a_len: usize,
+    a_dims: (usize, usize),
+    ta: bool,
+    b_len: usize,
+    b_dims: (usize, usize),
+    tb: bool,
+    c_len: usize,
+) -> (usize, usize, usize) {
+    let (m, k) = if ta { (a_dims.1, a_dims.0) } else { a_dims };
+    let (kb, n) = if tb { (b_dims.1, b_dims.0) } else { b_dims };
+    assert!(
+        k == kb && a_len == a_dims.0 * a_dims.1 && b_len == b_dims.0 * b_dims.1 && c_len == m * n,
+        "{what}: operand sizes {a_dims:?}{} · {b_dims:?}{} → {c_len} elements",
+        if ta { "ᵀ" } else { "" },
+        if tb { "ᵀ" } else { "" },
+    );
+    (m, n, k)
+}
+
 impl Blas {
     /// c (m, n) = alpha · op(a) · op(b) + beta · c, every matrix row-major and contiguous; `a` is
     /// stored (a_rows, a_cols) and op transposes it when `ta` (likewise `b`, `tb`).
@@ -157,23 +181,10 @@ impl Blas {
         beta: f32,
         c: &mut [f32],
     ) {
-        let (m, k) = if ta { (a_dims.1, a_dims.0) } else { a_dims };
-        let (kb, n) = if tb { (b_dims.1, b_dims.0) } else { b_dims };
-        assert!(
-            k == kb && a.len() == a_dims.0 * a_dims.1 && b.len() == b_dims.0 * b_dims.1 && c.len() == m * n,
-            "gemm: operand sizes {a_dims:?}{} · {b_dims:?}{} → {} elements",
-            if ta { "ᵀ" } else { "" },
-            if tb { "ᵀ" } else { "" },
-            c.len()
-        );
-        if m == 0 || n == 0 {
+        let (m, n, k) = checked_dims("gemm", a.len(), a_dims, ta, b.len(), b_dims, tb, c.len());
+        if m == 0 || n == 0 || self.run_split(a, c, m, n, k, ta, |a, rows, c| self.gemm(a, (rows, k), false, b, b_dims, tb, alpha, beta, c))
+        {
             return;
-        }
-        if let Some(rows) = self.split(m, ta) {
-            use rayon::prelude::*;
-            return c.par_chunks_mut(rows * n).zip(a.par_chunks(rows * k)).for_each(|(c, a)| {
-                self.gemm(a, (a.len() / k, k), false, b, b_dims, tb, alpha, beta, c);
-            });
         }
         let flag = |t: bool| if t { TRANS } else { NO_TRANS };
         let (lda, ldb) = (a_dims.1.max(1) as i32, b_dims.1.max(1) as i32);
@@ -198,16 +209,29 @@ impl Blas {
         };
     }
 
-    /// Rows per block when a GEMM with m rows of op(a) is split across rayon's threads: only with
-    /// a single-threaded library, an untransposed a (its row blocks are contiguous), and at
-    /// least two blocks of MIN_SPLIT_ROWS; None runs it whole.
-    fn split(&self, m: usize, ta: bool) -> Option<usize> {
+    /// Run `gemm(a_block, rows, c_block)` on row blocks of a (m, k) and c (m, n) in rayon's pool
+    /// and return true, when the call should be split: a single-threaded library, an
+    /// untransposed a (its row blocks are contiguous), at least two blocks of MIN_SPLIT_ROWS, and
+    /// not already on a rayon thread. False: the caller runs the call whole.
+    #[allow(clippy::too_many_arguments)]
+    fn run_split<T: Send + Sync>(
+        &self,
+        a: &[T],
+        c: &mut [T],
+        m: usize,
+        n: usize,
+        k: usize,
+        ta: bool,
+        gemm: impl Fn(&[T], usize, &mut [T]) + Sync,
+    ) -> bool {
+        use rayon::prelude::*;
         let threads = rayon::current_num_threads();
         if !self.split_rows || ta || threads < 2 || m < 2 * MIN_SPLIT_ROWS || rayon::current_thread_index().is_some() {
-            return None;
+            return false;
         }
-        let parts = threads.min(m / MIN_SPLIT_ROWS);
-        Some(m.div_ceil(parts))
+        let rows = m.div_ceil(threads.min(m / MIN_SPLIT_ROWS));
+        c.par_chunks_mut(rows * n).zip(a.par_chunks(rows * k)).for_each(|(c, a)| gemm(a, a.len() / k, c));
+        true
     }
 
     /// True when the library runs each call on one thread (wick parallelises around it).
@@ -234,21 +258,9 @@ impl Blas {
         c: &mut [half::f16],
     ) {
         let hgemm = self.hgemm.expect("hgemm called on a BLAS without it");
-        let (m, k) = if ta { (a_dims.1, a_dims.0) } else { a_dims };
-        let (kb, n) = if tb { (b_dims.1, b_dims.0) } else { b_dims };
-        assert!(
-            k == kb && a.len() == a_dims.0 * a_dims.1 && b.len() == b_dims.0 * b_dims.1 && c.len() == m * n,
-            "hgemm: operand sizes {a_dims:?} · {b_dims:?} → {} elements",
-            c.len()
-        );
-        if m == 0 || n == 0 {
+        let (m, n, k) = checked_dims("hgemm", a.len(), a_dims, ta, b.len(), b_dims, tb, c.len());
+        if m == 0 || n == 0 || self.run_split(a, c, m, n, k, ta, |a, rows, c| self.hgemm(a, (rows, k), false, b, b_dims, tb, c)) {
             return;
-        }
-        if let Some(rows) = self.split(m, ta) {
-            use rayon::prelude::*;
-            return c.par_chunks_mut(rows * n).zip(a.par_chunks(rows * k)).for_each(|(c, a)| {
-                self.hgemm(a, (a.len() / k, k), false, b, b_dims, tb, c);
-            });
         }
         let flag = |t: bool| if t { TRANS } else { NO_TRANS };
         let (lda, ldb) = (a_dims.1.max(1) as i32, b_dims.1.max(1) as i32);

@@ -40,6 +40,17 @@ fn with_weight<T>(weight: &Tensor, bounds: Option<HalfBounds>, f: impl FnOnce(We
     })
 }
 
+/// The [`HalfBounds`] of an f16 weight on the CPU (read in place), None for any other weight.
+pub fn half_bounds(weight: &Tensor) -> Result<Option<HalfBounds>> {
+    if !(weight.device().is_cpu() && weight.dtype() == candle_core::DType::F16) {
+        return Ok(None);
+    }
+    with_weight(&weight.contiguous()?, None, |w| match w {
+        WeightData::F16(_, bounds) => Some(bounds),
+        WeightData::F32(_) => None,
+    })
+}
+
 /// y (m, out) = x (m, in) · Wᵀ on the BLAS: sgemm for an f32 W, hgemm for an f16 one.
 pub(super) fn blas_x_wt(blas: &Blas, x: &[f32], m: usize, weight: &Tensor, bounds: Option<HalfBounds>) -> Result<Vec<f32>> {
     let (n, k) = weight.dims2()?;

@@ -16,7 +16,7 @@ pub mod half_gemm;
 mod lora_linear;
 
 pub use bmm::{batched_matmul, batched_matmul_applies};
-pub use frozen::{frozen_linear, frozen_linear_bounded};
+pub use frozen::{frozen_linear, frozen_linear_bounded, half_bounds};
 pub use half_gemm::{HalfBounds, half_gemm_available};
 pub use lora_linear::{DropoutMask, lora_linear, lora_linear_applies};
 

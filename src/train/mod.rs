@@ -203,8 +203,8 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         cursor: 0,
         dropout_seed,
         dropout_word_pos: pos.to_string(),
-        // f16 activations only on CUDA: the CPU f16 path scales each GEMM row itself.
-        loss_scaler: LossScaler::new(dtype == DType::F16 && device.is_cuda()),
+        // Only f16 activations need it: the CPU f16 path keeps them f32 and scales each GEMM row.
+        loss_scaler: LossScaler::new(model::storage_dtypes(dtype, &device).0 == DType::F16),
         history: Vec::new(),
         best_step: None,
         best_metric: None,
