@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// Re-run each layer in the backward instead of keeping its activations.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Train the layers under candle's autograd instead of their hand-written backward (to
+    /// measure what it buys).
+    #[arg(long)]
+    pub autograd_layers: bool,
     /// Print one JSON line instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -59,7 +63,8 @@ pub struct BenchReport {
     pub threads: usize,
     /// Compute dtype of the frozen base.
     pub dtype: String,
-    /// Which op implementations ran: "fused" or "reference".
+    /// Which op implementations ran: "fused" or "reference", and ", autograd layers" when the
+    /// layers' hand-written backward was off.
     pub ops: String,
     /// Per-layer activation checkpointing on.
     pub gradient_checkpointing: bool,
@@ -145,6 +150,7 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<BenchReport
     let dtype = model::resolve_dtype(args.dtype.as_deref().unwrap_or(&cfg.model.dtype), &device)?;
     let mut loaded = model::load(&cfg.model.source, dtype, &device)?;
     loaded.model.set_gradient_checkpointing(args.gradient_checkpointing);
+    loaded.model.set_hand_backward(!args.autograd_layers);
     let prompter = Prompter::new(&cfg.prompt, &cfg.data.labels, &loaded.tokenizer, loaded.chat_template.as_deref(), None)?;
     let label_ids = prompter.label_token_ids().to_vec();
     let scale = lora_scale(cfg.lora.alpha, cfg.lora.r, cfg.lora.use_rslora);
@@ -200,7 +206,11 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<BenchReport
         steps: args.steps,
         threads: rayon::current_num_threads(),
         dtype: format!("{dtype:?}").to_lowercase(),
-        ops: if args.reference_ops { "reference" } else { "fused" }.into(),
+        ops: format!(
+            "{}{}",
+            if args.reference_ops { "reference" } else { "fused" },
+            if args.autograd_layers { ", autograd layers" } else { "" }
+        ),
         gradient_checkpointing: args.gradient_checkpointing,
         train_step_s,
         train_tokens_per_s: tokens / train_step_s,

@@ -4,9 +4,11 @@
 //! (alpha/√r with rsLoRA). Adapter tensors are f32 `Var`s (the trainable masters); the frozen
 //! base weight stays in the compute dtype.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Result, Tensor, Var};
+
+use crate::ops::DropoutMask;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -182,13 +184,51 @@ impl LoraLinear {
         Ok(())
     }
 
+    /// True when [`LoraLinear::hand_forward`] / [`LoraLinear::hand_backward`] can run on `x`:
+    /// f32 on the CPU with a BLAS (and MKL's hgemm for an f16 weight).
+    pub fn hand_pass_applies(&self, x: &Tensor) -> bool {
+        crate::ops::lora_linear_applies(x, &self.weight)
+    }
+
+    /// The adapter that takes part in a forward (none while merged).
+    fn active_adapter(&self) -> Option<&LoraAdapter> {
+        self.adapter.as_ref().filter(|_| !self.merged)
+    }
+
+    /// The forward of a hand-written training pass on x (rows, in), graph-free: y and the dropout
+    /// mask drawn from `dropout` (which [`LoraLinear::hand_backward`] needs back).
+    pub fn hand_forward(&self, x: &Tensor, dropout: &DropoutRng) -> Result<(Tensor, Option<Arc<DropoutMask>>)> {
+        let (y, mask) = match self.active_adapter() {
+            Some(ad) => {
+                let mask = (ad.dropout > 0.0).then(|| Arc::new(dropout.keep_mask(x.elem_count(), ad.dropout)));
+                let (a, b) = (ad.a.as_tensor().detach(), ad.b.as_tensor().detach());
+                (crate::ops::lora_linear(x, &self.weight, self.half_bounds, &a, &b, ad.scale, mask.clone())?, mask)
+            }
+            None => (crate::ops::frozen_linear_bounded(x, &self.weight, self.half_bounds)?, None),
+        };
+        Ok((if let Some(bias) = &self.bias { y.broadcast_add(bias)? } else { y }, mask))
+    }
+
+    /// The backward of [`LoraLinear::hand_forward`] under dy (rows, out): dx, and the adapter's
+    /// (dA, dB) when it has one.
+    pub fn hand_backward(&self, x: &Tensor, mask: Option<Arc<DropoutMask>>, dy: &Tensor) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+        match self.active_adapter() {
+            Some(ad) => {
+                let (a, b) = (ad.a.as_tensor().detach(), ad.b.as_tensor().detach());
+                let (dx, da, db) = crate::ops::lora_linear_backward(x, &self.weight, self.half_bounds, &a, &b, ad.scale, mask, dy)?;
+                Ok((dx, Some((da, db))))
+            }
+            None => Ok((crate::ops::frozen_linear_backward(dy, &self.weight, self.half_bounds)?, None)),
+        }
+    }
+
     /// y = x·Wᵀ + b + s·dropout(x)·Aᵀ·Bᵀ for x of shape (..., in).
     pub fn forward(&self, x: &Tensor, dropout: Option<&DropoutRng>) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
-        let adapter = self.adapter.as_ref().filter(|_| !self.merged);
+        let adapter = self.active_adapter();
         let fused = adapter.is_some() && crate::ops::lora_linear_applies(&x2, &self.weight);
         // Without a dropout generator this is an inference forward: detached factors (same
         // storage) keep autograd from recording the pass and holding every activation.
@@ -199,7 +239,7 @@ impl LoraLinear {
         let mut y = match adapter {
             Some(ad) if fused => {
                 let mask = match dropout {
-                    Some(rng) if ad.dropout > 0.0 => Some(rng.keep_mask(x2.elem_count(), ad.dropout)),
+                    Some(rng) if ad.dropout > 0.0 => Some(Arc::new(rng.keep_mask(x2.elem_count(), ad.dropout))),
                     _ => None,
                 };
                 let (a, b) = factors(ad);

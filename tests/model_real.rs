@@ -70,7 +70,7 @@ fn backward_reaches_every_lora_tensor() -> anyhow::Result<()> {
         let hidden = loaded.model.forward_hidden(&Batch { input_ids: &input, lengths: &lengths }, None, true)?;
         let logits = loaded.model.token_logits(&Llama::last_hidden(&hidden, &lengths)?, &label_ids)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &target)?;
-        let grads = loss.backward()?;
+        let grads = loaded.model.backward(&loss)?;
         let zero: Vec<&String> = vars
             .iter()
             .filter(|(name, _)| step == 2 || name.ends_with("lora_B.weight"))

@@ -4,6 +4,7 @@
 //! right-padded with a padding mask, and a shared prompt prefix can be run once and reused.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use candle_core::{D, DType, Device, IndexOp, Result, Tensor, Var};
 use rand::SeedableRng;
@@ -12,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use super::config::ArchConfig;
 use crate::lora::{DropoutRng, LoraLinear, expand_targets};
 use crate::ops::fused::{masked_softmax, rms_norm, swiglu};
-use crate::ops::{Rotary, batched_matmul, frozen_linear};
+use crate::ops::{DropoutMask, Rotary, batched_matmul, frozen_linear};
 
 /// Keys and values of a prompt prefix, per layer, each (1, kv_heads, prefix_len, head_dim).
 #[derive(Debug, Clone)]
@@ -26,15 +27,15 @@ pub struct PrefixCache {
 /// One decoder layer: attention and SwiGLU MLP, each behind an RMSNorm and a residual.
 #[derive(Debug, Clone)]
 pub(super) struct DecoderLayer {
-    input_layernorm: Tensor,
-    q_proj: LoraLinear,
-    k_proj: LoraLinear,
-    v_proj: LoraLinear,
-    o_proj: LoraLinear,
-    post_attention_layernorm: Tensor,
-    gate_proj: LoraLinear,
-    up_proj: LoraLinear,
-    down_proj: LoraLinear,
+    pub(super) input_layernorm: Tensor,
+    pub(super) q_proj: LoraLinear,
+    pub(super) k_proj: LoraLinear,
+    pub(super) v_proj: LoraLinear,
+    pub(super) o_proj: LoraLinear,
+    pub(super) post_attention_layernorm: Tensor,
+    pub(super) gate_proj: LoraLinear,
+    pub(super) up_proj: LoraLinear,
+    pub(super) down_proj: LoraLinear,
 }
 
 impl DecoderLayer {
@@ -78,8 +79,10 @@ pub struct Llama {
     dropout: DropoutRng,
     /// Re-run each layer in the backward instead of keeping its activations (training, CPU).
     gradient_checkpointing: bool,
-    /// Adapter gradients that checkpointed layers computed in the backward (see [`Llama::backward`]).
-    pub(super) checkpoint_grads: super::checkpoint::SideGrads,
+    /// Train layers with the hand-written backward where it applies (else under candle's autograd).
+    hand_backward: bool,
+    /// Adapter gradients that layer ops computed in the backward (see [`Llama::backward`]).
+    pub(super) layer_op_grads: super::layer_op::SideGrads,
 }
 
 /// Inputs of one forward pass over a right-padded batch.
@@ -152,7 +155,8 @@ impl Llama {
             rotary,
             dropout: DropoutRng::new(0),
             gradient_checkpointing: false,
-            checkpoint_grads: Default::default(),
+            hand_backward: true,
+            layer_op_grads: Default::default(),
         })
     }
 
@@ -178,10 +182,24 @@ impl Llama {
         self.gradient_checkpointing = on;
     }
 
-    /// `loss.backward()`, plus the adapter gradients checkpointed layers computed on the way.
+    /// Train the layers with their hand-written backward (on by default; it applies on the CPU
+    /// with f32 activations, a BLAS and the fused ops). Off: candle's autograd records every
+    /// op of the layer, the reference the hand-written backward is tested against.
+    pub fn set_hand_backward(&mut self, on: bool) {
+        self.hand_backward = on;
+    }
+
+    /// True when the layers' hand-written backward can run on activations like `x`.
+    fn hand_backward_applies(&self, x: &Tensor) -> bool {
+        crate::ops::fused::fused_applies(x)
+            && crate::ops::batched_matmul_applies(x)
+            && self.layers.iter().all(|l| l.projections().iter().all(|(_, _, p)| p.hand_pass_applies(x)))
+    }
+
+    /// `loss.backward()`, plus the adapter gradients the layer ops computed on the way.
     pub fn backward(&self, loss: &Tensor) -> Result<candle_core::backprop::GradStore> {
         let mut store = loss.backward()?;
-        super::checkpoint::merge_side_grads(&self.checkpoint_grads, &mut store)?;
+        super::layer_op::merge_side_grads(&self.layer_op_grads, &mut store)?;
         Ok(store)
     }
 
@@ -290,19 +308,27 @@ impl Llama {
         let drop = if train { Some(&self.dropout) } else { None };
         let mut x = self.embed_tokens.index_select(&batch.input_ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
         let mut kvs = Vec::with_capacity(self.layers.len());
-        // Checkpointing only where the layers' keys and values are not wanted (not a prefix pass).
-        let checkpoint = train && !want_kv && self.gradient_checkpointing && x.device().is_cpu();
+        // Training layers run as one op each (hand-written backward and/or checkpointing), except
+        // where the layers' keys and values are wanted (a prefix pass).
+        let as_op = train && !want_kv;
+        if as_op {
+            // Gradients left by a `loss.backward()` that bypassed `Llama::backward` are stale.
+            self.layer_op_grads.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        let hand = as_op && self.hand_backward && self.hand_backward_applies(&x);
+        let checkpoint = as_op && self.gradient_checkpointing && x.device().is_cpu();
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_prefix = prefix.map(|p| &p.layers[i]);
-            if checkpoint {
+            if hand || checkpoint {
                 if i == 0 {
                     // The op hides the adapters from autograd, so it is recorded only when an
                     // input is tracked; the embeddings are not: make the first input a leaf.
                     x = Var::from_tensor(&x)?.as_tensor().clone();
                 }
-                x = super::checkpoint::checkpointed_layer(self, layer, &x, batch.lengths, layer_prefix, offset)?;
+                x = super::layer_op::layer_op(self, layer, &x, batch.lengths, layer_prefix, offset, hand, checkpoint)?;
             } else {
-                let (out, kv) = layer_forward(&self.cfg, &self.rotary, layer, &x, batch.lengths, layer_prefix, offset, drop)?;
+                let (out, kv, _) =
+                    layer_forward(&self.cfg, &self.rotary, layer, &x, batch.lengths, layer_prefix, offset, &mut Projector::Autograd(drop))?;
                 x = out;
                 kvs.push(kv);
             }
@@ -310,7 +336,9 @@ impl Llama {
         Ok((rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?, kvs))
     }
 
-    /// Final-normed hidden states (batch, seq, hidden). `train` enables adapter dropout.
+    /// Final-normed hidden states (batch, seq, hidden). `train` enables adapter dropout and
+    /// records the pass for training: take its gradients with [`Llama::backward`], which adds
+    /// the adapters' (a plain `loss.backward()` misses them on the CPU path).
     pub fn forward_hidden(&self, batch: &Batch, prefix: Option<&PrefixCache>, train: bool) -> Result<Tensor> {
         Ok(self.run(batch, prefix, train, false)?.0)
     }
@@ -374,8 +402,55 @@ impl Llama {
     }
 }
 
+/// How a layer's forward runs its seven projections: recorded by candle's autograd, or
+/// graph-free for the hand-written backward (`hand_layer`), keeping each dropout mask.
+pub(super) enum Projector<'a> {
+    /// [`LoraLinear::forward`], with adapter dropout drawn from the generator when given.
+    Autograd(Option<&'a DropoutRng>),
+    /// [`LoraLinear::hand_forward`]; `masks` collects each projection's mask in call order.
+    Hand { rng: &'a DropoutRng, masks: Vec<Option<Arc<DropoutMask>>> },
+}
+
+impl Projector<'_> {
+    fn project(&mut self, lin: &LoraLinear, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Projector::Autograd(drop) => lin.forward(x, *drop),
+            Projector::Hand { rng, masks } => {
+                let (b, t, d) = x.dims3()?;
+                let (y, mask) = lin.hand_forward(&x.reshape((b * t, d))?, rng)?;
+                masks.push(mask);
+                y.reshape((b, t, ()))
+            }
+        }
+    }
+}
+
+/// A layer's intermediate values, (b, t, ·) unless noted: what the hand-written backward reads.
+pub(super) struct LayerActivations {
+    /// input_layernorm(x).
+    pub n1: Tensor,
+    /// Rotated queries, (b, heads, t, head_dim).
+    pub q: Tensor,
+    /// Keys and values with any prefix in front, (b, kv_heads, prefix + t, head_dim).
+    pub keys: Tensor,
+    pub values: Tensor,
+    /// Attention probabilities, (b, heads, t, prefix + t).
+    pub probs: Tensor,
+    /// Attention output before o_proj.
+    pub attn: Tensor,
+    /// x + o_proj(attn).
+    pub x2: Tensor,
+    /// post_attention_layernorm(x2).
+    pub n2: Tensor,
+    /// gate_proj(n2), up_proj(n2) and swiglu of the two.
+    pub gate: Tensor,
+    pub up: Tensor,
+    pub act: Tensor,
+}
+
 /// One decoder layer: x + attn(norm(x)), then + mlp(norm(·)); also returns the layer's new
-/// (key, value) heads. A free function so gradient checkpointing can re-run it in a backward.
+/// (key, value) heads and its activations. A free function so gradient checkpointing and the
+/// hand-written backward can re-run it.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn layer_forward(
     cfg: &ArchConfig,
@@ -385,34 +460,17 @@ pub(super) fn layer_forward(
     lengths: &[usize],
     prefix: Option<&(Tensor, Tensor)>,
     offset: usize,
-    drop: Option<&DropoutRng>,
-) -> Result<(Tensor, (Tensor, Tensor))> {
-    let normed = rms_norm(x, &layer.input_layernorm, cfg.rms_norm_eps)?;
-    let (attn, kv) = attention(cfg, rotary, layer, &normed, lengths, prefix, offset, drop)?;
-    let x = (x + attn)?;
-    let normed = rms_norm(&x, &layer.post_attention_layernorm, cfg.rms_norm_eps)?;
-    Ok(((&x + mlp(layer, &normed, drop)?)?, kv))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    cfg: &ArchConfig,
-    rotary: &Rotary,
-    layer: &DecoderLayer,
-    x: &Tensor,
-    lengths: &[usize],
-    prefix: Option<&(Tensor, Tensor)>,
-    offset: usize,
-    drop: Option<&DropoutRng>,
-) -> Result<(Tensor, (Tensor, Tensor))> {
+    proj: &mut Projector,
+) -> Result<(Tensor, (Tensor, Tensor), LayerActivations)> {
     let (b, t, _) = x.dims3()?;
     let (h, kvh, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+    let n1 = rms_norm(x, &layer.input_layernorm, cfg.rms_norm_eps)?;
     // The rotary op also moves heads ahead of positions, so q and k come out contiguous.
-    let q = rotary.to_heads(&layer.q_proj.forward(x, drop)?.reshape((b, t, h, hd))?, offset)?;
-    let k = rotary.to_heads(&layer.k_proj.forward(x, drop)?.reshape((b, t, kvh, hd))?, offset)?;
-    let v = layer.v_proj.forward(x, drop)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
+    let q = rotary.to_heads(&proj.project(&layer.q_proj, &n1)?.reshape((b, t, h, hd))?, offset)?;
+    let k = rotary.to_heads(&proj.project(&layer.k_proj, &n1)?.reshape((b, t, kvh, hd))?, offset)?;
+    let v = proj.project(&layer.v_proj, &n1)?.reshape((b, t, kvh, hd))?.transpose(1, 2)?.contiguous()?;
     let new_kv = (k.clone(), v.clone());
-    let (k, v) = match prefix {
+    let (keys, values) = match prefix {
         Some((pk, pv)) => {
             let pk = pk.broadcast_as((b, kvh, pk.dim(2)?, hd))?;
             let pv = pv.broadcast_as((b, kvh, pv.dim(2)?, hd))?;
@@ -420,21 +478,26 @@ fn attention(
         }
         None => (k, v),
     };
-    let s = k.dim(2)?;
+    let s = keys.dim(2)?;
     // Grouped-query attention without repeating K/V: the `rep` query heads that share a KV
     // head are stacked along the sequence axis, so one matmul per KV head serves them all.
     let rep = h / kvh;
-    let scores = batched_matmul(&q.reshape((b, kvh, rep * t, hd))?, &k, false, true)?.reshape((b, h, t, s))?;
-    let probs = masked_softmax(&scores, lengths, 1.0 / (hd as f64).sqrt())?;
-    let out = batched_matmul(&probs.reshape((b, kvh, rep * t, s))?, &v, false, false)?;
-    let out = out.reshape((b, h, t, hd))?.transpose(1, 2)?.reshape((b, t, h * hd))?;
-    Ok((layer.o_proj.forward(&out, drop)?, new_kv))
+    let scores = batched_matmul(&q.reshape((b, kvh, rep * t, hd))?, &keys, false, true)?.reshape((b, h, t, s))?;
+    let probs = masked_softmax(&scores, lengths, attention_scale(cfg))?;
+    let attn = batched_matmul(&probs.reshape((b, kvh, rep * t, s))?, &values, false, false)?;
+    let attn = attn.reshape((b, h, t, hd))?.transpose(1, 2)?.reshape((b, t, h * hd))?;
+    let x2 = (x + proj.project(&layer.o_proj, &attn)?)?;
+    let n2 = rms_norm(&x2, &layer.post_attention_layernorm, cfg.rms_norm_eps)?;
+    let gate = proj.project(&layer.gate_proj, &n2)?;
+    let up = proj.project(&layer.up_proj, &n2)?;
+    let act = swiglu(&gate, &up)?;
+    let y = (&x2 + proj.project(&layer.down_proj, &act)?)?;
+    Ok((y, new_kv, LayerActivations { n1, q, keys, values, probs, attn, x2, n2, gate, up, act }))
 }
 
-fn mlp(layer: &DecoderLayer, x: &Tensor, drop: Option<&DropoutRng>) -> Result<Tensor> {
-    let gate = layer.gate_proj.forward(x, drop)?;
-    let up = layer.up_proj.forward(x, drop)?;
-    layer.down_proj.forward(&swiglu(&gate, &up)?, drop)
+/// The attention logits' scale, 1/√head_dim.
+pub(super) fn attention_scale(cfg: &ArchConfig) -> f64 {
+    1.0 / (cfg.head_dim as f64).sqrt()
 }
 
 /// hidden (..., d) · rowsᵀ (n, d) → (..., n) in f32; a single vector gives a vector. The rows are

@@ -1,7 +1,8 @@
 //! The model every job runs: a Llama-family decoder plus its tokenizer, from any supported source.
 
-mod checkpoint;
 pub mod config;
+mod hand_backward;
+mod layer_op;
 pub mod llama;
 pub mod load;
 

@@ -60,11 +60,19 @@ impl CustomOp2 for BatchedMatmul {
     }
 
     fn bwd(&self, a: &Tensor, b: &Tensor, _c: &Tensor, dc: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (da, db) = self.backward(a, b, dc)?;
+        Ok((Some(da), Some(db)))
+    }
+}
+
+impl BatchedMatmul {
+    /// (da, db) under the output gradient dc, recorded as no-grad.
+    fn backward(&self, a: &Tensor, b: &Tensor, dc: &Tensor) -> Result<(Tensor, Tensor)> {
         let dc = dc.contiguous()?;
         let mm = |x: &Tensor, y: &Tensor, ta: bool, tb: bool| x.apply_op2_no_bwd(y, &BatchedMatmul { ta, tb });
         let da = if self.ta { mm(b, &dc, self.tb, true)? } else { mm(&dc, b, false, !self.tb)? };
         let db = if self.tb { mm(&dc, a, true, self.ta)? } else { mm(a, &dc, !self.ta, false)? };
-        Ok((Some(da), Some(db)))
+        Ok((da, db))
     }
 }
 
@@ -83,6 +91,12 @@ pub fn batched_matmul(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<Tens
     }
     let t = |x: &Tensor, on: bool| if on { x.t() } else { Ok(x.clone()) };
     t(a, ta)?.matmul(&t(b, tb)?)
+}
+
+/// (da, db) of [`batched_matmul`] under the output gradient `dc`, without recording a graph
+/// (hand-written backward passes; BLAS path only, check [`batched_matmul_applies`]).
+pub fn batched_matmul_backward(a: &Tensor, b: &Tensor, ta: bool, tb: bool, dc: &Tensor) -> Result<(Tensor, Tensor)> {
+    BatchedMatmul { ta, tb }.backward(&a.contiguous()?, &b.contiguous()?, dc)
 }
 
 #[cfg(test)]

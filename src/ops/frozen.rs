@@ -133,6 +133,11 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     }
 }
 
+/// dx = dy · W of [`frozen_linear_bounded`], without recording a graph (hand-written backward passes).
+pub fn frozen_linear_backward(dy: &Tensor, weight: &Tensor, bounds: Option<HalfBounds>) -> Result<Tensor> {
+    dy.contiguous()?.apply_op1_no_bwd(&FrozenMatmul { weight: weight.contiguous()?, bounds, backward: true })
+}
+
 /// x (rows, in) · Wᵀ with W frozen: no weight gradient is ever computed or held.
 pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     frozen_linear_bounded(x, weight, None)

@@ -179,6 +179,12 @@ impl CustomOp3 for RmsNormBwd {
     }
 }
 
+/// dx of [`rms_norm`] for a frozen weight, computed without recording a graph (hand-written
+/// backward passes; fused path only).
+pub fn rms_norm_backward(x: &Tensor, weight: &Tensor, dy: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &dy.contiguous()?, &RmsNormBwd { eps: eps as f32 })
+}
+
 /// RMSNorm over the last dimension: fused where [`fused_applies`], the composite elsewhere.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     if !fused_applies(x) {
@@ -279,6 +285,12 @@ impl CustomOp2 for SoftmaxBwd {
     fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
         cuda::masked_softmax_bwd(s1, l1, s2, l2, self.scale)
     }
+}
+
+/// d(scores) of [`masked_softmax`] from its probabilities `p` and their gradient `dp`, without
+/// recording a graph (hand-written backward passes; fused path only).
+pub fn masked_softmax_backward(p: &Tensor, dp: &Tensor, scale: f64) -> Result<Tensor> {
+    p.contiguous()?.apply_op2_no_bwd(&dp.contiguous()?, &SoftmaxBwd { scale: scale as f32 })
 }
 
 /// Attention probabilities from raw scores (b, h, t, prefix + t): scaled, masked for the shared
@@ -403,6 +415,12 @@ impl CustomOp1 for Rope {
     }
 }
 
+/// The gradient of [`rope_to_heads`]'s input, (b, t, heads, d), from that of its output
+/// (b, heads, t, d), without recording a graph (hand-written backward passes; fused path only).
+pub fn rope_to_heads_backward(dy: &Tensor, tables: &RopeTables, offset: usize) -> Result<Tensor> {
+    dy.contiguous()?.apply_op1_no_bwd(&Rope { tables: tables.clone(), offset, forward: false })
+}
+
 /// Rotate `x` (b, t, heads, d) for positions `offset..` and return it as (b, heads, t, d).
 /// `composite` computes the same with candle ops (for other dtypes and devices).
 pub fn rope_to_heads(x: &Tensor, tables: &RopeTables, offset: usize, composite: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
@@ -503,6 +521,12 @@ impl CustomOp3 for SwigluBwd {
     ) -> Result<(CudaStorage, Shape)> {
         cuda::swiglu_bwd(s1, l1, s2, l2, s3, l3)
     }
+}
+
+/// (d gate, d up) of [`swiglu`], without recording a graph (hand-written backward passes).
+pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    let both = gate.contiguous()?.apply_op3_no_bwd(&up.contiguous()?, &dy.contiguous()?, &SwigluBwd)?;
+    Ok((both.get(0)?, both.get(1)?))
 }
 
 /// SiLU(gate) · up: fused where [`fused_applies`], the composite elsewhere.

@@ -106,6 +106,14 @@ impl CustomOp3 for LoraMatmul {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, da, db) = self.backward(x, a, b, dy)?;
+        Ok((Some(dx), Some(da), Some(db)))
+    }
+}
+
+impl LoraMatmul {
+    /// (dx, dA, dB) under the output gradient dy (see the module doc).
+    fn backward(&self, x: &Tensor, a: &Tensor, b: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let blas = the_blas()?;
         let dy = dy.contiguous()?;
         let ((m, d_in), (r, _), (d_out, _)) = (x.dims2()?, a.dims2()?, b.dims2()?);
@@ -134,11 +142,7 @@ impl CustomOp3 for LoraMatmul {
         let mut db = vec![0f32; d_out * r];
         blas.gemm(dyv, (m, d_out), true, &u, (m, r), false, s, 0.0, &mut db);
         let device = x.device();
-        Ok((
-            Some(Tensor::from_vec(dx, (m, d_in), device)?),
-            Some(Tensor::from_vec(da, (r, d_in), device)?),
-            Some(Tensor::from_vec(db, (d_out, r), device)?),
-        ))
+        Ok((Tensor::from_vec(dx, (m, d_in), device)?, Tensor::from_vec(da, (r, d_in), device)?, Tensor::from_vec(db, (d_out, r), device)?))
     }
 }
 
@@ -165,15 +169,32 @@ pub fn lora_linear(
     a: &Tensor,
     b: &Tensor,
     scale: f64,
-    mask: Option<DropoutMask>,
+    mask: Option<Arc<DropoutMask>>,
 ) -> Result<Tensor> {
     if let Some(m) = &mask
         && m.keep.len() != x.elem_count()
     {
         candle_core::bail!("lora matmul: dropout mask of {} values for {} inputs", m.keep.len(), x.elem_count());
     }
-    let op = LoraMatmul { weight: weight.contiguous()?, bounds, scale: scale as f32, mask: mask.map(Arc::new) };
+    let op = LoraMatmul { weight: weight.contiguous()?, bounds, scale: scale as f32, mask };
     x.contiguous()?.apply_op3(&a.contiguous()?, &b.contiguous()?, op)
+}
+
+/// (dx, dA, dB) of [`lora_linear`] under the output gradient `dy`, without recording a graph
+/// (hand-written backward passes); the arguments are those of the forward.
+#[allow(clippy::too_many_arguments)]
+pub fn lora_linear_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    bounds: Option<HalfBounds>,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    mask: Option<Arc<DropoutMask>>,
+    dy: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let op = LoraMatmul { weight: weight.contiguous()?, bounds, scale: scale as f32, mask };
+    op.backward(&x.contiguous()?, &a.contiguous()?, &b.contiguous()?, dy)
 }
 
 #[cfg(test)]
@@ -220,7 +241,8 @@ mod tests {
             let mask = DropoutMask { keep: (0..m * d_in).map(|i| u8::from(i % 7 != 3)).collect(), scale: 1.0 / 0.9 };
             let mask_t = Tensor::from_vec((0..m * d_in).map(|i| mask.factor(i)).collect::<Vec<_>>(), (m, d_in), &dev)?;
             let probe = Tensor::randn(0f32, 1.0, (m, d_out), &dev)?;
-            let ours = lora_linear(x.as_tensor(), &w_op, None, a.as_tensor(), b.as_tensor(), 1.7, with_mask.then(|| mask.clone()))?;
+            let ours =
+                lora_linear(x.as_tensor(), &w_op, None, a.as_tensor(), b.as_tensor(), 1.7, with_mask.then(|| Arc::new(mask.clone())))?;
             let theirs = reference(x.as_tensor(), &w, a.as_tensor(), b.as_tensor(), 1.7, with_mask.then_some(&mask_t))?;
             let tol = rel * theirs.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
             assert!(max_diff(&ours, &theirs)? < tol, "values differ (mask: {with_mask}, f16: {f16_weight})");

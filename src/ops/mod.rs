@@ -15,10 +15,10 @@ pub mod fused;
 pub mod half_gemm;
 mod lora_linear;
 
-pub use bmm::{batched_matmul, batched_matmul_applies};
-pub use frozen::{frozen_linear, frozen_linear_bounded, half_bounds};
+pub use bmm::{batched_matmul, batched_matmul_applies, batched_matmul_backward};
+pub use frozen::{frozen_linear, frozen_linear_backward, frozen_linear_bounded, half_bounds};
 pub use half_gemm::{HalfBounds, half_gemm_available};
-pub use lora_linear::{DropoutMask, lora_linear, lora_linear_applies};
+pub use lora_linear::{DropoutMask, lora_linear, lora_linear_applies, lora_linear_backward};
 
 use candle_core::{D, DType, Result, Tensor};
 
@@ -109,6 +109,12 @@ impl Rotary {
     /// `offset..offset+seq` and return it head-major, (batch, heads, seq, head_dim), contiguous.
     pub fn to_heads(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
         fused::rope_to_heads(x, &self.tables, offset, |heads| self.apply(heads, offset)?.contiguous())
+    }
+
+    /// The gradient of [`Rotary::to_heads`]'s input from that of its output, graph-free (the
+    /// fused path's hand-written backward).
+    pub fn to_heads_backward(&self, dy: &Tensor, offset: usize) -> Result<Tensor> {
+        fused::rope_to_heads_backward(dy, &self.tables, offset)
     }
 }
 
