@@ -182,7 +182,10 @@ impl Blas {
         c: &mut [f32],
     ) {
         let (m, n, k) = checked_dims("gemm", a.len(), a_dims, ta, b.len(), b_dims, tb, c.len());
-        if m == 0 || n == 0 || self.run_split(a, c, m, n, k, ta, |a, rows, c| self.gemm(a, (rows, k), false, b, b_dims, tb, alpha, beta, c))
+        if m == 0
+            || n == 0
+            || self.run_split(a, c, m, n, k, ta, |a, rows, c| self.gemm(a, (rows, k), false, b, b_dims, tb, alpha, beta, c))
+            || self.run_k_split(a, b, (m, n, k), ta, tb, alpha, beta, c)
         {
             return;
         }
@@ -231,6 +234,53 @@ impl Blas {
         }
         let rows = m.div_ceil(threads.min(m / MIN_SPLIT_ROWS));
         c.par_chunks_mut(rows * n).zip(a.par_chunks(rows * k)).for_each(|(c, a)| gemm(a, a.len() / k, c));
+        true
+    }
+
+    /// Run c = alpha·aᵀ·b + beta·c as partial products over blocks of the shared dimension k in
+    /// rayon's pool and return true, when the row split cannot apply (a transposed, b not) and
+    /// the partial outputs cost no more than the inputs: the shape of an adapter gradient, e.g.
+    /// dA = gᵀ·x with g (rows, r), whose k is the batch's rows. Row blocks of a and b are
+    /// contiguous. False: the caller runs the call whole.
+    #[allow(clippy::too_many_arguments)]
+    fn run_k_split(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        (m, n, k): (usize, usize, usize),
+        ta: bool,
+        tb: bool,
+        alpha: f32,
+        beta: f32,
+        c: &mut [f32],
+    ) -> bool {
+        use rayon::prelude::*;
+        let threads = rayon::current_num_threads();
+        if !self.split_rows || !ta || tb || threads < 2 || k < 2 * MIN_SPLIT_ROWS || rayon::current_thread_index().is_some() {
+            return false;
+        }
+        let blocks = threads.min(k / MIN_SPLIT_ROWS);
+        if blocks * m * n > k * (m + n) {
+            return false;
+        }
+        let rows = k.div_ceil(blocks);
+        let partials: Vec<Vec<f32>> = a
+            .par_chunks(rows * m)
+            .zip(b.par_chunks(rows * n))
+            .map(|(a, b)| {
+                let mut part = vec![0f32; m * n];
+                let kk = a.len() / m;
+                self.gemm(a, (kk, m), true, b, (kk, n), false, alpha, 0.0, &mut part);
+                part
+            })
+            .collect();
+        c.par_chunks_mut(4096).enumerate().for_each(|(i, chunk)| {
+            for (j, v) in chunk.iter_mut().enumerate() {
+                let sum: f32 = partials.iter().map(|p| p[i * 4096 + j]).sum();
+                // beta = 0 must not read c (BLAS semantics: it may hold anything).
+                *v = if beta == 0.0 { sum } else { beta * *v + sum };
+            }
+        });
         true
     }
 
@@ -299,5 +349,62 @@ impl Blas {
         let mut dx = vec![0f32; m * k];
         self.gemm(dy, (m, n), false, w, (n, k), false, 1.0, 0.0, &mut dx);
         dx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// c = alpha·op(a)·op(b) + beta·c by the definition, for the comparison.
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        a: &[f32],
+        a_dims: (usize, usize),
+        ta: bool,
+        b: &[f32],
+        b_dims: (usize, usize),
+        tb: bool,
+        alpha: f32,
+        beta: f32,
+        c: &mut [f32],
+    ) {
+        let at = |i: usize, p: usize| if ta { a[p * a_dims.1 + i] } else { a[i * a_dims.1 + p] };
+        let bt = |p: usize, j: usize| if tb { b[j * b_dims.1 + p] } else { b[p * b_dims.1 + j] };
+        let (m, k) = if ta { (a_dims.1, a_dims.0) } else { a_dims };
+        let n = if tb { b_dims.0 } else { b_dims.1 };
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k).map(|p| f64::from(at(i, p)) * f64::from(bt(p, j))).sum();
+                c[i * n + j] = alpha * dot as f32 + beta * c[i * n + j];
+            }
+        }
+    }
+
+    /// Every transpose case, with alpha and beta, on shapes that take the row split (m ≥ 128),
+    /// the k split (aᵀ·b with k ≥ 128 and a small output) and neither; beta = 0 ignores NaNs in c.
+    #[test]
+    fn gemm_matches_the_definition_on_every_split() {
+        let Some(blas) = blas() else {
+            assert!(!required_by_env().0, "WICK_REQUIRE_BLAS is set but no BLAS was loaded");
+            return;
+        };
+        let fill =
+            |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5) - 1.0).collect() };
+        for (m, n, k) in [(150, 9, 33), (8, 21, 300), (300, 8, 257), (5, 7, 11)] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                for (alpha, beta) in [(1.0, 0.0), (1.3, 0.5)] {
+                    let a_dims = if ta { (k, m) } else { (m, k) };
+                    let b_dims = if tb { (n, k) } else { (k, n) };
+                    let (a, b) = (fill(m * k, 1), fill(k * n, 2));
+                    let start = if beta == 0.0 { vec![f32::NAN; m * n] } else { fill(m * n, 3) };
+                    let (mut ours, mut want) = (start.clone(), fill(m * n, 3));
+                    blas.gemm(&a, a_dims, ta, &b, b_dims, tb, alpha, beta, &mut ours);
+                    naive(&a, a_dims, ta, &b, b_dims, tb, alpha, beta, &mut want);
+                    let diff = ours.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                    assert!(diff < 1e-3, "({m}, {n}, {k}) ta {ta} tb {tb} alpha {alpha} beta {beta}: max diff {diff}");
+                }
+            }
+        }
     }
 }
