@@ -92,6 +92,15 @@ pub struct LoraAdapter {
     pub dropout: f64,
 }
 
+/// What a projection's hand-written backward needs from its forward.
+#[derive(Debug, Default)]
+pub struct HandState {
+    /// The adapter input's dropout mask.
+    mask: Option<Arc<DropoutMask>>,
+    /// u = (x∘mask)·Aᵀ, rows × r (saves recomputing it in the backward).
+    u: Option<Vec<f32>>,
+}
+
 /// A frozen linear projection with an optional LoRA adapter.
 #[derive(Debug, Clone)]
 pub struct LoraLinear {
@@ -195,30 +204,38 @@ impl LoraLinear {
         self.adapter.as_ref().filter(|_| !self.merged)
     }
 
-    /// The forward of a hand-written training pass on x (rows, in), graph-free: y and the dropout
-    /// mask drawn from `dropout` (which [`LoraLinear::hand_backward`] needs back).
-    pub fn hand_forward(&self, x: &Tensor, dropout: &DropoutRng) -> Result<(Tensor, Option<Arc<DropoutMask>>)> {
-        let (y, mask) = match self.active_adapter() {
+    /// The forward of a hand-written training pass on x (rows, in), graph-free: y and what
+    /// [`LoraLinear::hand_backward`] needs back (the dropout mask drawn from `dropout`, and u).
+    pub fn hand_forward(&self, x: &Tensor, dropout: &DropoutRng) -> Result<(Tensor, HandState)> {
+        let (y, state) = match self.active_adapter() {
             Some(ad) => {
                 let mask = (ad.dropout > 0.0).then(|| Arc::new(dropout.keep_mask(x.elem_count(), ad.dropout)));
                 let (a, b) = (ad.a.as_tensor().detach(), ad.b.as_tensor().detach());
-                (crate::ops::lora_linear(x, &self.weight, self.half_bounds, &a, &b, ad.scale, mask.clone())?, mask)
+                let (y, u) = crate::ops::lora_linear_forward(x, &self.weight, self.half_bounds, &a, &b, ad.scale, mask.clone())?;
+                (y, HandState { mask, u: Some(u) })
             }
-            None => (crate::ops::frozen_linear_bounded(x, &self.weight, self.half_bounds)?, None),
+            None => (crate::ops::frozen_linear_bounded(x, &self.weight, self.half_bounds)?, HandState::default()),
         };
-        Ok((if let Some(bias) = &self.bias { y.broadcast_add(bias)? } else { y }, mask))
+        Ok((if let Some(bias) = &self.bias { y.broadcast_add(bias)? } else { y }, state))
     }
 
-    /// The backward of [`LoraLinear::hand_forward`] under dy (rows, out): dx, and the adapter's
-    /// (dA, dB) when it has one.
-    pub fn hand_backward(&self, x: &Tensor, mask: Option<Arc<DropoutMask>>, dy: &Tensor) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    /// The backward of [`LoraLinear::hand_forward`] under dy (rows, out): dx (rows × in,
+    /// row-major; added onto `acc` when given), and the adapter's (dA, dB) when it has one.
+    pub fn hand_backward(
+        &self,
+        x: &Tensor,
+        state: &HandState,
+        dy: &Tensor,
+        acc: Option<Vec<f32>>,
+    ) -> Result<(Vec<f32>, Option<(Tensor, Tensor)>)> {
         match self.active_adapter() {
             Some(ad) => {
                 let (a, b) = (ad.a.as_tensor().detach(), ad.b.as_tensor().detach());
-                let (dx, da, db) = crate::ops::lora_linear_backward(x, &self.weight, self.half_bounds, &a, &b, ad.scale, mask, dy)?;
+                let (mask, u) = (state.mask.clone(), state.u.as_deref());
+                let (dx, da, db) = crate::ops::lora_linear_backward(x, &self.weight, self.half_bounds, &a, &b, ad.scale, mask, u, dy, acc)?;
                 Ok((dx, Some((da, db))))
             }
-            None => Ok((crate::ops::frozen_linear_backward(dy, &self.weight, self.half_bounds)?, None)),
+            None => Ok((crate::ops::frozen_linear_backward(dy, &self.weight, self.half_bounds, acc)?, None)),
         }
     }
 

@@ -14,22 +14,21 @@
 //!
 //! [`Projector::Hand`]: super::llama::Projector::Hand
 
-use std::sync::Arc;
-
 use candle_core::{D, Result, Tensor};
 
 use super::config::ArchConfig;
 use super::llama::{DecoderLayer, LayerActivations, attention_scale};
-use crate::lora::LoraLinear;
+use crate::lora::{HandState, LoraLinear};
 use crate::ops::fused::{masked_softmax_backward, rms_norm_backward, swiglu_backward};
-use crate::ops::{DropoutMask, Rotary, batched_matmul_backward};
+use crate::ops::{Rotary, batched_matmul_backward};
 
 /// What a layer's backward reads from its forward.
 pub(super) struct Saved {
     /// The intermediate values.
     pub acts: LayerActivations,
-    /// Each projection's adapter dropout mask, in forward order (q, k, v, o, gate, up, down).
-    pub masks: Vec<Option<Arc<DropoutMask>>>,
+    /// Each projection's state (dropout mask, adapter u), in forward order (q, k, v, o, gate,
+    /// up, down).
+    pub projections: Vec<HandState>,
 }
 
 /// The gradients of one layer: its input's, a shared prefix's keys and values (when the layer
@@ -40,17 +39,20 @@ pub(super) struct LayerGrads {
     pub adapters: Vec<(Tensor, Tensor)>,
 }
 
-/// Backward of one projection: dx, with its adapter's (dA, dB) appended to `adapters`.
+/// Backward of one projection: dx as (rows × in) values, added onto `acc` when given (the
+/// projections reading one input sum their gradients in place); the adapter's (dA, dB) are
+/// appended to `adapters`.
 fn projection_backward(
     lin: &LoraLinear,
     x: &Tensor,
-    mask: &Option<Arc<DropoutMask>>,
+    state: &HandState,
     dy: &Tensor,
+    acc: Option<Vec<f32>>,
     adapters: &mut Vec<(Tensor, Tensor)>,
-) -> Result<Tensor> {
+) -> Result<Vec<f32>> {
     // x is (b, t, in) or (rows, in); dy may come in any shape with rows × out elements.
     let rows = x.elem_count() / x.dim(D::Minus1)?.max(1);
-    let (dx, adapter) = lin.hand_backward(&x.reshape((rows, ()))?, mask.clone(), &dy.reshape((rows, ()))?)?;
+    let (dx, adapter) = lin.hand_backward(&x.reshape((rows, ()))?, state, &dy.reshape((rows, ()))?, acc)?;
     if let (Some((da, db)), Some(ad)) = (adapter, lin.adapter()) {
         adapters.push((ad.a.as_tensor().clone(), da));
         adapters.push((ad.b.as_tensor().clone(), db));
@@ -72,21 +74,25 @@ pub(super) fn layer_backward(
     let (b, t, d) = x.dims3()?;
     let (h, kvh, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
     let (rep, m, eps) = (h / kvh, b * t, cfg.rms_norm_eps);
-    let (a, masks) = (&saved.acts, &saved.masks);
+    let (a, states) = (&saved.acts, &saved.projections);
     let mut adapters = Vec::with_capacity(14);
     let flat = |v: &Tensor| v.reshape((m, ()));
+    let tensor = |v: Vec<f32>| {
+        let cols = v.len() / m.max(1);
+        Tensor::from_vec(v, (m, cols), x.device())
+    };
     let dy = flat(dy)?;
 
     // MLP: y = x2 + down(act), act = swiglu(gate, up), gate = gate(n2), up = up(n2).
-    let d_act = projection_backward(&layer.down_proj, &a.act, &masks[6], &dy, &mut adapters)?;
+    let d_act = tensor(projection_backward(&layer.down_proj, &a.act, &states[6], &dy, None, &mut adapters)?)?;
     let (d_gate, d_up) = swiglu_backward(&flat(&a.gate)?, &flat(&a.up)?, &d_act)?;
-    let d_n2 = (projection_backward(&layer.gate_proj, &a.n2, &masks[4], &d_gate, &mut adapters)?
-        + projection_backward(&layer.up_proj, &a.n2, &masks[5], &d_up, &mut adapters)?)?;
+    let d_n2 = projection_backward(&layer.gate_proj, &a.n2, &states[4], &d_gate, None, &mut adapters)?;
+    let d_n2 = tensor(projection_backward(&layer.up_proj, &a.n2, &states[5], &d_up, Some(d_n2), &mut adapters)?)?;
     // n2 = rms(x2); the residual carries dy straight through to x2.
     let d_x2 = (&dy + rms_norm_backward(&flat(&a.x2)?, &layer.post_attention_layernorm, &d_n2, eps)?)?;
 
     // Attention output: x2 = x + o(attn); attn (b, t, h·hd) came from heads-major (b, kvh, rep·t, hd).
-    let d_attn = projection_backward(&layer.o_proj, &a.attn, &masks[3], &d_x2, &mut adapters)?;
+    let d_attn = tensor(projection_backward(&layer.o_proj, &a.attn, &states[3], &d_x2, None, &mut adapters)?)?;
     let d_attn = d_attn.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?.reshape((b, kvh, rep * t, hd))?;
     let s = a.keys.dim(2)?;
     // attn = probs · values, probs = softmax(scale · q · keysᵀ).
@@ -107,9 +113,9 @@ pub(super) fn layer_backward(
     let d_q = rotary.to_heads_backward(&d_q.reshape((b, h, t, hd))?, offset)?;
     let d_k = rotary.to_heads_backward(&d_k, offset)?;
     let d_v = d_v.transpose(1, 2)?.contiguous()?;
-    let d_n1 = ((projection_backward(&layer.q_proj, &a.n1, &masks[0], &d_q, &mut adapters)?
-        + projection_backward(&layer.k_proj, &a.n1, &masks[1], &d_k, &mut adapters)?)?
-        + projection_backward(&layer.v_proj, &a.n1, &masks[2], &d_v, &mut adapters)?)?;
+    let d_n1 = projection_backward(&layer.q_proj, &a.n1, &states[0], &d_q, None, &mut adapters)?;
+    let d_n1 = projection_backward(&layer.k_proj, &a.n1, &states[1], &d_k, Some(d_n1), &mut adapters)?;
+    let d_n1 = tensor(projection_backward(&layer.v_proj, &a.n1, &states[2], &d_v, Some(d_n1), &mut adapters)?)?;
     // n1 = rms(x); the residual carries d_x2 through to x.
     let dx = (d_x2 + rms_norm_backward(&flat(x)?, &layer.input_layernorm, &d_n1, eps)?)?;
     Ok(LayerGrads { dx: dx.reshape((b, t, d))?, prefix, adapters })

@@ -66,10 +66,10 @@ impl LayerRun {
         let rng = DropoutRng::new(0);
         rng.restore(self.dropout_state.0, self.dropout_state.1);
         let (y, saved) = if self.hand {
-            let mut proj = Projector::Hand { rng: &rng, masks: Vec::with_capacity(7) };
+            let mut proj = Projector::Hand { rng: &rng, states: Vec::with_capacity(7) };
             let (y, _, acts) = layer_forward(&self.cfg, &self.rotary, &self.layer, x, &self.lengths, prefix, self.offset, &mut proj)?;
-            let Projector::Hand { masks, .. } = proj else { unreachable!("built as Hand above") };
-            (y, Some(Saved { acts, masks }))
+            let Projector::Hand { states, .. } = proj else { unreachable!("built as Hand above") };
+            (y, Some(Saved { acts, projections: states }))
         } else {
             let mut proj = Projector::Autograd(Some(&rng));
             (layer_forward(&self.cfg, &self.rotary, &self.layer, x, &self.lengths, prefix, self.offset, &mut proj)?.0, None)

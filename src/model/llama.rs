@@ -4,16 +4,15 @@
 //! right-padded with a padding mask, and a shared prompt prefix can be run once and reused.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use candle_core::{D, DType, Device, IndexOp, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::config::ArchConfig;
-use crate::lora::{DropoutRng, LoraLinear, expand_targets};
+use crate::lora::{DropoutRng, HandState, LoraLinear, expand_targets};
 use crate::ops::fused::{masked_softmax, rms_norm, swiglu};
-use crate::ops::{DropoutMask, Rotary, batched_matmul, frozen_linear};
+use crate::ops::{Rotary, batched_matmul, frozen_linear};
 
 /// Keys and values of a prompt prefix, per layer, each (1, kv_heads, prefix_len, head_dim).
 #[derive(Debug, Clone)]
@@ -190,7 +189,7 @@ impl Llama {
     }
 
     /// True when the layers' hand-written backward can run on activations like `x`.
-    fn hand_backward_applies(&self, x: &Tensor) -> bool {
+    pub fn hand_backward_applies(&self, x: &Tensor) -> bool {
         crate::ops::fused::fused_applies(x)
             && crate::ops::batched_matmul_applies(x)
             && self.layers.iter().all(|l| l.projections().iter().all(|(_, _, p)| p.hand_pass_applies(x)))
@@ -407,18 +406,18 @@ impl Llama {
 pub(super) enum Projector<'a> {
     /// [`LoraLinear::forward`], with adapter dropout drawn from the generator when given.
     Autograd(Option<&'a DropoutRng>),
-    /// [`LoraLinear::hand_forward`]; `masks` collects each projection's mask in call order.
-    Hand { rng: &'a DropoutRng, masks: Vec<Option<Arc<DropoutMask>>> },
+    /// [`LoraLinear::hand_forward`]; `states` collects each projection's state in call order.
+    Hand { rng: &'a DropoutRng, states: Vec<HandState> },
 }
 
 impl Projector<'_> {
     fn project(&mut self, lin: &LoraLinear, x: &Tensor) -> Result<Tensor> {
         match self {
             Projector::Autograd(drop) => lin.forward(x, *drop),
-            Projector::Hand { rng, masks } => {
+            Projector::Hand { rng, states } => {
                 let (b, t, d) = x.dims3()?;
-                let (y, mask) = lin.hand_forward(&x.reshape((b * t, d))?, rng)?;
-                masks.push(mask);
+                let (y, state) = lin.hand_forward(&x.reshape((b * t, d))?, rng)?;
+                states.push(state);
                 y.reshape((b, t, ()))
             }
         }

@@ -60,12 +60,28 @@ pub(super) fn blas_x_wt(blas: &Blas, x: &[f32], m: usize, weight: &Tensor, bound
     })
 }
 
-/// dx (m, in) = dy (m, out) · W on the BLAS: sgemm for an f32 W, hgemm for an f16 one.
-pub(super) fn blas_dy_w(blas: &Blas, dy: &[f32], m: usize, weight: &Tensor, bounds: Option<HalfBounds>) -> Result<Vec<f32>> {
+/// dx (m, in) = dy (m, out) · W on the BLAS: sgemm for an f32 W, hgemm for an f16 one; added
+/// onto `acc` (m × in) when given.
+pub(super) fn blas_dy_w(
+    blas: &Blas,
+    dy: &[f32],
+    m: usize,
+    weight: &Tensor,
+    bounds: Option<HalfBounds>,
+    acc: Option<Vec<f32>>,
+) -> Result<Vec<f32>> {
     let (n, k) = weight.dims2()?;
-    with_weight(weight, bounds, |w| match w {
-        WeightData::F32(w) => blas.dy_w(dy, w, m, n, k),
-        WeightData::F16(w, b) => dy_w_half(blas, dy, m, n, w, k, b),
+    with_weight(weight, bounds, |w| match (w, acc) {
+        (WeightData::F32(w), None) => blas.dy_w(dy, w, m, n, k),
+        (WeightData::F32(w), Some(mut acc)) => {
+            blas.gemm(dy, (m, n), false, w, (n, k), false, 1.0, 1.0, &mut acc);
+            acc
+        }
+        (WeightData::F16(w, b), None) => dy_w_half(blas, dy, m, n, w, k, b),
+        (WeightData::F16(w, b), Some(mut acc)) => {
+            acc.iter_mut().zip(dy_w_half(blas, dy, m, n, w, k, b)).for_each(|(a, v)| *a += v);
+            acc
+        }
     })
 }
 
@@ -92,7 +108,7 @@ impl FrozenMatmul {
         let x = &x.as_slice::<f32>().ok()?[offset..end];
         let (rows, cols) = self.weight.dims2().ok()?;
         let out = if self.backward {
-            blas_dy_w(blas, x, m, &self.weight, self.bounds).map(|v| (CpuStorage::F32(v), (m, cols).into()))
+            blas_dy_w(blas, x, m, &self.weight, self.bounds, None).map(|v| (CpuStorage::F32(v), (m, cols).into()))
         } else {
             blas_x_wt(blas, x, m, &self.weight, self.bounds).map(|v| (CpuStorage::F32(v), (m, rows).into()))
         };
@@ -133,9 +149,20 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     }
 }
 
-/// dx = dy · W of [`frozen_linear_bounded`], without recording a graph (hand-written backward passes).
-pub fn frozen_linear_backward(dy: &Tensor, weight: &Tensor, bounds: Option<HalfBounds>) -> Result<Tensor> {
-    dy.contiguous()?.apply_op1_no_bwd(&FrozenMatmul { weight: weight.contiguous()?, bounds, backward: true })
+/// dx = dy · W of [`frozen_linear_bounded`] (rows × in, row-major), without recording a graph
+/// (hand-written passes); added onto `acc` when given. Needs a BLAS.
+pub fn frozen_linear_backward(dy: &Tensor, weight: &Tensor, bounds: Option<HalfBounds>, acc: Option<Vec<f32>>) -> Result<Vec<f32>> {
+    let blas = super::blas::blas().ok_or_else(|| candle_core::Error::Msg("frozen matmul: no BLAS loaded".into()))?;
+    let (dy, weight) = (dy.contiguous()?, weight.contiguous()?);
+    let (m, k) = (dy.elem_count() / weight.dim(0)?.max(1), weight.dim(1)?);
+    if acc.as_ref().is_some_and(|a| a.len() != m * k) {
+        candle_core::bail!("frozen matmul: gradient accumulator does not hold {m} × {k} values");
+    }
+    let (storage, layout) = dy.storage_and_layout();
+    let (Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets()) else {
+        candle_core::bail!("frozen matmul: gradient must be on the CPU")
+    };
+    blas_dy_w(blas, &cpu.as_slice::<f32>()?[a..b], m, &weight, bounds, acc)
 }
 
 /// x (rows, in) · Wᵀ with W frozen: no weight gradient is ever computed or held.

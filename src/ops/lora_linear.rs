@@ -86,15 +86,9 @@ impl CustomOp3 for LoraMatmul {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let blas = the_blas()?;
         let (x, a, b) = (slice(xs, xl, NAME)?, slice(as_, al, NAME)?, slice(bs, bl, NAME)?);
-        let (m, d_in) = xl.shape().dims2()?;
-        let (r, d_out) = (al.shape().dims2()?.0, bl.shape().dims2()?.0);
-        let x_in = self.adapter_input(x);
-        let mut u = vec![0f32; m * r];
-        blas.gemm(&x_in, (m, d_in), false, a, (r, d_in), true, 1.0, 0.0, &mut u);
-        let mut y = blas_x_wt(blas, x, m, &self.weight, self.bounds)?;
-        blas.gemm(&u, (m, r), false, b, (d_out, r), true, self.scale, 1.0, &mut y);
+        let ((m, d_in), (r, _), (d_out, _)) = (xl.shape().dims2()?, al.shape().dims2()?, bl.shape().dims2()?);
+        let (y, _) = self.forward_parts(x, a, b, (m, d_in, r, d_out))?;
         Ok((CpuStorage::F32(y), (m, d_out).into()))
     }
 
@@ -106,14 +100,39 @@ impl CustomOp3 for LoraMatmul {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, da, db) = self.backward(x, a, b, dy)?;
-        Ok((Some(dx), Some(da), Some(db)))
+        let (dx, da, db) = self.backward(x, a, b, None, dy, None)?;
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(da), Some(db)))
     }
 }
 
 impl LoraMatmul {
-    /// (dx, dA, dB) under the output gradient dy (see the module doc).
-    fn backward(&self, x: &Tensor, a: &Tensor, b: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    /// (y, u): y = x·Wᵀ + s·u·Bᵀ with u = (x∘m)·Aᵀ, for x (m, d_in), A (r, d_in), B (d_out, r).
+    fn forward_parts(
+        &self,
+        x: &[f32],
+        a: &[f32],
+        b: &[f32],
+        (m, d_in, r, d_out): (usize, usize, usize, usize),
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let blas = the_blas()?;
+        let mut u = vec![0f32; m * r];
+        blas.gemm(&self.adapter_input(x), (m, d_in), false, a, (r, d_in), true, 1.0, 0.0, &mut u);
+        let mut y = blas_x_wt(blas, x, m, &self.weight, self.bounds)?;
+        blas.gemm(&u, (m, r), false, b, (d_out, r), true, self.scale, 1.0, &mut y);
+        Ok((y, u))
+    }
+
+    /// (dx, dA, dB) under the output gradient dy (see the module doc). `u` is the forward's
+    /// (recomputed when None); dx is added onto `acc` when given.
+    fn backward(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        u: Option<&[f32]>,
+        dy: &Tensor,
+        acc: Option<Vec<f32>>,
+    ) -> Result<(Vec<f32>, Tensor, Tensor)> {
         let blas = the_blas()?;
         let dy = dy.contiguous()?;
         let ((m, d_in), (r, _), (d_out, _)) = (x.dims2()?, a.dims2()?, b.dims2()?);
@@ -124,11 +143,19 @@ impl LoraMatmul {
         let (xv, av, bv, dyv) = (f32_data(&xs, xl)?, f32_data(&as_, al)?, f32_data(&bs, bl)?, f32_data(&dys, dyl)?);
         let s = self.scale;
         let x_in = self.adapter_input(xv);
-        let mut u = vec![0f32; m * r];
-        blas.gemm(&x_in, (m, d_in), false, av, (r, d_in), true, 1.0, 0.0, &mut u);
+        let recomputed;
+        let u = match u {
+            Some(u) if u.len() == m * r => u,
+            _ => {
+                let mut fresh = vec![0f32; m * r];
+                blas.gemm(&x_in, (m, d_in), false, av, (r, d_in), true, 1.0, 0.0, &mut fresh);
+                recomputed = fresh;
+                &recomputed
+            }
+        };
         let mut g = vec![0f32; m * r];
         blas.gemm(dyv, (m, d_out), false, bv, (d_out, r), false, 1.0, 0.0, &mut g);
-        let mut dx = blas_dy_w(blas, dyv, m, &self.weight, self.bounds)?;
+        let mut dx = blas_dy_w(blas, dyv, m, &self.weight, self.bounds, acc)?;
         match &self.mask {
             None => blas.gemm(&g, (m, r), false, av, (r, d_in), false, s, 1.0, &mut dx),
             Some(mask) => {
@@ -140,9 +167,9 @@ impl LoraMatmul {
         let mut da = vec![0f32; r * d_in];
         blas.gemm(&g, (m, r), true, &x_in, (m, d_in), false, s, 0.0, &mut da);
         let mut db = vec![0f32; d_out * r];
-        blas.gemm(dyv, (m, d_out), true, &u, (m, r), false, s, 0.0, &mut db);
+        blas.gemm(dyv, (m, d_out), true, u, (m, r), false, s, 0.0, &mut db);
         let device = x.device();
-        Ok((Tensor::from_vec(dx, (m, d_in), device)?, Tensor::from_vec(da, (r, d_in), device)?, Tensor::from_vec(db, (d_out, r), device)?))
+        Ok((dx, Tensor::from_vec(da, (r, d_in), device)?, Tensor::from_vec(db, (d_out, r), device)?))
     }
 }
 
@@ -180,8 +207,31 @@ pub fn lora_linear(
     x.contiguous()?.apply_op3(&a.contiguous()?, &b.contiguous()?, op)
 }
 
+/// [`lora_linear`] without recording a graph (hand-written passes), also returning the adapter's
+/// u = (x∘mask)·Aᵀ (rows × r) for [`lora_linear_backward`].
+pub fn lora_linear_forward(
+    x: &Tensor,
+    weight: &Tensor,
+    bounds: Option<HalfBounds>,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    mask: Option<Arc<DropoutMask>>,
+) -> Result<(Tensor, Vec<f32>)> {
+    let op = LoraMatmul { weight: weight.contiguous()?, bounds, scale: scale as f32, mask };
+    let (x, a, b) = (x.contiguous()?, a.contiguous()?, b.contiguous()?);
+    let ((m, d_in), (r, _), (d_out, _)) = (x.dims2()?, a.dims2()?, b.dims2()?);
+    let (xs, xl) = x.storage_and_layout();
+    let (as_, al) = a.storage_and_layout();
+    let (bs, bl) = b.storage_and_layout();
+    let (y, u) = op.forward_parts(f32_data(&xs, xl)?, f32_data(&as_, al)?, f32_data(&bs, bl)?, (m, d_in, r, d_out))?;
+    Ok((Tensor::from_vec(y, (m, d_out), x.device())?, u))
+}
+
 /// (dx, dA, dB) of [`lora_linear`] under the output gradient `dy`, without recording a graph
-/// (hand-written backward passes); the arguments are those of the forward.
+/// (hand-written passes). The arguments are those of the forward, plus its `u` (recomputed when
+/// None); dx (rows × in, row-major) is added onto `acc` when given, so the gradients of several
+/// projections of one input sum without an extra pass.
 #[allow(clippy::too_many_arguments)]
 pub fn lora_linear_backward(
     x: &Tensor,
@@ -191,10 +241,17 @@ pub fn lora_linear_backward(
     b: &Tensor,
     scale: f64,
     mask: Option<Arc<DropoutMask>>,
+    u: Option<&[f32]>,
     dy: &Tensor,
-) -> Result<(Tensor, Tensor, Tensor)> {
+    acc: Option<Vec<f32>>,
+) -> Result<(Vec<f32>, Tensor, Tensor)> {
+    if let Some(acc) = &acc
+        && acc.len() != x.elem_count()
+    {
+        candle_core::bail!("lora matmul: gradient accumulator of {} values for {} inputs", acc.len(), x.elem_count());
+    }
     let op = LoraMatmul { weight: weight.contiguous()?, bounds, scale: scale as f32, mask };
-    op.backward(&x.contiguous()?, &a.contiguous()?, &b.contiguous()?, dy)
+    op.backward(&x.contiguous()?, &a.contiguous()?, &b.contiguous()?, u, dy, acc)
 }
 
 #[cfg(test)]
