@@ -99,6 +99,7 @@ struct TrainArgs {
 fn main() -> ExitCode {
     let process_start = std::time::Instant::now();
     wick::ops::blas::configure_blas();
+    wick::ops::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WICK_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

@@ -8,6 +8,7 @@
 //! a machine without them still builds and runs wick, on candle's matmul.
 //! `WICK_BLAS=mkl|openblas|off|/path/to/lib.so` picks one.
 
+use std::mem::MaybeUninit;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -181,17 +182,65 @@ impl Blas {
         beta: f32,
         c: &mut [f32],
     ) {
+        // SAFETY: f32 → MaybeUninit<f32> keeps layout; only initialised floats are written back.
+        let c = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
+        // SAFETY: c is initialised (it came from a &mut [f32]).
+        unsafe { self.gemm_uninit(a, a_dims, ta, b, b_dims, tb, alpha, beta, c) }
+    }
+
+    /// c (m, n) = alpha · op(a) · op(b) in a new vector, as [`Blas::gemm`] with beta 0 but
+    /// without zero-filling the output first (the BLAS writes every element).
+    pub fn gemm_new(
+        &self,
+        a: &[f32],
+        a_dims: (usize, usize),
+        ta: bool,
+        b: &[f32],
+        b_dims: (usize, usize),
+        tb: bool,
+        alpha: f32,
+    ) -> Vec<f32> {
+        let m = if ta { a_dims.1 } else { a_dims.0 };
+        let n = if tb { b_dims.0 } else { b_dims.1 };
+        let mut c = Vec::with_capacity(m * n);
+        // SAFETY: beta = 0 reads nothing of c; gemm_uninit writes all m × n elements.
+        unsafe {
+            self.gemm_uninit(a, a_dims, ta, b, b_dims, tb, alpha, 0.0, &mut c.spare_capacity_mut()[..m * n]);
+            c.set_len(m * n);
+        }
+        c
+    }
+
+    /// [`Blas::gemm`] on a possibly uninitialised c; it writes every element of c.
+    ///
+    /// # Safety
+    /// With beta ≠ 0, c must be initialised (it is read).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn gemm_uninit(
+        &self,
+        a: &[f32],
+        a_dims: (usize, usize),
+        ta: bool,
+        b: &[f32],
+        b_dims: (usize, usize),
+        tb: bool,
+        alpha: f32,
+        beta: f32,
+        c: &mut [MaybeUninit<f32>],
+    ) {
         let (m, n, k) = checked_dims("gemm", a.len(), a_dims, ta, b.len(), b_dims, tb, c.len());
         if m == 0
             || n == 0
-            || self.run_split(a, c, m, n, k, ta, |a, rows, c| self.gemm(a, (rows, k), false, b, b_dims, tb, alpha, beta, c))
+            || self
+                .run_split(a, c, m, n, k, ta, |a, rows, c| unsafe { self.gemm_uninit(a, (rows, k), false, b, b_dims, tb, alpha, beta, c) })
             || self.run_k_split(a, b, (m, n, k), ta, tb, alpha, beta, c)
         {
             return;
         }
         let flag = |t: bool| if t { TRANS } else { NO_TRANS };
         let (lda, ldb) = (a_dims.1.max(1) as i32, b_dims.1.max(1) as i32);
-        // SAFETY: the assert above checks every slice holds what its leading dimension describes.
+        // SAFETY: the assert above checks every slice holds what its leading dimension describes;
+        // with beta = 0 the BLAS does not read c.
         unsafe {
             (self.sgemm)(
                 ROW_MAJOR,
@@ -206,7 +255,7 @@ impl Blas {
                 b.as_ptr(),
                 ldb,
                 beta,
-                c.as_mut_ptr(),
+                c.as_mut_ptr().cast(),
                 n.max(1) as i32,
             )
         };
@@ -217,15 +266,15 @@ impl Blas {
     /// untransposed a (its row blocks are contiguous), at least two blocks of MIN_SPLIT_ROWS, and
     /// not already on a rayon thread. False: the caller runs the call whole.
     #[allow(clippy::too_many_arguments)]
-    fn run_split<T: Send + Sync>(
+    fn run_split<A: Sync, C: Send>(
         &self,
-        a: &[T],
-        c: &mut [T],
+        a: &[A],
+        c: &mut [C],
         m: usize,
         n: usize,
         k: usize,
         ta: bool,
-        gemm: impl Fn(&[T], usize, &mut [T]) + Sync,
+        gemm: impl Fn(&[A], usize, &mut [C]) + Sync,
     ) -> bool {
         use rayon::prelude::*;
         let threads = rayon::current_num_threads();
@@ -252,7 +301,7 @@ impl Blas {
         tb: bool,
         alpha: f32,
         beta: f32,
-        c: &mut [f32],
+        c: &mut [MaybeUninit<f32>],
     ) -> bool {
         use rayon::prelude::*;
         let threads = rayon::current_num_threads();
@@ -268,17 +317,16 @@ impl Blas {
             .par_chunks(rows * m)
             .zip(b.par_chunks(rows * n))
             .map(|(a, b)| {
-                let mut part = vec![0f32; m * n];
                 let kk = a.len() / m;
-                self.gemm(a, (kk, m), true, b, (kk, n), false, alpha, 0.0, &mut part);
-                part
+                self.gemm_new(a, (kk, m), true, b, (kk, n), false, alpha)
             })
             .collect();
         c.par_chunks_mut(4096).enumerate().for_each(|(i, chunk)| {
             for (j, v) in chunk.iter_mut().enumerate() {
                 let sum: f32 = partials.iter().map(|p| p[i * 4096 + j]).sum();
                 // beta = 0 must not read c (BLAS semantics: it may hold anything).
-                *v = if beta == 0.0 { sum } else { beta * *v + sum };
+                // SAFETY: with beta ≠ 0 the caller guarantees c is initialised.
+                v.write(if beta == 0.0 { sum } else { beta * unsafe { v.assume_init_read() } + sum });
             }
         });
         true
@@ -339,16 +387,12 @@ impl Blas {
 
     /// y (m, n) = x (m, k) · wᵀ, with w (n, k); all row-major and contiguous.
     pub fn x_wt(&self, x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-        let mut y = vec![0f32; m * n];
-        self.gemm(x, (m, k), false, w, (n, k), true, 1.0, 0.0, &mut y);
-        y
+        self.gemm_new(x, (m, k), false, w, (n, k), true, 1.0)
     }
 
     /// dx (m, k) = dy (m, n) · w, with w (n, k); all row-major and contiguous.
     pub fn dy_w(&self, dy: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
-        let mut dx = vec![0f32; m * k];
-        self.gemm(dy, (m, n), false, w, (n, k), false, 1.0, 0.0, &mut dx);
-        dx
+        self.gemm_new(dy, (m, n), false, w, (n, k), false, 1.0)
     }
 }
 

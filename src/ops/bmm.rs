@@ -46,12 +46,16 @@ impl CustomOp2 for BatchedMatmul {
         if batch != bb || k != kb {
             candle_core::bail!("{NAME}: shapes {:?} and {:?} do not multiply", al.shape(), bl.shape());
         }
-        let mut c = vec![0f32; batch * m * n];
+        let mut c = Vec::with_capacity(batch * m * n);
         if m * n > 0 {
-            c.par_chunks_mut(m * n).zip(a.par_chunks(ar * ac)).zip(b.par_chunks(br * bc)).for_each(|((c, a), b)| {
-                blas.gemm(a, (ar, ac), self.ta, b, (br, bc), self.tb, 1.0, 0.0, c);
+            let out = &mut c.spare_capacity_mut()[..batch * m * n];
+            out.par_chunks_mut(m * n).zip(a.par_chunks(ar * ac)).zip(b.par_chunks(br * bc)).for_each(|((c, a), b)| {
+                // SAFETY: beta = 0 reads nothing of c, and every element is written.
+                unsafe { blas.gemm_uninit(a, (ar, ac), self.ta, b, (br, bc), self.tb, 1.0, 0.0, c) };
             });
         }
+        // SAFETY: every batch matrix was written above (none when m · n = 0).
+        unsafe { c.set_len(batch * m * n) };
         let mut dims = al.shape().dims().to_vec();
         let len = dims.len();
         dims[len - 2] = m;

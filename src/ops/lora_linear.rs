@@ -115,8 +115,7 @@ impl LoraMatmul {
         (m, d_in, r, d_out): (usize, usize, usize, usize),
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let blas = the_blas()?;
-        let mut u = vec![0f32; m * r];
-        blas.gemm(&self.adapter_input(x), (m, d_in), false, a, (r, d_in), true, 1.0, 0.0, &mut u);
+        let u = blas.gemm_new(&self.adapter_input(x), (m, d_in), false, a, (r, d_in), true, 1.0);
         let mut y = blas_x_wt(blas, x, m, &self.weight, self.bounds)?;
         blas.gemm(&u, (m, r), false, b, (d_out, r), true, self.scale, 1.0, &mut y);
         Ok((y, u))
@@ -147,27 +146,21 @@ impl LoraMatmul {
         let u = match u {
             Some(u) if u.len() == m * r => u,
             _ => {
-                let mut fresh = vec![0f32; m * r];
-                blas.gemm(&x_in, (m, d_in), false, av, (r, d_in), true, 1.0, 0.0, &mut fresh);
-                recomputed = fresh;
+                recomputed = blas.gemm_new(&x_in, (m, d_in), false, av, (r, d_in), true, 1.0);
                 &recomputed
             }
         };
-        let mut g = vec![0f32; m * r];
-        blas.gemm(dyv, (m, d_out), false, bv, (d_out, r), false, 1.0, 0.0, &mut g);
+        let g = blas.gemm_new(dyv, (m, d_out), false, bv, (d_out, r), false, 1.0);
         let mut dx = blas_dy_w(blas, dyv, m, &self.weight, self.bounds, acc)?;
         match &self.mask {
             None => blas.gemm(&g, (m, r), false, av, (r, d_in), false, s, 1.0, &mut dx),
             Some(mask) => {
-                let mut ga = vec![0f32; m * d_in];
-                blas.gemm(&g, (m, r), false, av, (r, d_in), false, s, 0.0, &mut ga);
+                let ga = blas.gemm_new(&g, (m, r), false, av, (r, d_in), false, s);
                 dx.iter_mut().zip(ga.iter().zip(&mask.keep)).for_each(|(d, (v, &k))| *d += v * f32::from(k) * mask.scale);
             }
         }
-        let mut da = vec![0f32; r * d_in];
-        blas.gemm(&g, (m, r), true, &x_in, (m, d_in), false, s, 0.0, &mut da);
-        let mut db = vec![0f32; d_out * r];
-        blas.gemm(dyv, (m, d_out), true, u, (m, r), false, s, 0.0, &mut db);
+        let da = blas.gemm_new(&g, (m, r), true, &x_in, (m, d_in), false, s);
+        let db = blas.gemm_new(dyv, (m, d_out), true, u, (m, r), false, s);
         let device = x.device();
         Ok((dx, Tensor::from_vec(da, (r, d_in), device)?, Tensor::from_vec(db, (d_out, r), device)?))
     }

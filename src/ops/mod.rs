@@ -22,6 +22,28 @@ pub use lora_linear::{DropoutMask, lora_linear, lora_linear_applies, lora_linear
 
 use candle_core::{D, DType, Result, Tensor};
 
+/// Make glibc's malloc keep freed activation buffers for reuse. By default it serves buffers
+/// above a (moving) threshold with fresh mmaps and trims freed heap tops back to the kernel, so
+/// a training step — which allocates and frees ~1 GB of activations and gradients — page-faults
+/// every buffer in again and has the kernel zero it. Call from `main` before other threads
+/// start; a no-op off glibc.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
+        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        unsafe extern "C" {
+            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        // SAFETY: mallopt only changes allocator parameters; called before other threads exist.
+        // 32 MiB is glibc's largest mmap threshold (above every activation buffer here).
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            mallopt(M_TRIM_THRESHOLD, i32::MAX);
+        }
+    }
+}
+
 /// RMSNorm as HF computes it: normalise in f32, cast back, then scale by the weight.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
