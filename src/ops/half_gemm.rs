@@ -116,17 +116,27 @@ fn to_scaled_half(x: &[f32], cols: usize, target: f32, h: &mut [f16]) -> Vec<f32
     scales
 }
 
-/// f16 rows (rows × cols) back to f32, each row divided by its scale.
+/// f16 rows (rows × cols) back to f32, each row divided by its scale: one pass over the output,
+/// converted through a small stack buffer into an uninitialised vector.
 fn from_scaled_half(h: &[f16], cols: usize, scales: &[f32]) -> Vec<f32> {
-    let mut y = vec![0f32; h.len()];
+    let mut y: Vec<f32> = Vec::with_capacity(h.len());
     let per = rows_per_task(cols);
-    y.par_chunks_mut(per * cols).zip(h.par_chunks(per * cols)).zip(scales.par_chunks(per)).for_each(|((y, h), s)| {
+    let out = &mut y.spare_capacity_mut()[..h.len()];
+    out.par_chunks_mut(per * cols).zip(h.par_chunks(per * cols)).zip(scales.par_chunks(per)).for_each(|((y, h), s)| {
+        let mut buf = [0f32; 256];
         for ((yr, hr), scale) in y.chunks_mut(cols).zip(h.chunks(cols)).zip(s) {
-            hr.convert_to_f32_slice(yr);
             let inv = 1.0 / scale;
-            yr.iter_mut().for_each(|v| *v *= inv);
+            for (yc, hc) in yr.chunks_mut(buf.len()).zip(hr.chunks(buf.len())) {
+                let b = &mut buf[..hc.len()];
+                hc.convert_to_f32_slice(b);
+                yc.iter_mut().zip(b.iter()).for_each(|(o, v)| {
+                    o.write(v * inv);
+                });
+            }
         }
     });
+    // SAFETY: the loop above wrote every element (the chunks cover all of `out`).
+    unsafe { y.set_len(h.len()) };
     y
 }
 
