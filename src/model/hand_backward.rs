@@ -89,7 +89,7 @@ pub(super) fn layer_backward(
     let d_n2 = projection_backward(&layer.gate_proj, &a.n2, &states[4], &d_gate, None, &mut adapters)?;
     let d_n2 = tensor(projection_backward(&layer.up_proj, &a.n2, &states[5], &d_up, Some(d_n2), &mut adapters)?)?;
     // n2 = rms(x2); the residual carries dy straight through to x2.
-    let d_x2 = (&dy + rms_norm_backward(&flat(&a.x2)?, &layer.post_attention_layernorm, &d_n2, eps)?)?;
+    let d_x2 = rms_norm_backward(&flat(&a.x2)?, &layer.post_attention_layernorm, &d_n2, eps, Some(&dy))?;
 
     // Attention output: x2 = x + o(attn); attn (b, t, h·hd) came from heads-major (b, kvh, rep·t, hd).
     let d_attn = tensor(projection_backward(&layer.o_proj, &a.attn, &states[3], &d_x2, None, &mut adapters)?)?;
@@ -117,6 +117,6 @@ pub(super) fn layer_backward(
     let d_n1 = projection_backward(&layer.k_proj, &a.n1, &states[1], &d_k, Some(d_n1), &mut adapters)?;
     let d_n1 = tensor(projection_backward(&layer.v_proj, &a.n1, &states[2], &d_v, Some(d_n1), &mut adapters)?)?;
     // n1 = rms(x); the residual carries d_x2 through to x.
-    let dx = (d_x2 + rms_norm_backward(&flat(x)?, &layer.input_layernorm, &d_n1, eps)?)?;
+    let dx = rms_norm_backward(&flat(x)?, &layer.input_layernorm, &d_n1, eps, Some(&d_x2))?;
     Ok(LayerGrads { dx: dx.reshape((b, t, d))?, prefix, adapters })
 }

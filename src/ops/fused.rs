@@ -135,6 +135,37 @@ struct RmsNormBwd {
     eps: f32,
 }
 
+/// dx of RMSNorm over rows of x (rows × d), plus `residual` when given (a residual branch's
+/// gradient summed in the same pass), into a new vector.
+fn rms_bwd_rows(x: &[f32], w: &[f32], dy: &[f32], eps: f32, residual: Option<&[f32]>) -> Vec<f32> {
+    let d = w.len();
+    let chunk = d * rows_per_task(d);
+    let mut dx = Vec::with_capacity(x.len());
+    let out = &mut dx.spare_capacity_mut()[..x.len()];
+    out.par_chunks_mut(chunk).zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk))).enumerate().for_each(|(c, (dxc, (xc, dyc)))| {
+        for (i, ((dxr, xr), dyr)) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(dyc.chunks(d)).enumerate() {
+            let r = inv_rms(xr, eps);
+            let dot: f32 = xr.iter().zip(dyr).zip(w).map(|((xv, g), wv)| xv * r * g * wv).sum::<f32>() / d as f32;
+            let row = c * chunk + i * d;
+            match residual {
+                Some(res) => {
+                    for ((((o, xv), g), wv), rv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w).zip(&res[row..row + d]) {
+                        o.write(rv + r * (g * wv - xv * r * dot));
+                    }
+                }
+                None => {
+                    for (((o, xv), g), wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
+                        o.write(r * (g * wv - xv * r * dot));
+                    }
+                }
+            }
+        }
+    });
+    // SAFETY: the chunks cover `out` and every element of every row was written.
+    unsafe { dx.set_len(x.len()) };
+    dx
+}
+
 impl CustomOp3 for RmsNormBwd {
     fn name(&self) -> &'static str {
         "wick-rms-norm-bwd"
@@ -150,19 +181,7 @@ impl CustomOp3 for RmsNormBwd {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, dy) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
-        let d = w.len();
-        let chunk = d * rows_per_task(d);
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(chunk).zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk))).for_each(|(dxc, (xc, dyc))| {
-            for ((dxr, xr), dyr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(dyc.chunks(d)) {
-                let r = inv_rms(xr, self.eps);
-                let dot: f32 = xr.iter().zip(dyr).zip(w).map(|((xv, g), wv)| xv * r * g * wv).sum::<f32>() / d as f32;
-                for (((o, xv), g), wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
-                    *o = r * (g * wv - xv * r * dot);
-                }
-            }
-        });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        Ok((CpuStorage::F32(rms_bwd_rows(x, w, dy, self.eps, None)), l1.shape().clone()))
     }
 
     #[cfg(feature = "cuda")]
@@ -179,10 +198,33 @@ impl CustomOp3 for RmsNormBwd {
     }
 }
 
-/// dx of [`rms_norm`] for a frozen weight, computed without recording a graph (hand-written
-/// backward passes; fused path only).
-pub fn rms_norm_backward(x: &Tensor, weight: &Tensor, dy: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op3_no_bwd(&weight.contiguous()?, &dy.contiguous()?, &RmsNormBwd { eps: eps as f32 })
+/// dx of [`rms_norm`] for a frozen weight, plus `residual` when given (the gradient a residual
+/// connection carries around the norm, summed in the same pass), without recording a graph:
+/// the CPU kernel of hand-written backward passes. x, dy and residual are (rows, d).
+pub fn rms_norm_backward(x: &Tensor, weight: &Tensor, dy: &Tensor, eps: f64, residual: Option<&Tensor>) -> Result<Tensor> {
+    let (x, weight, dy) = (x.contiguous()?, weight.contiguous()?, dy.contiguous()?);
+    let residual = residual.map(Tensor::contiguous).transpose()?;
+    if dy.elem_count() != x.elem_count() || residual.as_ref().is_some_and(|r| r.elem_count() != x.elem_count()) {
+        candle_core::bail!("rms norm backward: gradient shapes do not match the input {:?}", x.shape());
+    }
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = weight.storage_and_layout();
+    let (ds, dl) = dy.storage_and_layout();
+    let (candle_core::Storage::Cpu(xc), candle_core::Storage::Cpu(wc), candle_core::Storage::Cpu(dc)) = (&*xs, &*ws, &*ds) else {
+        candle_core::bail!("rms norm backward: the hand-written path runs on the CPU")
+    };
+    let (xv, wv, dv) = (slice(xc, xl, "rms norm backward")?, slice(wc, wl, "rms norm backward")?, slice(dc, dl, "rms norm backward")?);
+    let dx = match &residual {
+        Some(r) => {
+            let (rs, rl) = r.storage_and_layout();
+            let candle_core::Storage::Cpu(rc) = &*rs else {
+                candle_core::bail!("rms norm backward: the hand-written path runs on the CPU")
+            };
+            rms_bwd_rows(xv, wv, dv, eps as f32, Some(slice(rc, rl, "rms norm backward")?))
+        }
+        None => rms_bwd_rows(xv, wv, dv, eps as f32, None),
+    };
+    Tensor::from_vec(dx, x.shape(), x.device())
 }
 
 /// RMSNorm over the last dimension: fused where [`fused_applies`], the composite elsewhere.
