@@ -98,15 +98,21 @@ impl CustomOp2 for RmsNorm {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, w) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
         let d = w.len();
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(d * rows_per_task(d)).zip(x.par_chunks(d * rows_per_task(d))).for_each(|(yc, xc)| {
+        if d == 0 || x.len() % d != 0 {
+            candle_core::bail!("rms norm: input of {} values is not rows of {d}", x.len());
+        }
+        let mut y = Vec::with_capacity(x.len());
+        let out = &mut y.spare_capacity_mut()[..x.len()];
+        out.par_chunks_mut(d * rows_per_task(d)).zip(x.par_chunks(d * rows_per_task(d))).for_each(|(yc, xc)| {
             for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
                 let r = inv_rms(xr, self.eps);
                 for ((yv, xv), wv) in yr.iter_mut().zip(xr).zip(w) {
-                    *yv = xv * r * wv;
+                    yv.write(xv * r * wv);
                 }
             }
         });
+        // SAFETY: x holds whole rows of d, so the rows cover `out` and every element was written.
+        unsafe { y.set_len(x.len()) };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -496,12 +502,18 @@ impl CustomOp2 for Swiglu {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (g, u) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?);
-        let mut y = vec![0f32; g.len()];
-        y.par_chunks_mut(SWIGLU_CHUNK).zip(g.par_chunks(SWIGLU_CHUNK).zip(u.par_chunks(SWIGLU_CHUNK))).for_each(|(yc, (gc, uc))| {
+        if u.len() != g.len() {
+            candle_core::bail!("swiglu: gate and up differ in size");
+        }
+        let mut y = Vec::with_capacity(g.len());
+        let out = &mut y.spare_capacity_mut()[..g.len()];
+        out.par_chunks_mut(SWIGLU_CHUNK).zip(g.par_chunks(SWIGLU_CHUNK).zip(u.par_chunks(SWIGLU_CHUNK))).for_each(|(yc, (gc, uc))| {
             for ((o, gv), uv) in yc.iter_mut().zip(gc).zip(uc) {
-                *o = gv * sigmoid(*gv) * uv;
+                o.write(gv * sigmoid(*gv) * uv);
             }
         });
+        // SAFETY: the chunks cover all of `out` and each element was written.
+        unsafe { y.set_len(g.len()) };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -535,17 +547,22 @@ impl CustomOp3 for SwigluBwd {
     ) -> Result<(CpuStorage, Shape)> {
         let (g, u, dy) = (slice(s1, l1, self.name())?, slice(s2, l2, self.name())?, slice(s3, l3, self.name())?);
         let n = g.len();
-        let mut out = vec![0f32; 2 * n];
-        let (dg, du) = out.split_at_mut(n);
+        if u.len() != n || dy.len() != n {
+            candle_core::bail!("swiglu backward: gate, up and gradient differ in size");
+        }
+        let mut out = Vec::with_capacity(2 * n);
+        let (dg, du) = out.spare_capacity_mut()[..2 * n].split_at_mut(n);
         dg.par_chunks_mut(SWIGLU_CHUNK).zip(du.par_chunks_mut(SWIGLU_CHUNK)).enumerate().for_each(|(c, (dgc, duc))| {
             let base = c * SWIGLU_CHUNK;
             for k in 0..dgc.len() {
                 let (gv, uv, dv) = (g[base + k], u[base + k], dy[base + k]);
                 let s = sigmoid(gv);
-                dgc[k] = dv * uv * s * (1.0 + gv * (1.0 - s));
-                duc[k] = dv * gv * s;
+                dgc[k].write(dv * uv * s * (1.0 + gv * (1.0 - s)));
+                duc[k].write(dv * gv * s);
             }
         });
+        // SAFETY: both halves are covered by the chunks and every element was written.
+        unsafe { out.set_len(2 * n) };
         let mut dims = vec![2];
         dims.extend_from_slice(l1.shape().dims());
         Ok((CpuStorage::F32(out), Shape::from(dims)))
