@@ -63,6 +63,16 @@ fn the_blas() -> Result<&'static Blas> {
 }
 
 impl LoraMatmul {
+    /// The op for input x, checking the dropout mask covers x.
+    fn new(x: &Tensor, weight: &Tensor, bounds: Option<HalfBounds>, scale: f64, mask: Option<Arc<DropoutMask>>) -> Result<Self> {
+        if let Some(m) = &mask
+            && m.keep.len() != x.elem_count()
+        {
+            candle_core::bail!("lora matmul: dropout mask of {} values for {} inputs", m.keep.len(), x.elem_count());
+        }
+        Ok(Self { weight: weight.contiguous()?, bounds, scale: scale as f32, mask })
+    }
+
     /// x∘m, or x itself without dropout.
     fn adapter_input<'a>(&self, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
         match &self.mask {
@@ -191,12 +201,7 @@ pub fn lora_linear(
     scale: f64,
     mask: Option<Arc<DropoutMask>>,
 ) -> Result<Tensor> {
-    if let Some(m) = &mask
-        && m.keep.len() != x.elem_count()
-    {
-        candle_core::bail!("lora matmul: dropout mask of {} values for {} inputs", m.keep.len(), x.elem_count());
-    }
-    let op = LoraMatmul { weight: weight.contiguous()?, bounds, scale: scale as f32, mask };
+    let op = LoraMatmul::new(x, weight, bounds, scale, mask)?;
     x.contiguous()?.apply_op3(&a.contiguous()?, &b.contiguous()?, op)
 }
 
@@ -211,7 +216,7 @@ pub fn lora_linear_forward(
     scale: f64,
     mask: Option<Arc<DropoutMask>>,
 ) -> Result<(Tensor, Vec<f32>)> {
-    let op = LoraMatmul { weight: weight.contiguous()?, bounds, scale: scale as f32, mask };
+    let op = LoraMatmul::new(x, weight, bounds, scale, mask)?;
     let (x, a, b) = (x.contiguous()?, a.contiguous()?, b.contiguous()?);
     let ((m, d_in), (r, _), (d_out, _)) = (x.dims2()?, a.dims2()?, b.dims2()?);
     let (xs, xl) = x.storage_and_layout();
@@ -243,7 +248,7 @@ pub fn lora_linear_backward(
     {
         candle_core::bail!("lora matmul: gradient accumulator of {} values for {} inputs", acc.len(), x.elem_count());
     }
-    let op = LoraMatmul { weight: weight.contiguous()?, bounds, scale: scale as f32, mask };
+    let op = LoraMatmul::new(x, weight, bounds, scale, mask)?;
     op.backward(&x.contiguous()?, &a.contiguous()?, &b.contiguous()?, u, dy, acc)
 }
 
