@@ -169,30 +169,21 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<BenchReport
     let ready = process_start.elapsed().as_secs_f64();
     let rss_at_ready = peak_rss_mb();
     for step in 0..=args.steps {
-        if step == 1 {
-            crate::ops::prof::reset();
-        }
         let s = Instant::now();
         let loss = label_loss(model, &input, &lengths, &label_ids, true).map_err(c("forward"))?;
-        crate::ops::prof::add(0, s);
-        let s1 = Instant::now();
         let grads = model.backward(&loss).map_err(c("backward"))?;
-        crate::ops::prof::add(1, s1);
-        let s1 = Instant::now();
         let g: Vec<Option<Tensor>> = optimizer.vars().iter().map(|(_, v)| grads.get(v.as_tensor()).cloned()).collect();
         if let Some(((name, _), _)) = optimizer.vars().iter().zip(&g).find(|(_, g)| g.is_none()) {
             return Err(Error::Model(format!("bench: {name} got no gradient: the step would measure nothing")));
         }
         optimizer.step(&g, 1e-4).map_err(c("optimizer step"))?;
         device.synchronize().map_err(c("sync"))?;
-        crate::ops::prof::add(2, s1);
         if step == 0 {
             first_step = process_start.elapsed().as_secs_f64();
         } else {
             step_times.push(s.elapsed().as_secs_f64());
         }
     }
-    crate::ops::prof::dump(args.steps);
     let mut fwd_times = Vec::new();
     for step in 0..=args.steps {
         let s = Instant::now();
