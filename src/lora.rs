@@ -92,6 +92,9 @@ pub struct LoraAdapter {
     pub dropout: f64,
 }
 
+/// An adapter's (dA, dB).
+pub type AdapterGrads = (Tensor, Tensor);
+
 /// What a projection's hand-written backward needs from its forward.
 #[derive(Debug, Default)]
 pub struct HandState {
@@ -227,7 +230,7 @@ impl LoraLinear {
         state: &HandState,
         dy: &Tensor,
         acc: Option<Vec<f32>>,
-    ) -> Result<(Vec<f32>, Option<(Tensor, Tensor)>)> {
+    ) -> Result<(Vec<f32>, Option<AdapterGrads>)> {
         match self.active_adapter() {
             Some(ad) => {
                 let (a, b) = (ad.a.as_tensor().detach(), ad.b.as_tensor().detach());

@@ -190,6 +190,7 @@ impl Blas {
 
     /// c (m, n) = alpha · op(a) · op(b) in a new vector, as [`Blas::gemm`] with beta 0 but
     /// without zero-filling the output first (the BLAS writes every element).
+    #[allow(clippy::too_many_arguments)]
     pub fn gemm_new(
         &self,
         a: &[f32],
