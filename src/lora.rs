@@ -7,10 +7,10 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Result, Tensor, Var};
-
-use crate::ops::DropoutMask;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use crate::ops::DropoutMask;
 
 /// The projections LoRA may target, in PEFT's module names.
 pub const TARGETABLE: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
@@ -90,6 +90,13 @@ pub struct LoraAdapter {
     pub scale: f64,
     /// Dropout probability on the adapter input (training only).
     pub dropout: f64,
+}
+
+impl LoraAdapter {
+    /// The dropout mask of a training pass over `n` adapter inputs (None without dropout).
+    fn dropout_mask(&self, n: usize, rng: &DropoutRng) -> Option<Arc<DropoutMask>> {
+        (self.dropout > 0.0).then(|| Arc::new(rng.keep_mask(n, self.dropout)))
+    }
 }
 
 /// An adapter's (dA, dB).
@@ -212,7 +219,7 @@ impl LoraLinear {
     pub fn hand_forward(&self, x: &Tensor, dropout: &DropoutRng) -> Result<(Tensor, HandState)> {
         let (y, state) = match self.active_adapter() {
             Some(ad) => {
-                let mask = (ad.dropout > 0.0).then(|| Arc::new(dropout.keep_mask(x.elem_count(), ad.dropout)));
+                let mask = ad.dropout_mask(x.elem_count(), dropout);
                 let (a, b) = (ad.a.as_tensor().detach(), ad.b.as_tensor().detach());
                 let (y, u) = crate::ops::lora_linear_forward(x, &self.weight, self.half_bounds, &a, &b, ad.scale, mask.clone())?;
                 (y, HandState { mask, u: Some(u) })
@@ -258,10 +265,7 @@ impl LoraLinear {
         };
         let mut y = match adapter {
             Some(ad) if fused => {
-                let mask = match dropout {
-                    Some(rng) if ad.dropout > 0.0 => Some(Arc::new(rng.keep_mask(x2.elem_count(), ad.dropout))),
-                    _ => None,
-                };
+                let mask = dropout.and_then(|rng| ad.dropout_mask(x2.elem_count(), rng));
                 let (a, b) = factors(ad);
                 crate::ops::lora_linear(&x2, &self.weight, self.half_bounds, &a, &b, ad.scale, mask)?
             }

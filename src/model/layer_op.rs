@@ -130,7 +130,7 @@ impl LayerRun {
 
 /// A CPU tensor holding a copy of a contiguous (storage, layout).
 fn tensor_of(storage: &CpuStorage, layout: &Layout) -> Result<Tensor> {
-    let data = crate::ops::fused::slice(storage, layout, "checkpointed layer")?;
+    let data = crate::ops::fused::slice(storage, layout, "layer op")?;
     Tensor::from_slice(data, layout.shape(), &Device::Cpu)
 }
 

@@ -402,7 +402,7 @@ impl Llama {
 }
 
 /// How a layer's forward runs its seven projections: recorded by candle's autograd, or
-/// graph-free for the hand-written backward (`hand_layer`), keeping each dropout mask.
+/// graph-free for the hand-written backward (`hand_backward`), keeping what it reads back.
 pub(super) enum Projector<'a> {
     /// [`LoraLinear::forward`], with adapter dropout drawn from the generator when given.
     Autograd(Option<&'a DropoutRng>),

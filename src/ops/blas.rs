@@ -262,6 +262,13 @@ impl Blas {
         };
     }
 
+    /// rayon's thread count when wick splits GEMMs itself: a single-threaded library, at least
+    /// two threads, and not already on a rayon thread (a split call's blocks run whole).
+    fn split_threads(&self) -> Option<usize> {
+        let threads = rayon::current_num_threads();
+        (self.split_rows && threads >= 2 && rayon::current_thread_index().is_none()).then_some(threads)
+    }
+
     /// Run `gemm(a_block, rows, c_block)` on row blocks of a (m, k) and c (m, n) in rayon's pool
     /// and return true, when the call should be split: a single-threaded library, an
     /// untransposed a (its row blocks are contiguous), at least two blocks of MIN_SPLIT_ROWS, and
@@ -278,8 +285,8 @@ impl Blas {
         gemm: impl Fn(&[A], usize, &mut [C]) + Sync,
     ) -> bool {
         use rayon::prelude::*;
-        let threads = rayon::current_num_threads();
-        if !self.split_rows || ta || threads < 2 || m < 2 * MIN_SPLIT_ROWS || rayon::current_thread_index().is_some() {
+        let Some(threads) = self.split_threads() else { return false };
+        if ta || m < 2 * MIN_SPLIT_ROWS {
             return false;
         }
         let rows = m.div_ceil(threads.min(m / MIN_SPLIT_ROWS));
@@ -305,8 +312,8 @@ impl Blas {
         c: &mut [MaybeUninit<f32>],
     ) -> bool {
         use rayon::prelude::*;
-        let threads = rayon::current_num_threads();
-        if !self.split_rows || !ta || tb || threads < 2 || k < 2 * MIN_SPLIT_ROWS || rayon::current_thread_index().is_some() {
+        let Some(threads) = self.split_threads() else { return false };
+        if !ta || tb || k < 2 * MIN_SPLIT_ROWS {
             return false;
         }
         let blocks = threads.min(k / MIN_SPLIT_ROWS);

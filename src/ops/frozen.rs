@@ -159,10 +159,7 @@ pub fn frozen_linear_backward(dy: &Tensor, weight: &Tensor, bounds: Option<HalfB
         candle_core::bail!("frozen matmul: gradient accumulator does not hold {m} × {k} values");
     }
     let (storage, layout) = dy.storage_and_layout();
-    let (Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets()) else {
-        candle_core::bail!("frozen matmul: gradient must be on the CPU")
-    };
-    blas_dy_w(blas, &cpu.as_slice::<f32>()?[a..b], m, &weight, bounds, acc)
+    blas_dy_w(blas, super::fused::storage_slice(&storage, layout, "frozen matmul")?, m, &weight, bounds, acc)
 }
 
 /// x (rows, in) · Wᵀ with W frozen: no weight gradient is ever computed or held.

@@ -37,6 +37,15 @@ pub fn fused_applies(x: &Tensor) -> bool {
     }
 }
 
+/// The contiguous f32 slice of a (locked) storage, or an error naming the op when it is not on
+/// the CPU or not contiguous.
+pub fn storage_slice<'a>(s: &'a candle_core::Storage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    match s {
+        candle_core::Storage::Cpu(c) => slice(c, l, op),
+        _ => candle_core::bail!("{op}: operands must be on the CPU"),
+    }
+}
+
 /// The contiguous f32 slice of a CPU storage, or an error naming the op.
 pub fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
@@ -213,20 +222,15 @@ pub fn rms_norm_backward(x: &Tensor, weight: &Tensor, dy: &Tensor, eps: f64, res
     if dy.elem_count() != x.elem_count() || residual.as_ref().is_some_and(|r| r.elem_count() != x.elem_count()) {
         candle_core::bail!("rms norm backward: gradient shapes do not match the input {:?}", x.shape());
     }
+    const OP: &str = "rms norm backward";
     let (xs, xl) = x.storage_and_layout();
     let (ws, wl) = weight.storage_and_layout();
     let (ds, dl) = dy.storage_and_layout();
-    let (candle_core::Storage::Cpu(xc), candle_core::Storage::Cpu(wc), candle_core::Storage::Cpu(dc)) = (&*xs, &*ws, &*ds) else {
-        candle_core::bail!("rms norm backward: the hand-written path runs on the CPU")
-    };
-    let (xv, wv, dv) = (slice(xc, xl, "rms norm backward")?, slice(wc, wl, "rms norm backward")?, slice(dc, dl, "rms norm backward")?);
+    let (xv, wv, dv) = (storage_slice(&xs, xl, OP)?, storage_slice(&ws, wl, OP)?, storage_slice(&ds, dl, OP)?);
     let dx = match &residual {
         Some(r) => {
             let (rs, rl) = r.storage_and_layout();
-            let candle_core::Storage::Cpu(rc) = &*rs else {
-                candle_core::bail!("rms norm backward: the hand-written path runs on the CPU")
-            };
-            rms_bwd_rows(xv, wv, dv, eps as f32, Some(slice(rc, rl, "rms norm backward")?))
+            rms_bwd_rows(xv, wv, dv, eps as f32, Some(storage_slice(&rs, rl, OP)?))
         }
         None => rms_bwd_rows(xv, wv, dv, eps as f32, None),
     };
@@ -300,7 +304,7 @@ impl CustomOp1 for MaskedSoftmax {
     }
 
     fn bwd(&self, _x: &Tensor, p: &Tensor, dp: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(p.apply_op2_no_bwd(&dp.contiguous()?, &SoftmaxBwd { scale: self.scale })?))
+        Ok(Some(masked_softmax_backward(p, dp, f64::from(self.scale))?))
     }
 }
 
@@ -336,7 +340,7 @@ impl CustomOp2 for SoftmaxBwd {
 }
 
 /// d(scores) of [`masked_softmax`] from its probabilities `p` and their gradient `dp`, without
-/// recording a graph (hand-written backward passes; fused path only).
+/// recording a graph: the op's own backward, and the hand-written layer backward's.
 pub fn masked_softmax_backward(p: &Tensor, dp: &Tensor, scale: f64) -> Result<Tensor> {
     p.contiguous()?.apply_op2_no_bwd(&dp.contiguous()?, &SoftmaxBwd { scale: scale as f32 })
 }
@@ -458,13 +462,13 @@ impl CustomOp1 for Rope {
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let back = Rope { tables: self.tables.clone(), offset: self.offset, forward: false };
-        Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&back)?))
+        Ok(Some(rope_to_heads_backward(dy, &self.tables, self.offset)?))
     }
 }
 
 /// The gradient of [`rope_to_heads`]'s input, (b, t, heads, d), from that of its output
-/// (b, heads, t, d), without recording a graph (hand-written backward passes; fused path only).
+/// (b, heads, t, d), without recording a graph: the op's own backward, and the hand-written
+/// layer backward's.
 pub fn rope_to_heads_backward(dy: &Tensor, tables: &RopeTables, offset: usize) -> Result<Tensor> {
     dy.contiguous()?.apply_op1_no_bwd(&Rope { tables: tables.clone(), offset, forward: false })
 }
@@ -523,9 +527,8 @@ impl CustomOp2 for Swiglu {
     }
 
     fn bwd(&self, g: &Tensor, u: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        // One pass writes both gradients, stacked on a new leading axis.
-        let both = g.apply_op3_no_bwd(u, &dy.contiguous()?, &SwigluBwd)?;
-        Ok((Some(both.get(0)?), Some(both.get(1)?)))
+        let (dg, du) = swiglu_backward(g, u, dy)?;
+        Ok((Some(dg), Some(du)))
     }
 }
 
@@ -582,8 +585,10 @@ impl CustomOp3 for SwigluBwd {
     }
 }
 
-/// (d gate, d up) of [`swiglu`], without recording a graph (hand-written backward passes).
+/// (d gate, d up) of [`swiglu`], without recording a graph: the op's own backward, and the
+/// hand-written layer backward's.
 pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    // One pass writes both gradients, stacked on a new leading axis.
     let both = gate.contiguous()?.apply_op3_no_bwd(&up.contiguous()?, &dy.contiguous()?, &SwigluBwd)?;
     Ok((both.get(0)?, both.get(1)?))
 }

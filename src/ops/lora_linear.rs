@@ -8,7 +8,8 @@
 //! CPU f32 activations with a BLAS loaded (W f32, or f16 on MKL's hgemm); everything else takes
 //! the composite path in `lora.rs`.
 //!
-//! Backward, with x̃ = x∘m, u = x̃·Aᵀ (recomputed: m × r is cheap) and g = dy·B:
+//! Backward, with x̃ = x∘m, u = x̃·Aᵀ (kept by the hand-written forward, else recomputed: m × r
+//! is cheap) and g = dy·B:
 //!   dx = dy·W + s·(g·A)∘m,   dA = s·gᵀ·x̃,   dB = s·dyᵀ·u.
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor}
 
 use super::blas::{Blas, blas};
 use super::frozen::{blas_dy_w, blas_x_wt};
-use super::fused::slice;
+use super::fused::{slice, storage_slice};
 use super::half_gemm::HalfBounds;
 
 const NAME: &str = "wick-lora-matmul";
@@ -52,10 +53,7 @@ impl DropoutMask {
 
 /// The contiguous f32 data of a (locked) CPU storage.
 fn f32_data<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32]> {
-    match storage {
-        Storage::Cpu(c) => slice(c, layout, NAME),
-        _ => candle_core::bail!("{NAME}: operands must be on the CPU"),
-    }
+    storage_slice(storage, layout, NAME)
 }
 
 fn the_blas() -> Result<&'static Blas> {
