@@ -216,6 +216,20 @@ pub struct Memo {
     neighbours: Option<(Vec<Vec<Demo>>, Vec<f64>)>,
 }
 
+impl Memo {
+    /// Take the raw scores of the first `n` texts of `other` that this memo lacks: a run on a
+    /// prefix of `other`'s texts (the consistency sample of a test run) then does not score its
+    /// main template again.
+    pub fn extend_from_prefix(&mut self, other: &Memo, n: usize) {
+        for (k, v) in &other.scored {
+            self.scored.entry(*k).or_insert_with(|| v[..n.min(v.len())].to_vec());
+        }
+        if self.neighbours.is_none() {
+            self.neighbours = other.neighbours.as_ref().map(|(d, ms)| (d[..n.min(d.len())].to_vec(), ms[..n.min(ms.len())].to_vec()));
+        }
+    }
+}
+
 /// Scores the prompt-only strategies with one frozen model and config.
 pub struct Baselines<'a> {
     loaded: &'a LoadedModel,
@@ -323,6 +337,16 @@ impl<'a> Baselines<'a> {
         self.check(&[strategy])?;
         let start = Instant::now();
         let mut run = self.run_cells(strategy, texts, memo, self.opts.all_variants)?;
+        run.seconds = start.elapsed().as_secs_f64();
+        Ok(run)
+    }
+
+    /// Score only the main template (first demonstration order) of one strategy on `texts`,
+    /// sharing raw scores through `memo` like [`Baselines::run_strategy`].
+    pub fn run_main(&self, strategy: Strategy, texts: &[String], memo: &mut Memo) -> Result<StrategyRun> {
+        self.check(&[strategy])?;
+        let start = Instant::now();
+        let mut run = self.run_cells(strategy, texts, memo, false)?;
         run.seconds = start.elapsed().as_secs_f64();
         Ok(run)
     }

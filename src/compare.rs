@@ -1,6 +1,8 @@
-//! `wick compare <config>`: run what is missing — prompt baselines, the fine-tuning run, the
-//! learning-curve runs, the tuned model's evaluation — on one split, reuse what a previous
-//! compare already measured with the same results hash, and write the decision report.
+//! `wick compare <config>`: choose on dev, report on test. Every prompt strategy is scored on a
+//! dev sample (which picks the best one) and on the whole test split; the fine-tuning run keeps
+//! its best dev checkpoint, which is then scored on the same test examples; the learning-curve
+//! runs train on nested label subsets. Everything runs over one model load, stored results are
+//! reused when their key matches, and the decision report is written.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,9 +10,15 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::baseline::{BaselineOptions, Baselines, Memo, Strategy};
 use crate::config::Config;
-use crate::eval::{BaselineArgs, DataArgs, EvalArgs, Report};
-use crate::report::{CompareReport, CurvePoint, ReportHeader, RowKind, StrategyRow};
+use crate::data::Example;
+use crate::eval::report::{EvalSet, summarize, write_outputs};
+use crate::eval::{Report, ReportOf, cached_index, score_tuned, scored_report, strategy_report};
+use crate::metrics::Metrics;
+use crate::model::LoadedModel;
+use crate::report::format::count;
+use crate::report::{CompareReport, CurvePoint, ReportHeader, RowKind, Selection, StrategyRow};
 use crate::train::{TrainOptions, TrainSummary};
 
 /// Arguments of `wick compare`.
@@ -18,12 +26,46 @@ use crate::train::{TrainOptions, TrainSummary};
 pub struct CompareArgs {
     /// Run config; its `[compare]` section says what to measure.
     pub config: PathBuf,
-    /// Override `compare.limit` (examples of the split; 0 = all).
+    /// Override `compare.limit` (examples of the split; 0 = all). The report says it is partial.
     #[arg(long)]
     pub limit: Option<usize>,
     /// Measure everything again instead of reusing stored results.
     #[arg(long)]
     pub fresh: bool,
+    /// A first look in minutes: 200 test and 200 dev examples, a short training budget, no
+    /// learning curve. The report is marked as a quick look.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// How `compare` runs beyond the config.
+#[derive(Debug, Clone, Default)]
+pub struct CompareOptions {
+    /// Score only the first N examples of the split (overrides `compare.limit`; 0: all).
+    pub limit: Option<usize>,
+    /// Measure everything again.
+    pub fresh: bool,
+    /// The config was cut down by [`quick_look`].
+    pub quick: bool,
+}
+
+/// Test examples of a quick look.
+const QUICK_EXAMPLES: usize = 200;
+
+/// Cut a config down to a first look of a few minutes; its outputs go to `<run_name>-quick`, so
+/// they never mix with the full report's.
+pub fn quick_look(cfg: &mut Config) {
+    let c = &mut cfg.compare;
+    c.limit = if c.limit == 0 { QUICK_EXAMPLES } else { c.limit.min(QUICK_EXAMPLES) };
+    c.dev_examples = QUICK_EXAMPLES;
+    c.consistency_examples = 100;
+    c.learning_curve.clear();
+    c.retrieval_pool = if c.retrieval_pool == 0 { 500 } else { c.retrieval_pool.min(500) };
+    let t = &mut cfg.train;
+    t.max_minutes = if t.max_minutes > 0.0 { t.max_minutes.min(3.0) } else { 3.0 };
+    t.eval_examples = QUICK_EXAMPLES;
+    t.eval_every = t.eval_every.min(25);
+    cfg.output.run_name = format!("{}-quick", cfg.output.run_name);
 }
 
 /// A stored result and the key it was measured under.
@@ -42,13 +84,9 @@ fn cached<T: Serialize + DeserializeOwned>(
     measure: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let path = dir.join(format!("{name}.json"));
-    if !fresh
-        && let Ok(text) = std::fs::read_to_string(&path)
-        && let Ok(stored) = serde_json::from_str::<Stored<T>>(&text)
-        && stored.key == key
-    {
+    if let Some(value) = stored(&path, key, fresh) {
         eprintln!("compare: reusing {name} from {}", path.display());
-        return Ok(stored.value);
+        return Ok(value);
     }
     let value = measure()?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -57,188 +95,489 @@ fn cached<T: Serialize + DeserializeOwned>(
     Ok(value)
 }
 
+fn stored<T: DeserializeOwned>(path: &Path, key: &str, fresh: bool) -> Option<T> {
+    if fresh {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let stored = serde_json::from_str::<Stored<T>>(&text).ok()?;
+    (stored.key == key).then_some(stored.value)
+}
+
+/// One prompt strategy: chosen among the others on dev, reported on test.
+#[derive(serde::Deserialize, Serialize)]
+struct PromptResult {
+    /// Main-template metrics on the dev sample.
+    dev: Metrics,
+    /// The test report (main template on every test example; consistency on the sample).
+    test: Report,
+    /// Wall seconds on dev, on test, and on the consistency sample.
+    seconds: [f64; 3],
+}
+
+/// A fine-tuning run (its summary) plus its best checkpoint's evaluation on the test examples.
+#[derive(serde::Deserialize, Serialize)]
+struct Tuned {
+    train_seconds: f64,
+    tokens_seen: u64,
+    train_examples: usize,
+    labels_seen: usize,
+    steps: usize,
+    best_step: usize,
+    /// Dev accuracy of the kept checkpoint, and how many dev examples measured it.
+    best_dev_accuracy: f64,
+    dev_examples: usize,
+    early_stopped: bool,
+    budget_reached: bool,
+    checkpoint: String,
+    eval: Report,
+    /// Wall seconds of the test evaluation.
+    eval_seconds: f64,
+}
+
+impl Tuned {
+    /// What ended the run, for the report.
+    fn ending(&self) -> &'static str {
+        if self.early_stopped {
+            "early stopping (dev accuracy stopped improving)"
+        } else if self.budget_reached {
+            "the train.max_minutes budget, not a plateau"
+        } else {
+            "its step/epoch budget"
+        }
+    }
+}
+
+/// The data `compare` scores: the dev sample that makes the choices, the test examples that
+/// report them, and the size of the consistency sample (a prefix of the test examples; splits
+/// are already seeded shuffles).
+struct Sets {
+    train: Vec<Example>,
+    dev: EvalSet,
+    test: EvalSet,
+    consistency_n: usize,
+}
+
+fn load_sets(cfg: &Config, limit: Option<usize>) -> anyhow::Result<Sets> {
+    let c = &cfg.compare;
+    let (splits, _) = crate::data::load_splits(&cfg.data, crate::data::ReadMode::Strict)?;
+    let mut test = match c.split.as_str() {
+        "train" => splits.train.clone(),
+        "dev" => splits.dev.clone(),
+        _ => splits.test.clone(),
+    };
+    test.truncate(limit.unwrap_or(usize::MAX));
+    let mut dev = splits.dev.clone();
+    if c.dev_examples > 0 {
+        dev.truncate(c.dev_examples);
+    }
+    if test.is_empty() || dev.is_empty() {
+        anyhow::bail!("compare needs examples in the {} split and in dev", c.split);
+    }
+    let consistency_n = if c.consistency_examples == 0 { test.len() } else { c.consistency_examples.min(test.len()) };
+    Ok(Sets {
+        train: splits.train,
+        dev: EvalSet { name: "dev".into(), source: "split dev".into(), examples: dev },
+        test: EvalSet { name: c.split.clone(), source: format!("split {}", c.split), examples: test },
+        consistency_n,
+    })
+}
+
+fn texts(set: &EvalSet) -> Vec<String> {
+    set.examples.iter().map(|e| e.text.clone()).collect()
+}
+
+fn gold(set: &EvalSet) -> Vec<usize> {
+    set.examples.iter().map(|e| e.label).collect()
+}
+
+/// Score the prompt strategies: the main template on dev and on test, then every template (and
+/// demonstration order) on the consistency sample, reusing the test scores of its examples.
+fn measure_prompts(
+    cfg: &Config,
+    loaded: &LoadedModel,
+    strategies: &[Strategy],
+    sets: &Sets,
+    limit: Option<usize>,
+    opts: &CompareOptions,
+) -> anyhow::Result<Vec<PromptResult>> {
+    let c = &cfg.compare;
+    let out_dir = cfg.run_dir().join("compare");
+    let base_dir = cfg.run_dir().join("baseline");
+    let key = |s: Strategy| {
+        format!(
+            "{}|{}|{limit:?}|dev {}|consistency {}|pool {}|{s}",
+            cfg.prompt_results_hash(),
+            c.split,
+            sets.dev.examples.len(),
+            sets.consistency_n,
+            c.retrieval_pool
+        )
+    };
+    let pool = (c.retrieval_pool > 0).then_some(c.retrieval_pool);
+    let bopts = BaselineOptions { batch_size: c.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: true, retrieval_pool: pool };
+    let mut baselines = Baselines::new(loaded, cfg, &sets.train, bopts)?;
+    baselines.check(strategies)?;
+    let mut retrieval_info = None;
+    let (dev_texts, test_texts) = (texts(&sets.dev), texts(&sets.test));
+    let n = sets.consistency_n;
+    let sample = EvalSet { name: "consistency".into(), source: sets.test.source.clone(), examples: sets.test.examples[..n].to_vec() };
+    let dev_gold = gold(&sets.dev);
+    let labels = &cfg.data.labels;
+    let (mut memo_dev, mut memo_test, mut memo_sample) = (Memo::default(), Memo::default(), Memo::default());
+    let mut results = Vec::new();
+    for &s in strategies {
+        let name = format!("prompt-{s}");
+        if let Some(r) = stored::<PromptResult>(&out_dir.join(format!("{name}.json")), &key(s), opts.fresh) {
+            eprintln!("compare: reusing {name}");
+            results.push(r);
+            continue;
+        }
+        if s == Strategy::Retrieval && retrieval_info.is_none() {
+            let (index, mut info) = cached_index(loaded, cfg, &baselines.pool_texts(), c.batch_size, &base_dir)?;
+            info.train_size = sets.train.len();
+            baselines = baselines.with_index(index);
+            retrieval_info = Some(info);
+        }
+        let result = cached(&out_dir, &name, &key(s), true, || {
+            eprintln!("compare: {s} on {} dev examples (choice)", count(dev_texts.len() as u64));
+            let dev_run = baselines.run_main(s, &dev_texts, &mut memo_dev)?;
+            let dev = summarize(&dev_run.variants, &dev_gold, labels).context("no prompt was scored")?.0;
+            eprintln!(
+                "compare: {s} dev accuracy {:.4} ({:.0} s); now {} test examples",
+                dev.accuracy,
+                dev_run.seconds,
+                count(test_texts.len() as u64)
+            );
+            let test_run = baselines.run_main(s, &test_texts, &mut memo_test)?;
+            memo_sample.extend_from_prefix(&memo_test, n);
+            eprintln!("compare: {s} test done ({:.0} s); consistency on {} test examples", test_run.seconds, count(n as u64));
+            let sample_run = baselines.run_strategy(s, &sample_texts(&test_texts, n), &mut memo_sample)?;
+            let mut test = strategy_report(&test_run, &sets.test, limit, cfg, loaded, Strategy::ZeroShot, retrieval_info.as_ref(), None)?;
+            let on_sample = strategy_report(&sample_run, &sample, limit, cfg, loaded, Strategy::ZeroShot, None, None)?;
+            test.templates = on_sample.templates;
+            test.consistency = on_sample.consistency;
+            test.orders = on_sample.orders;
+            test.order_consistency = on_sample.order_consistency;
+            test.seconds = test_run.seconds;
+            write_outputs(&base_dir.join(s.name()).join(&sets.test.name), &test, &sets.test.examples, &test_run.variants[0])?;
+            Ok(PromptResult { dev, test, seconds: [dev_run.seconds, test_run.seconds, sample_run.seconds] })
+        })?;
+        results.push(result);
+    }
+    Ok(results)
+}
+
+fn sample_texts(texts: &[String], n: usize) -> Vec<String> {
+    texts[..n.min(texts.len())].to_vec()
+}
+
+/// Train on the loaded model as `cfg` says, keep the best dev checkpoint and score it on the test
+/// examples (every template on the consistency sample when `consistency_n` > 0). The model is
+/// the frozen base again afterwards.
+fn train_and_eval(
+    cfg: &Config,
+    loaded: &mut LoadedModel,
+    train_limit: Option<usize>,
+    test: &EvalSet,
+    consistency_n: usize,
+    limit: Option<usize>,
+) -> anyhow::Result<Tuned> {
+    // A curve run (train_limit) needs only its best model, not the untrained model's dev score.
+    let opts = TrainOptions { resume: None, train_limit, quiet: false, skip_initial_eval: train_limit.is_some() };
+    let summary: TrainSummary = crate::train::train_model(cfg, loaded, &opts)?;
+    if summary.interrupted {
+        anyhow::bail!("training was interrupted; run `wick compare` again to continue");
+    }
+    let best = summary.best.clone().context("training recorded no dev evaluation")?;
+    let checkpoint = crate::train::state::step_dir(&summary.run_dir, best.step);
+    let head = crate::checkpoint::load_adapter(&checkpoint, &mut loaded.model)?;
+    let method = if head.is_some() { "linear" } else { "verbalizer" };
+    let batch = cfg.compare.batch_size;
+    let (eval, eval_seconds) = {
+        let baselines = Baselines::new(loaded, cfg, &[], BaselineOptions { batch_size: batch, ..BaselineOptions::default() })?;
+        let test_texts = texts(test);
+        eprintln!("compare: {} ({method}) on {} test examples", checkpoint.display(), count(test_texts.len() as u64));
+        let start = Instant::now();
+        let main = score_tuned(&baselines, loaded, head.as_ref(), &test_texts, batch, false)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let of = ReportOf { command: "eval", method, checkpoint: Some(checkpoint.display().to_string()) };
+        let mut report = scored_report(of, test, limit, cfg, loaded, &main, seconds)?;
+        if consistency_n > 0 {
+            eprintln!("compare: tuned model, every template on {} test examples (consistency)", count(consistency_n as u64));
+            let sample = score_tuned(&baselines, loaded, head.as_ref(), &sample_texts(&test_texts, consistency_n), batch, true)?;
+            let sample_gold = &gold(test)[..consistency_n];
+            if let Some((_, templates, consistency)) = summarize(&sample, sample_gold, &cfg.data.labels) {
+                report.templates = templates;
+                report.consistency = consistency;
+            }
+        }
+        let step = checkpoint.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
+        write_outputs(&cfg.run_dir().join("eval").join(step).join(&test.name), &report, &test.examples, &main[0])?;
+        (report, seconds)
+    };
+    loaded.model.clear_lora()?;
+    Ok(Tuned {
+        train_seconds: summary.train_seconds,
+        tokens_seen: summary.tokens_seen,
+        train_examples: summary.train_examples,
+        labels_seen: summary.labels_seen,
+        steps: summary.steps,
+        best_step: best.step,
+        best_dev_accuracy: best.accuracy,
+        dev_examples: if cfg.train.eval_examples == 0 { usize::MAX } else { cfg.train.eval_examples },
+        early_stopped: summary.early_stopped,
+        budget_reached: summary.budget_reached,
+        checkpoint: checkpoint.display().to_string(),
+        eval,
+        eval_seconds,
+    })
+}
+
 /// One prompt strategy's row: its labelled-example use follows from the strategy.
-fn prompt_row(r: &Report, cfg: &Config, pool: usize) -> StrategyRow {
-    let labelled = match r.method.as_str() {
+fn prompt_row(r: &PromptResult, cfg: &Config, pool: usize) -> StrategyRow {
+    let labelled = match r.test.method.as_str() {
         "few-shot" => cfg.prompt.k_shot,
         "retrieval" => pool,
         _ => 0,
     };
     StrategyRow {
-        name: r.method.clone(),
+        name: r.test.method.clone(),
         kind: RowKind::Prompt,
-        metrics: r.metrics.clone(),
-        consistency: r.consistency.clone(),
+        metrics: r.test.metrics.clone(),
+        consistency: r.test.consistency.clone(),
         labelled_examples_used: labelled,
         time_to_first_result_s: 0.0,
         retrain_time_s: 0.0,
         // Classification by label-word logits reads one answer position: one output token.
         output_tokens_per_request: 1.0,
         training_tokens: 0,
+        dev_accuracy: Some(r.dev.accuracy),
+        predicted: r.test.predicted.clone(),
+        accuracy_ci: None,
+        macro_f1_ci: None,
     }
 }
 
-/// A fine-tuning run (its stored summary) plus its evaluation on the compare split.
-#[derive(serde::Deserialize, Serialize)]
-struct Tuned {
-    train_seconds: f64,
-    tokens_seen: u64,
-    train_examples: usize,
-    /// Distinct labels trained on (0 in results stored before it was recorded).
-    #[serde(default)]
-    labels_seen: usize,
-    checkpoint: String,
-    eval: Report,
+/// The key of a fine-tuning result: the config hash that decides it, the test examples and the
+/// consistency sample.
+fn tuned_key(cfg: &Config, limit: Option<usize>, consistency_n: usize) -> String {
+    format!("{}|{}|{limit:?}|consistency {consistency_n}", cfg.results_hash(), cfg.compare.split)
 }
 
-fn train_and_eval(cfg: &Config, limit: Option<usize>, train_limit: Option<usize>, all_templates: bool) -> anyhow::Result<Tuned> {
-    // A curve run (train_limit) needs only its final model, not the untrained model's dev score.
-    let opts = TrainOptions { resume: None, train_limit, quiet: false, skip_initial_eval: train_limit.is_some() };
-    let summary: TrainSummary = crate::train::train(cfg, &opts)?;
-    if summary.interrupted {
-        anyhow::bail!("training was interrupted; run `wick compare` again to continue");
-    }
-    let best = summary.best.as_ref().map(|b| b.step).context("training recorded no dev evaluation")?;
-    let checkpoint = crate::train::state::step_dir(&summary.run_dir, best);
-    let args = EvalArgs {
-        checkpoint: checkpoint.clone(),
-        split: cfg.compare.split.clone(),
-        data_args: DataArgs::default(),
-        // The checkpoint carries its own resolved config (a curve run has its own output folder).
-        config: None,
-        limit,
-        batch_size: cfg.compare.batch_size,
-        main_template_only: !all_templates,
-        // The cache self-check is a diagnostic of `wick eval`; the report does not use it.
-        skip_cache_check: true,
-    };
-    let eval = crate::eval::run_eval(&args)?;
-    Ok(Tuned {
-        train_seconds: summary.train_seconds,
-        tokens_seen: summary.tokens_seen,
-        train_examples: summary.train_examples,
-        labels_seen: summary.labels_seen,
-        checkpoint: checkpoint.display().to_string(),
-        eval,
-    })
-}
-
-impl Tuned {
-    /// Distinct labelled examples the run learned from.
-    fn labels_used(&self) -> usize {
-        if self.labels_seen > 0 { self.labels_seen } else { self.train_examples }
-    }
-}
-
-/// The keys stored results are reused under: (prompt strategies, fine-tuning runs). Each names
-/// the config hash that decides the result, the split and the example limit.
-pub fn result_keys(cfg: &Config, limit: Option<usize>) -> (String, String) {
+/// Run the comparison over one loaded base model (see the module doc) and assemble the report.
+pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) -> anyhow::Result<CompareReport> {
     let c = &cfg.compare;
-    let scope = format!("{}|{limit:?}", c.split);
-    let prompts = format!("{}|{scope}|{}|{}", cfg.prompt_results_hash(), c.retrieval_pool, c.strategies.join(","));
-    (prompts, format!("{}|{scope}", cfg.results_hash()))
-}
-
-/// Run the comparison and write `report.json` and `report.html` under `<run_dir>/compare/`.
-pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
-    let started = Instant::now();
-    let cfg = Config::load(&args.config)?;
-    let c = &cfg.compare;
-    let limit = match args.limit.unwrap_or(c.limit) {
+    let limit = match opts.limit.unwrap_or(c.limit) {
         0 => None,
         n => Some(n),
     };
     let out_dir = cfg.run_dir().join("compare");
-    let (prompt_key, key) = result_keys(&cfg, limit);
-    let (splits, _) = crate::data::load_splits(&cfg.data, crate::data::ReadMode::Strict)?;
-    let split_len = match c.split.as_str() {
-        "train" => splits.train.len(),
-        "dev" => splits.dev.len(),
-        _ => splits.test.len(),
-    };
-    let pool = if c.retrieval_pool == 0 { splits.train.len() } else { c.retrieval_pool.min(splits.train.len()) };
+    let sets = load_sets(cfg, limit)?;
+    let strategies: Vec<Strategy> = c.strategies.iter().map(|s| s.parse()).collect::<crate::error::Result<_>>()?;
+    let pool = if c.retrieval_pool == 0 { sets.train.len() } else { c.retrieval_pool.min(sets.train.len()) };
+    let mut stage_seconds: Vec<(String, f64)> = Vec::new();
 
-    // 1. Prompt strategies on the frozen model.
-    let strategies = c.strategies.join(",");
-    let reports: Vec<Report> = cached(&out_dir, "baselines", &prompt_key, args.fresh, || {
-        crate::eval::run_baseline(&BaselineArgs {
-            config: args.config.clone(),
-            strategy: strategies.clone(),
-            split: c.split.clone(),
-            data_args: DataArgs::default(),
-            limit,
-            batch_size: c.batch_size,
-            calibrate_on: "zero-shot".into(),
-            retrieval_pool: (c.retrieval_pool > 0).then_some(c.retrieval_pool),
-            skip_cache_check: true,
-        })
-    })?;
-    let mut rows: Vec<StrategyRow> = reports.iter().map(|r| prompt_row(r, &cfg, pool)).collect();
+    // 1. Prompt strategies on the frozen model: dev (choice), test (report), consistency sample.
+    let prompts = measure_prompts(cfg, loaded, &strategies, &sets, limit, opts)?;
+    for p in &prompts {
+        stage_seconds.push((format!("{} (dev, test, consistency)", p.test.method), p.seconds.iter().sum()));
+    }
+    let mut rows: Vec<StrategyRow> = prompts.iter().map(|p| prompt_row(p, cfg, pool)).collect();
 
-    // 2. The fine-tuning run on all labels, evaluated under every template (consistency).
-    let tuned: Tuned = cached(&out_dir, "finetune", &key, args.fresh, || train_and_eval(&cfg, limit, None, true))?;
+    // 2. The fine-tuning run on all labels, its best dev checkpoint scored on the test examples.
+    let key = tuned_key(cfg, limit, sets.consistency_n);
+    let tuned: Tuned =
+        cached(&out_dir, "finetune", &key, opts.fresh, || train_and_eval(cfg, loaded, None, &sets.test, sets.consistency_n, limit))?;
+    stage_seconds.push(("fine-tuning run".into(), tuned.train_seconds));
+    stage_seconds.push(("tuned model on test".into(), tuned.eval_seconds));
     rows.push(StrategyRow {
         name: "fine-tuned (LoRA)".into(),
         kind: RowKind::FineTuned,
         metrics: tuned.eval.metrics.clone(),
         consistency: tuned.eval.consistency.clone(),
-        labelled_examples_used: tuned.labels_used(),
+        labelled_examples_used: tuned.labels_seen,
         time_to_first_result_s: tuned.train_seconds,
         retrain_time_s: tuned.train_seconds,
         output_tokens_per_request: 1.0,
         training_tokens: tuned.tokens_seen,
+        dev_accuracy: Some(tuned.best_dev_accuracy),
+        predicted: tuned.eval.predicted.clone(),
+        accuracy_ci: None,
+        macro_f1_ci: None,
     });
 
-    // 3. Learning curve: the same training on nested prefixes of the train split. With a step
-    // budget the full run draws only max_steps × batch examples; a subset at least that large
-    // would train on just as many distinct labels, so it would repeat the full run's point.
-    let draws = cfg.train.max_steps * cfg.train.effective_batch();
-    let mut curve = Vec::new();
-    let mut notes = Vec::new();
-    for &n in c.learning_curve.iter().filter(|&&n| n > 0 && n < tuned.train_examples) {
-        if cfg.train.max_steps > 0 && n >= draws {
-            notes.push(format!(
-                "{} labels not run: {} steps × {} examples draw {}, so that run would train on as many distinct labels as the full run.",
-                crate::report::format::count(n as u64),
-                cfg.train.max_steps,
-                cfg.train.effective_batch(),
-                crate::report::format::count(draws as u64)
-            ));
-            continue;
-        }
-        let mut sub = cfg.clone();
-        sub.output.run_name = format!("{}-labels-{n}", cfg.output.run_name);
-        // A curve point needs only its final model: no intermediate dev evaluations.
-        if sub.train.max_steps > 0 {
-            sub.train.eval_every = sub.train.max_steps;
-        }
-        let point: Tuned = cached(&out_dir, &format!("curve-{n}"), &key, args.fresh, || train_and_eval(&sub, limit, Some(n), false))?;
-        curve.push(CurvePoint {
-            labels: point.labels_used(),
-            accuracy: point.eval.metrics.accuracy,
-            macro_f1: point.eval.metrics.macro_f1,
-            train_time_s: point.train_seconds,
-        });
-    }
-    curve.push(CurvePoint {
-        labels: tuned.labels_used(),
-        accuracy: tuned.eval.metrics.accuracy,
-        macro_f1: tuned.eval.metrics.macro_f1,
-        train_time_s: tuned.train_seconds,
-    });
+    // 3. Learning curve: the same training on nested prefixes of the train split, several seeds
+    // below 1,000 labels. With a step budget the full run draws only max_steps × batch examples;
+    // a subset at least that large would repeat the full run's point.
+    let (curve, curve_notes) = learning_curve(cfg, loaded, &sets, &tuned, limit, opts, &mut stage_seconds)?;
 
     let plateau = crate::runs::plateau(&crate::runs::read_all(&cfg.output.dir)?, cfg.decision.plateau_points);
     let header = ReportHeader {
         model: cfg.model.source.clone(),
         data: cfg.data.path.as_ref().map_or_else(String::new, |p| p.display().to_string()),
         split: c.split.clone(),
-        test_examples: limit.map_or(split_len, |l| l.min(split_len)),
+        test_examples: sets.test.examples.len(),
         labels: cfg.data.labels.clone(),
-        train_labels_available: splits.train.len(),
+        train_labels_available: sets.train.len(),
+        gold: gold(&sets.test),
+        resamples: c.resamples,
     };
     let mut report = CompareReport::new(header, rows, curve, plateau, &cfg.cost, &cfg.decision);
-    report.learning_curve_notes = notes;
-    let paths = crate::report::write_report(&report, &out_dir)?;
+    report.learning_curve_notes = curve_notes;
+    report.selections = selections(&report, &sets, &tuned, cfg);
+    report.notes = notes(cfg, &sets, &tuned, limit, opts, &stage_seconds);
+    Ok(report)
+}
+
+/// The choices the report rests on and the split that made each.
+fn selections(report: &CompareReport, sets: &Sets, tuned: &Tuned, cfg: &Config) -> Vec<Selection> {
+    let dev_n = count(sets.dev.examples.len() as u64);
+    let mut out = Vec::new();
+    if let Some(best) = report.best_prompt() {
+        let by = if crate::report::best_prompt_chosen_on_dev(&report.rows) {
+            format!("dev ({dev_n} examples): highest dev accuracy, {:.1}%", best.dev_accuracy.unwrap_or(0.0) * 100.0)
+        } else {
+            "test (no dev scores)".into()
+        };
+        out.push(Selection { what: "best prompt strategy".into(), chosen: best.name.clone(), by });
+    }
+    out.push(Selection {
+        what: "calibration applied".into(),
+        chosen: if report.best_prompt().is_some_and(|b| b.name == "calibrated") { "yes" } else { "no" }.into(),
+        by: format!("dev ({dev_n} examples): calibrated competes as its own strategy"),
+    });
+    out.push(Selection {
+        what: "few-shot demonstrations".into(),
+        chosen: format!("one class-balanced draw of {} (prompt.seed = {})", cfg.prompt.k_shot, cfg.prompt.seed),
+        by: "fixed: not selected, so no split's score chose it".into(),
+    });
+    let dev_used = if tuned.dev_examples == usize::MAX {
+        "all of dev".to_string()
+    } else {
+        format!("{} dev examples", count(tuned.dev_examples as u64))
+    };
+    out.push(Selection {
+        what: "tuned checkpoint".into(),
+        chosen: format!("step {} of {}", tuned.best_step, tuned.steps),
+        by: format!("dev ({dev_used}): highest dev {}, {:.1}%", cfg.train.metric, tuned.best_dev_accuracy * 100.0),
+    });
+    out
+}
+
+/// What the reader must know about how the numbers were made.
+fn notes(
+    cfg: &Config,
+    sets: &Sets,
+    tuned: &Tuned,
+    limit: Option<usize>,
+    opts: &CompareOptions,
+    stage_seconds: &[(String, f64)],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if opts.quick {
+        out.push("Quick look (--quick): few examples and a short training budget; run without --quick for the decision.".into());
+    }
+    if limit.is_some() {
+        out.push(format!(
+            "Partial run: only the first {} examples of the {} split were scored (--limit / compare.limit).",
+            count(sets.test.examples.len() as u64),
+            cfg.compare.split
+        ));
+    }
+    out.push(format!(
+        "Consistency (agreement across templates and demonstration orders) is measured on the first {} test examples, a seeded sample; every other figure on all {}.",
+        count(sets.consistency_n as u64),
+        count(sets.test.examples.len() as u64)
+    ));
+    out.push(format!(
+        "Training ran {} steps on {} labels and was ended by {}; the kept checkpoint is step {}.",
+        tuned.steps,
+        count(tuned.labels_seen as u64),
+        tuned.ending(),
+        tuned.best_step
+    ));
+    let stages: Vec<String> = stage_seconds.iter().map(|(s, t)| format!("{s} {}", crate::report::format::duration(*t))).collect();
+    out.push(format!("Measured now or when first stored: {}.", stages.join("; ")));
+    out
+}
+
+/// The learning-curve points: runs on nested label subsets (several seeds below 1,000 labels),
+/// then the full run; configured points that would repeat the full run are noted, not run.
+fn learning_curve(
+    cfg: &Config,
+    loaded: &mut LoadedModel,
+    sets: &Sets,
+    tuned: &Tuned,
+    limit: Option<usize>,
+    opts: &CompareOptions,
+    stage_seconds: &mut Vec<(String, f64)>,
+) -> anyhow::Result<(Vec<CurvePoint>, Vec<String>)> {
+    let out_dir = cfg.run_dir().join("compare");
+    let t = &cfg.train;
+    let draws = t.max_steps * t.effective_batch();
+    let mut curve = Vec::new();
+    let mut notes = Vec::new();
+    for &n in cfg.compare.learning_curve.iter().filter(|&&n| n > 0 && n < tuned.train_examples) {
+        if t.max_steps > 0 && n >= draws {
+            notes.push(format!(
+                "{} labels not run: {} steps × {} examples draw {}, so that run would train on as many distinct labels as the full run.",
+                count(n as u64),
+                t.max_steps,
+                t.effective_batch(),
+                count(draws as u64)
+            ));
+            continue;
+        }
+        let seeds = if n < 1000 { cfg.compare.curve_seeds } else { 1 };
+        let mut runs: Vec<Tuned> = Vec::new();
+        for k in 0..seeds {
+            let mut sub = cfg.clone();
+            sub.train.seed = t.seed + k as u64;
+            if t.max_steps == 0 {
+                sub.train.epochs = cfg.compare.curve_epochs;
+            }
+            sub.output.run_name = format!("{}-labels-{n}-seed-{}", cfg.output.run_name, sub.train.seed);
+            // Early stopping must be able to act within a small subset's few steps.
+            let steps_per_epoch = n.div_ceil(t.effective_batch()).max(1);
+            sub.train.eval_every = if t.max_steps > 0 { t.max_steps } else { t.eval_every.min(steps_per_epoch) };
+            let key = tuned_key(&sub, limit, 0);
+            let name = format!("curve-{n}-seed-{}", sub.train.seed);
+            let run = cached(&out_dir, &name, &key, opts.fresh, || train_and_eval(&sub, loaded, Some(n), &sets.test, 0, limit))?;
+            stage_seconds.push((format!("learning curve {n} labels, seed {}", sub.train.seed), run.train_seconds + run.eval_seconds));
+            runs.push(run);
+        }
+        let mean = |f: &dyn Fn(&Tuned) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
+        curve.push(CurvePoint {
+            labels: runs[0].labels_seen,
+            accuracy: mean(&|r| r.eval.metrics.accuracy),
+            macro_f1: mean(&|r| r.eval.metrics.macro_f1),
+            train_time_s: mean(&|r| r.train_seconds),
+            seed_accuracies: runs.iter().map(|r| r.eval.metrics.accuracy).collect(),
+        });
+    }
+    curve.push(CurvePoint {
+        labels: tuned.labels_seen,
+        accuracy: tuned.eval.metrics.accuracy,
+        macro_f1: tuned.eval.metrics.macro_f1,
+        train_time_s: tuned.train_seconds,
+        seed_accuracies: vec![tuned.eval.metrics.accuracy],
+    });
+    Ok((curve, notes))
+}
+
+/// `wick compare CONFIG`: parse the config once, load the model once, run [`compare`], print the
+/// table and write `report.json` and `report.html` under `<run_dir>/compare/`.
+pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
+    let started = Instant::now();
+    let mut cfg = Config::load(&args.config)?;
+    if args.quick {
+        quick_look(&mut cfg);
+    }
+    let opts = CompareOptions { limit: args.limit, fresh: args.fresh, quick: args.quick };
+    let mut loaded = crate::eval::load_model(&cfg.model)?;
+    let report = compare(&cfg, &mut loaded, &opts)?;
+    let paths = crate::report::write_report(&report, &cfg.run_dir().join("compare"))?;
     println!("{}", crate::report::render_terminal(&report));
     println!("wrote {} and {} ({:.0}s)", paths.json.display(), paths.html.display(), started.elapsed().as_secs_f64());
     Ok(report)

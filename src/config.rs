@@ -187,6 +187,10 @@ impl Default for LoraConfig {
 pub struct TrainConfig {
     /// "verbalizer" (label-word logits) or "linear" (a new head on the last token).
     pub head: String,
+    /// Verbalizer loss: "label_words" (cross-entropy over the label words' logits only, the
+    /// classification loss PEFT users write) or "vocab" (−log p of the label token under the full
+    /// vocabulary). The linear head always uses cross-entropy over its labels.
+    pub loss: String,
     /// Peak learning rate.
     pub lr: f64,
     /// Decoupled weight decay.
@@ -240,6 +244,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             head: "verbalizer".into(),
+            loss: "vocab".into(),
             lr: 2e-4,
             weight_decay: 0.0,
             batch_size: 16,
@@ -311,11 +316,21 @@ pub struct DecisionConfig {
     pub required_accuracy: f64,
     /// Prompt improvements below this many accuracy points count as a plateau.
     pub plateau_points: f64,
+    /// "As accurate" margin (0 to 1): the tuned model counts as at least as accurate as the best
+    /// prompt when the lower bound of the paired 95% interval of (tuned − prompt) is above −margin.
+    pub equivalence_margin: f64,
 }
 
 impl Default for DecisionConfig {
     fn default() -> Self {
-        Self { min_labels: 500, consistency_critical: false, volume_threshold: 10_000, required_accuracy: 0.90, plateau_points: 3.0 }
+        Self {
+            min_labels: 500,
+            consistency_critical: false,
+            volume_threshold: 10_000,
+            required_accuracy: 0.90,
+            plateau_points: 3.0,
+            equivalence_margin: 0.01,
+        }
     }
 }
 
@@ -333,8 +348,21 @@ pub struct CompareConfig {
     pub retrieval_pool: usize,
     /// Label counts of the extra fine-tuning runs of the learning curve (the full run is the last point).
     pub learning_curve: Vec<usize>,
+    /// Seeds of each learning-curve run below 1,000 labels (a point is their mean with min–max).
+    pub curve_seeds: usize,
+    /// Epoch budget of each learning-curve run (early stopping and `train.max_minutes` apply as
+    /// in the full run); a small subset needs several passes, not the full run's one.
+    pub curve_epochs: f64,
     /// Scoring batch size.
     pub batch_size: usize,
+    /// Choices (best prompt strategy, tuned checkpoint) are made on a seeded sample of this many
+    /// dev examples (0: all of dev).
+    pub dev_examples: usize,
+    /// Consistency across templates and demonstration orders is measured on a seeded sample of
+    /// this many test examples (0: all).
+    pub consistency_examples: usize,
+    /// Bootstrap resamples of every interval (≥ 1,000).
+    pub resamples: usize,
 }
 
 impl Default for CompareConfig {
@@ -345,7 +373,12 @@ impl Default for CompareConfig {
             strategies: ["zero-shot", "few-shot", "calibrated", "retrieval"].map(String::from).to_vec(),
             retrieval_pool: 2000,
             learning_curve: vec![100, 1000],
+            curve_seeds: 3,
+            curve_epochs: 5.0,
             batch_size: 16,
+            dev_examples: 500,
+            consistency_examples: 300,
+            resamples: crate::stats::DEFAULT_RESAMPLES,
         }
     }
 }
@@ -458,6 +491,9 @@ impl Config {
         if !["verbalizer", "linear"].contains(&t.head.as_str()) {
             return Err(format!("train.head = {:?}: expected verbalizer or linear", t.head));
         }
+        if !["label_words", "vocab"].contains(&t.loss.as_str()) {
+            return Err(format!("train.loss = {:?}: expected label_words or vocab", t.loss));
+        }
         if !["cosine", "linear", "constant"].contains(&t.schedule.as_str()) {
             return Err(format!("train.schedule = {:?}: expected cosine, linear or constant", t.schedule));
         }
@@ -484,12 +520,24 @@ impl Config {
         if cmp.batch_size == 0 {
             return Err("compare.batch_size must be at least 1".into());
         }
+        if cmp.resamples < 1000 {
+            return Err(format!("compare.resamples = {} must be at least 1000 (a 95% percentile interval needs them)", cmp.resamples));
+        }
+        if !(cmp.curve_epochs > 0.0 && cmp.curve_epochs.is_finite()) {
+            return Err(format!("compare.curve_epochs = {} must be a positive number", cmp.curve_epochs));
+        }
+        if cmp.curve_seeds == 0 {
+            return Err("compare.curve_seeds must be at least 1".into());
+        }
         for s in &cmp.strategies {
             s.parse::<crate::baseline::Strategy>().map_err(|e| format!("compare.strategies: {e}"))?;
         }
         let dc = &self.decision;
         if !(0.0..=1.0).contains(&dc.required_accuracy) {
             return Err(format!("decision.required_accuracy = {} must be between 0 and 1 (0.9 means 90%)", dc.required_accuracy));
+        }
+        if !(0.0..=1.0).contains(&dc.equivalence_margin) {
+            return Err(format!("decision.equivalence_margin = {} must be between 0 and 1 (0.01 means 1 point)", dc.equivalence_margin));
         }
         if !(dc.plateau_points >= 0.0 && dc.plateau_points.is_finite()) {
             return Err(format!("decision.plateau_points = {} must be a non-negative number of accuracy points", dc.plateau_points));

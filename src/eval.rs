@@ -12,7 +12,9 @@ use anyhow::Context;
 use candle_core::Tensor;
 use sha2::{Digest, Sha256};
 
-use crate::baseline::{BaselineOptions, Baselines, CONTENT_FREE, CacheCheck, DEMO_ORDERS, Memo, RetrievalIndex, Strategy, VariantRun};
+use crate::baseline::{
+    BaselineOptions, Baselines, CONTENT_FREE, CacheCheck, DEMO_ORDERS, Memo, RetrievalIndex, Strategy, StrategyRun, VariantRun,
+};
 use crate::checkpoint::{base_fingerprint, load_adapter, read_run, resolve_checkpoint_dir};
 use crate::config::{Config, ModelConfig};
 use crate::error::{Error, Result};
@@ -188,15 +190,18 @@ fn print_cache(name: &str, c: &CacheCheck) {
 }
 
 /// What a report is of: the command, the strategy or head, and the checkpoint (eval).
-struct ReportOf<'a> {
-    command: &'a str,
-    method: &'a str,
-    checkpoint: Option<String>,
+pub(crate) struct ReportOf<'a> {
+    /// "baseline" or "eval".
+    pub command: &'a str,
+    /// Strategy or head.
+    pub method: &'a str,
+    /// Checkpoint folder (eval).
+    pub checkpoint: Option<String>,
 }
 
 /// A report of `variants` scored on `set`, with the fields every command fills; the baseline
 /// adds its demonstration orders, calibration, demonstrations and retrieval on top.
-fn scored_report(
+pub(crate) fn scored_report(
     of: ReportOf,
     set: &report::EvalSet,
     limit: Option<usize>,
@@ -217,6 +222,7 @@ fn scored_report(
         model: cfg.model.source.clone(),
         device: device_name(loaded),
         labels: cfg.data.labels.clone(),
+        predicted: variants[0].predicted.clone(),
         metrics,
         templates,
         consistency,
@@ -228,6 +234,53 @@ fn scored_report(
         demos: Vec::new(),
         retrieval: None,
         seconds,
+    })
+}
+
+/// The metrics.json report of one strategy's run on `set`: metrics, consistency across templates
+/// and demonstration orders, calibration, demonstrations and retrieval details.
+#[allow(clippy::too_many_arguments)]
+pub fn strategy_report(
+    run: &StrategyRun,
+    set: &report::EvalSet,
+    limit: Option<usize>,
+    cfg: &Config,
+    loaded: &LoadedModel,
+    calibrate_on: Strategy,
+    retrieval: Option<&RetrievalInfo>,
+    prefix_cache: Option<CacheCheck>,
+) -> anyhow::Result<Report> {
+    let strategy = run.strategy;
+    let labels = &cfg.data.labels;
+    let gold: Vec<usize> = set.examples.iter().map(|e| e.label).collect();
+    let (orders, order_consistency) = match summarize(&run.orders, &gold, labels) {
+        Some((_, o, c)) if run.orders.len() > 1 => (o, c),
+        _ => (Vec::new(), None),
+    };
+    let of = ReportOf { command: "baseline", method: strategy.name(), checkpoint: None };
+    Ok(Report {
+        orders,
+        order_consistency,
+        prefix_cache,
+        calibration: (strategy == Strategy::Calibrated).then(|| CalibrationInfo {
+            base: calibrate_on.name().into(),
+            content_free_inputs: CONTENT_FREE.iter().map(|s| s.to_string()).collect(),
+            p_cf: run.content_free.clone(),
+        }),
+        demos: run
+            .demos
+            .iter()
+            .map(|d| DemoOut { text: d.text.clone(), label: labels.get(d.label).cloned().unwrap_or_default() })
+            .collect(),
+        retrieval: if strategy == Strategy::Retrieval {
+            retrieval.cloned().map(|info| {
+                let hits = run.neighbour_labels.iter().zip(&gold).filter(|(n, g)| n.last() == Some(*g)).count();
+                RetrievalInfo { nearest_label_accuracy: Some(hits as f64 / gold.len().max(1) as f64), ..info }
+            })
+        } else {
+            None
+        },
+        ..scored_report(of, set, limit, cfg, loaded, &run.variants, run.seconds)?
     })
 }
 
@@ -257,8 +310,6 @@ pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
         retrieval = Some(info);
     }
     let texts: Vec<String> = set.examples.iter().map(|e| e.text.clone()).collect();
-    let gold: Vec<usize> = set.examples.iter().map(|e| e.label).collect();
-    let labels = &cfg.data.labels;
     let mut memo = Memo::default();
     let mut checks: BTreeMap<&'static str, CacheCheck> = BTreeMap::new();
     let mut reports = Vec::new();
@@ -275,35 +326,8 @@ pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
         {
             checks.insert(base.name(), c);
         }
-        let (orders, order_consistency) = match summarize(&run.orders, &gold, labels) {
-            Some((_, o, c)) if run.orders.len() > 1 => (o, c),
-            _ => (Vec::new(), None),
-        };
-        let of = ReportOf { command: "baseline", method: strategy.name(), checkpoint: None };
-        let report = Report {
-            orders,
-            order_consistency,
-            prefix_cache: checks.get(base.name()).cloned(),
-            calibration: (strategy == Strategy::Calibrated).then(|| CalibrationInfo {
-                base: calibrate_on.name().into(),
-                content_free_inputs: CONTENT_FREE.iter().map(|s| s.to_string()).collect(),
-                p_cf: run.content_free.clone(),
-            }),
-            demos: run
-                .demos
-                .iter()
-                .map(|d| DemoOut { text: d.text.clone(), label: labels.get(d.label).cloned().unwrap_or_default() })
-                .collect(),
-            retrieval: if strategy == Strategy::Retrieval {
-                retrieval.clone().map(|info| {
-                    let hits = run.neighbour_labels.iter().zip(&gold).filter(|(n, g)| n.last() == Some(*g)).count();
-                    RetrievalInfo { nearest_label_accuracy: Some(hits as f64 / gold.len().max(1) as f64), ..info }
-                })
-            } else {
-                None
-            },
-            ..scored_report(of, &set, args.limit, &cfg, &loaded, &run.variants, run.seconds)?
-        };
+        let report =
+            strategy_report(&run, &set, args.limit, &cfg, &loaded, calibrate_on, retrieval.as_ref(), checks.get(base.name()).cloned())?;
         let dir = base_dir.join(strategy.name()).join(&set.name);
         write_outputs(&dir, &report, &set.examples, &run.variants[0])?;
         eprintln!("  {:.1}s, wrote {}", run.seconds, dir.display());
@@ -364,7 +388,7 @@ fn load_checkpoint(checkpoint: &Path, override_cfg: Option<&Path>) -> anyhow::Re
 }
 
 /// Every template's results for the tuned model: verbalizer (label words) or linear head.
-fn score_tuned(
+pub fn score_tuned(
     baselines: &Baselines,
     loaded: &LoadedModel,
     head: Option<&Tensor>,

@@ -17,5 +17,6 @@ pub mod prompt;
 pub mod report;
 pub mod runs;
 pub mod score;
+pub mod stats;
 pub mod tokenizer;
 pub mod train;

@@ -165,6 +165,13 @@ impl LoraLinear {
         Ok(())
     }
 
+    /// Detach the adapter, unmerging it first when it was merged.
+    pub fn clear_adapter(&mut self) -> Result<()> {
+        self.unmerge()?;
+        self.adapter = None;
+        Ok(())
+    }
+
     /// Attach an adapter with given A and B (loading a checkpoint).
     pub fn set_adapter(&mut self, a: Tensor, b: Tensor, scale: f64, dropout: f64) -> Result<()> {
         let (out_dim, in_dim) = self.weight.dims2()?;

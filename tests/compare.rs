@@ -45,6 +45,29 @@ fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results
         assert_eq!(row["metrics"]["n"], 12);
     }
     // The tuned row is the evaluation of the run's best checkpoint, with the training cost.
+    // Every row carries its intervals; the paired tests cover the tuned model against every
+    // prompt and the dev-chosen best prompt against the others, on the same 12 examples.
+    for row in rows {
+        let ci = &row["accuracy_ci"];
+        let acc = row["metrics"]["accuracy"].as_f64().unwrap();
+        assert!(ci["lo"].as_f64().unwrap() <= acc && acc <= ci["hi"].as_f64().unwrap(), "{row}");
+        assert!(row["macro_f1_ci"]["lo"].is_number(), "{row}");
+        assert_eq!(row["predicted"].as_array().unwrap().len(), 12);
+        assert!(row["dev_accuracy"].is_number(), "every choice is made on dev: {row}");
+    }
+    assert_eq!(report["gold"].as_array().unwrap().len(), 12);
+    let comparisons = report["comparisons"].as_array().unwrap();
+    assert_eq!(comparisons.len(), 4 + 3);
+    assert!(comparisons[..4].iter().all(|c| c["a"] == "fine-tuned (LoRA)"));
+    let selections = report["selections"].as_array().unwrap();
+    let best = selections.iter().find(|s| s["what"] == "best prompt strategy").unwrap();
+    assert!(best["by"].as_str().unwrap().starts_with("dev ("), "{best}");
+    let best_dev = rows[..4].iter().map(|r| r["dev_accuracy"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    let chosen = rows.iter().find(|r| r["name"] == best["chosen"]).unwrap();
+    assert_eq!(chosen["dev_accuracy"].as_f64().unwrap(), best_dev, "the best prompt is the best on dev");
+    let notes: Vec<&str> = report["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert!(notes.iter().any(|n| n.starts_with("Partial run")), "compare.limit = 12 is a partial run: {notes:?}");
+
     let tuned = &rows[4];
     assert_eq!(tuned["kind"], "fine_tuned");
     assert!(tuned["training_tokens"].as_u64().unwrap() > 0);
@@ -58,18 +81,21 @@ fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results
     assert_eq!(tuned["labelled_examples_used"], 16);
     assert!(report["train_labels_available"].as_u64().unwrap() > 16);
 
-    // Learning curve: the 8-label run, then the full run; 20 labels would repeat the full run's
-    // 16 draws, so it is not run and the report says why.
+    // Learning curve: the 8-label runs (3 seeds below 1,000 labels), then the full run; 20 labels
+    // would repeat the full run's 16 draws, so it is not run and the report says why.
     let curve = report["learning_curve"].as_array().unwrap();
     assert_eq!(curve.len(), 2);
     assert_eq!(curve[0]["labels"], 8);
+    assert_eq!(curve[0]["seed_accuracies"].as_array().unwrap().len(), 3);
     assert_eq!(curve[1]["labels"], 16);
     let notes = report["learning_curve_notes"].as_array().unwrap();
     assert_eq!(notes.len(), 1);
     assert!(notes[0].as_str().unwrap().starts_with("20 labels not run"), "{notes:?}");
     assert!(!tmp.path().join("ck/run-labels-20").exists());
     assert_eq!(curve[1]["accuracy"], tuned["metrics"]["accuracy"]);
-    assert!(tmp.path().join("ck/run-labels-8").is_dir());
+    for seed in [42, 43, 44] {
+        assert!(tmp.path().join(format!("ck/run-labels-8-seed-{seed}")).is_dir());
+    }
 
     // The HTML shows the same accuracies, formatted as in the table.
     let html = std::fs::read_to_string(run_dir.join("compare/report.html"))?;
@@ -87,7 +113,7 @@ fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results
     let second = run();
     let stderr2 = String::from_utf8_lossy(&second.stderr).to_string();
     assert!(second.status.success(), "{stderr2}");
-    for part in ["baselines", "finetune", "curve-8"] {
+    for part in ["prompt-zero-shot", "prompt-retrieval", "finetune", "curve-8-seed-42", "curve-8-seed-44"] {
         assert!(stderr2.contains(&format!("reusing {part}")), "{part} was measured again: {stderr2}");
     }
     let again = read_json(&run_dir.join("compare/report.json"));

@@ -49,6 +49,10 @@ fn prompt_row(name: &str, correct: usize, prompt_tokens: usize) -> StrategyRow {
         retrain_time_s: 0.0,
         output_tokens_per_request: 1.0,
         training_tokens: 0,
+        dev_accuracy: None,
+        predicted: Vec::new(),
+        accuracy_ci: None,
+        macro_f1_ci: None,
     }
 }
 
@@ -64,6 +68,10 @@ fn tuned_row(correct: usize, agreement: f64) -> StrategyRow {
         retrain_time_s: 1834.0,
         output_tokens_per_request: 1.0,
         training_tokens: 8530 * 60,
+        dev_accuracy: None,
+        predicted: Vec::new(),
+        accuracy_ci: None,
+        macro_f1_ci: None,
     }
 }
 
@@ -86,14 +94,15 @@ fn header(train_labels: usize) -> ReportHeader {
         test_examples: 200,
         labels: vec!["negative".into(), "positive".into()],
         train_labels_available: train_labels,
+        ..ReportHeader::default()
     }
 }
 
 fn curve() -> Vec<CurvePoint> {
     vec![
-        CurvePoint { labels: 100, accuracy: 0.705, macro_f1: 0.7, train_time_s: 31.0 },
-        CurvePoint { labels: 1000, accuracy: 0.82, macro_f1: 0.819, train_time_s: 240.0 },
-        CurvePoint { labels: 8530, accuracy: 0.885, macro_f1: 0.884, train_time_s: 1834.0 },
+        CurvePoint { labels: 100, accuracy: 0.705, macro_f1: 0.7, train_time_s: 31.0, seed_accuracies: vec![0.69, 0.705, 0.72] },
+        CurvePoint { labels: 1000, accuracy: 0.82, macro_f1: 0.819, train_time_s: 240.0, seed_accuracies: vec![] },
+        CurvePoint { labels: 8530, accuracy: 0.885, macro_f1: 0.884, train_time_s: 1834.0, seed_accuracies: vec![] },
     ]
 }
 
@@ -214,7 +223,9 @@ fn high_volume_above_break_even_means_fine_tuning() {
 #[test]
 fn required_accuracy_reached_by_prompting_means_prompting() {
     let quiet = CostConfig { monthly_requests: 1_000, ..CostConfig::default() };
-    let decision = DecisionConfig { required_accuracy: 0.80, ..DecisionConfig::default() };
+    // The rule: reached when the 95% interval's lower bound is at least the threshold; retrieval's
+    // 81.5% of 200 has a Wilson lower bound of 75.5%.
+    let decision = DecisionConfig { required_accuracy: 0.75, ..DecisionConfig::default() };
     let r = build(realistic_rows(), 8530, &quiet, &decision).recommendation;
     assert_eq!(r.choice, Choice::Prompt { strategy: "retrieval".into() });
     assert_eq!(decided_step(&r), 3);
@@ -244,7 +255,8 @@ fn runs_plateau(previous: f64, last: f64) -> report::PlateauCheck {
 #[test]
 fn required_accuracy_reached_only_by_tuning_means_fine_tuning() {
     let quiet = CostConfig { monthly_requests: 1_000, ..CostConfig::default() };
-    let decision = DecisionConfig { required_accuracy: 0.85, ..DecisionConfig::default() };
+    // Tuned 88.5% of 200: lower bound 83.3%; retrieval 81.5%: 75.5%.
+    let decision = DecisionConfig { required_accuracy: 0.82, ..DecisionConfig::default() };
     let r = build(realistic_rows(), 8530, &quiet, &decision).recommendation;
     assert_eq!(r.choice, Choice::FineTune);
     assert_eq!(r.steps[decided_step(&r)].answer, "only fine-tuning reaches it");
@@ -266,6 +278,101 @@ fn required_accuracy_reached_by_neither_says_so() {
     rows[4] = tuned_row(120, 0.9);
     let rec = build(rows, 8530, &quiet, &DecisionConfig { required_accuracy: 0.95, ..DecisionConfig::default() }).recommendation;
     assert_eq!(rec.choice, Choice::Prompt { strategy: "retrieval".into() });
+}
+
+/// Gold labels of `n` balanced examples, and predictions right on exactly the examples `right`
+/// says (wrong ones flip the label).
+fn paired_predictions(n: usize, right: impl Fn(usize) -> bool) -> (Vec<usize>, Vec<usize>) {
+    let gold: Vec<usize> = (0..n).map(|i| i % 2).collect();
+    let pred = gold.iter().enumerate().map(|(i, &g)| if right(i) { g } else { 1 - g }).collect();
+    (gold, pred)
+}
+
+/// A row whose metrics and kept predictions agree.
+fn row_with_predictions(name: &str, kind: RowKind, gold: &[usize], pred: Vec<usize>, dev_accuracy: f64) -> StrategyRow {
+    let labels = ["negative".to_string(), "positive".to_string()];
+    let mut row = if kind == RowKind::FineTuned { tuned_row(100, 0.9) } else { prompt_row(name, 100, 70) };
+    row.name = name.into();
+    row.metrics = Metrics::compute(gold, &pred, &[], &vec![30.0; gold.len()], &vec![70; gold.len()], &labels);
+    row.predicted = pred;
+    row.dev_accuracy = Some(dev_accuracy);
+    row
+}
+
+fn paired_report(rows: Vec<StrategyRow>, gold: Vec<usize>, decision: &DecisionConfig) -> CompareReport {
+    let quiet = CostConfig { monthly_requests: 1_000, ..CostConfig::default() };
+    let header = ReportHeader { test_examples: gold.len(), gold, ..header(8530) };
+    CompareReport::new(header, rows, curve(), None, &quiet, decision)
+}
+
+#[test]
+fn the_best_prompt_is_chosen_on_dev_not_on_test() {
+    // few-shot wins on test (85% vs 80%) but loses on dev (0.78 vs 0.81): zero-shot is chosen.
+    let n = 400;
+    let (gold, zero) = paired_predictions(n, |i| i % 20 >= 4);
+    let (_, few) = paired_predictions(n, |i| i % 20 >= 3);
+    let (_, tuned) = paired_predictions(n, |i| i % 20 >= 2);
+    let rows = vec![
+        row_with_predictions("zero-shot", RowKind::Prompt, &gold, zero, 0.81),
+        row_with_predictions("few-shot", RowKind::Prompt, &gold, few, 0.78),
+        row_with_predictions("fine-tuned (LoRA)", RowKind::FineTuned, &gold, tuned, 0.9),
+    ];
+    let r = paired_report(rows, gold, &DecisionConfig::default());
+    assert!(r.rows[1].metrics.accuracy > r.rows[0].metrics.accuracy, "few-shot wins on test");
+    assert_eq!(r.best_prompt().unwrap().name, "zero-shot");
+    assert!(report::best_prompt_chosen_on_dev(&r.rows));
+    // The paired tests: tuned against both prompts, then the chosen prompt against the other.
+    let pairs: Vec<(&str, &str)> = r.comparisons.iter().map(|c| (c.a.as_str(), c.b.as_str())).collect();
+    assert_eq!(pairs, [("fine-tuned (LoRA)", "zero-shot"), ("fine-tuned (LoRA)", "few-shot"), ("zero-shot", "few-shot")]);
+    let ci = r.rows[0].accuracy_ci.unwrap();
+    assert!(ci.lo < 0.80 && 0.80 < ci.hi);
+    assert!(r.rows[0].macro_f1_ci.is_some(), "predictions kept: macro-F1 gets its bootstrap interval");
+}
+
+#[test]
+fn indistinguishable_systems_are_called_indistinguishable() {
+    // Tuned 81% vs zero-shot 80% on 400 examples, 11% of pairs discordant: the paired interval
+    // includes 0, so neither side is called better.
+    let n = 400;
+    let (gold, zero) = paired_predictions(n, |i| i % 100 >= 20);
+    let (_, tuned) = paired_predictions(n, |i| (14..95).contains(&(i % 100)));
+    let rows = vec![
+        row_with_predictions("zero-shot", RowKind::Prompt, &gold, zero, 0.8),
+        row_with_predictions("fine-tuned (LoRA)", RowKind::FineTuned, &gold, tuned, 0.81),
+    ];
+    let r = paired_report(rows, gold, &DecisionConfig { required_accuracy: 0.9, ..DecisionConfig::default() });
+    let c = r.comparison("fine-tuned (LoRA)", "zero-shot").unwrap();
+    assert!(c.interval.lo < 0.0 && c.interval.hi > 0.0, "{c:?}");
+    assert!((c.difference - 0.01).abs() < 1e-12, "{c:?}");
+    let rec = &r.recommendation;
+    assert_eq!(rec.steps[decided_step(rec)].answer, "neither reaches it; indistinguishable");
+    assert_eq!(rec.choice, Choice::Prompt { strategy: "zero-shot".into() });
+    assert!(rec.headline.starts_with("Indistinguishable at n = 400"), "{}", rec.headline);
+    assert!(rec.headline.contains("test examples would resolve a difference of this size"), "{}", rec.headline);
+    // The required-accuracy rule is stated where the question is asked.
+    assert!(rec.steps[decided_step(rec)].question.contains("lower bound"), "{:?}", rec.steps);
+    // High volume does not count the tuned model as "as accurate" when its interval reaches below
+    // −margin.
+    assert!(!c.a_as_accurate(0.001));
+}
+
+#[test]
+fn a_tuned_model_better_beyond_its_interval_is_recommended() {
+    let n = 1000;
+    let (gold, zero) = paired_predictions(n, |i| i % 100 >= 20);
+    let (_, tuned) = paired_predictions(n, |i| i % 100 >= 14);
+    let rows = vec![
+        row_with_predictions("zero-shot", RowKind::Prompt, &gold, zero, 0.8),
+        row_with_predictions("fine-tuned (LoRA)", RowKind::FineTuned, &gold, tuned, 0.86),
+    ];
+    let r = paired_report(rows, gold, &DecisionConfig { required_accuracy: 0.9, ..DecisionConfig::default() });
+    let c = r.comparison("fine-tuned (LoRA)", "zero-shot").unwrap();
+    assert_eq!((c.only_a_correct, c.only_b_correct), (60, 0));
+    assert!(c.a_better() && c.p_value < 1e-10, "{c:?}");
+    let rec = &r.recommendation;
+    assert_eq!(rec.choice, Choice::FineTune);
+    assert_eq!(rec.steps[decided_step(rec)].answer, "neither reaches it; fine-tuning is better");
+    assert!(rec.headline.contains("+6.0 points"), "{}", rec.headline);
 }
 
 #[test]
@@ -446,7 +553,7 @@ fn degenerate_reports_render_without_panicking() {
     let mut r = CompareReport::new(
         header(0),
         rows,
-        vec![CurvePoint { labels: 0, accuracy: 1.0, macro_f1: 1.0, train_time_s: 0.0 }],
+        vec![CurvePoint { labels: 0, accuracy: 1.0, macro_f1: 1.0, train_time_s: 0.0, seed_accuracies: vec![] }],
         None,
         &CostConfig { gpu_hour: 2.0, ..CostConfig::default() },
         &DecisionConfig::default(),
@@ -507,7 +614,21 @@ fn chromium_renders_report_html() {
         threshold: 3.0,
         plateaued: true,
     });
-    let r = CompareReport::new(header(8530), realistic_rows(), curve(), plateau, &CostConfig::default(), &DecisionConfig::default());
+    // Rows with kept predictions: error bars and the paired-difference chart have data.
+    let n = 1263;
+    let (gold, zero) = paired_predictions(n, |i| i % 100 >= 20);
+    let (_, few) = paired_predictions(n, |i| i % 100 >= 17);
+    let (_, tuned) = paired_predictions(n, |i| i % 100 >= 14);
+    let mut rows = vec![
+        row_with_predictions("zero-shot", RowKind::Prompt, &gold, zero, 0.80),
+        row_with_predictions("few-shot", RowKind::Prompt, &gold, few, 0.82),
+        row_with_predictions("fine-tuned (LoRA)", RowKind::FineTuned, &gold, tuned, 0.86),
+    ];
+    rows[2].consistency = Some(consistency(0.95, 0.85, 0.87));
+    let header = ReportHeader { test_examples: n, gold, ..header(8530) };
+    let mut r = CompareReport::new(header, rows, curve(), plateau, &CostConfig::default(), &DecisionConfig::default());
+    r.selections = vec![report::Selection { what: "best prompt strategy".into(), chosen: "few-shot".into(), by: "dev (500 examples)".into() }];
+    r.notes = vec!["Consistency is measured on the first 300 test examples.".into()];
     let paths = report::write_report(&r, work.path()).unwrap();
 
     // Kept outside the temp dir so a person can look at it afterwards.
@@ -521,7 +642,7 @@ fn chromium_renders_report_html() {
     let (_, shot_err) = chromium(&paths.html, work.path(), "screenshot", &shot);
     let (dom, dom_err) = chromium(&paths.html, work.path(), "dump-dom", &["--dump-dom".to_string()]);
 
-    for id in ["chart-accuracy", "chart-learning-curve", "chart-cost"] {
+    for id in ["chart-accuracy", "chart-difference", "chart-learning-curve", "chart-cost"] {
         let at = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("#{id} not in the rendered DOM"));
         let open = dom[..at].rfind('<').unwrap();
         assert!(dom[open..].starts_with("<svg"), "#{id} is not an <svg>");
@@ -530,6 +651,10 @@ fn chromium_renders_report_html() {
         let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("CONSOLE(") || l.contains("Uncaught")).collect();
         assert!(errors.is_empty(), "console errors while rendering ({tag}):\n{}", errors.join("\n"));
     }
+    // Every accuracy bar has its error bar; every paired test its interval.
+    assert_eq!(dom.matches("class=\"error-bar\"").count(), 3);
+    assert_eq!(dom.matches("class=\"difference\"").count(), r.comparisons.len());
+    assert!(dom.contains("indistinguishable") || dom.contains("better"), "the paired-tests table has verdicts");
     let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
     assert!(size > 10 * 1024, "screenshot {} is {size} bytes", png.display());
 }

@@ -15,8 +15,8 @@ use wick::config::Config;
 use wick::prompt::Prompter;
 use wick::score::Head;
 use wick::train::batches::encode;
-use wick::train::micro_batch_loss;
 use wick::train::optim::accumulate;
+use wick::train::{TrainLoss, micro_batch_loss};
 
 fn wick() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wick"))
@@ -56,11 +56,11 @@ fn accumulating_4x2_equals_one_batch_of_8() -> anyhow::Result<()> {
     let head = Head::Verbalizer(prompter.label_token_ids());
 
     let mut one = vec![None; vars.len()];
-    let (loss, _) = micro_batch_loss(&loaded.model, head, &items, 8)?;
+    let (loss, _) = micro_batch_loss(&loaded.model, head, TrainLoss::Vocab, &items, 8)?;
     accumulate(&mut one, &loaded.model.backward(&loss)?, &vars)?;
     let mut four = vec![None; vars.len()];
     for micro in items.chunks(2) {
-        let (loss, _) = micro_batch_loss(&loaded.model, head, micro, 8)?;
+        let (loss, _) = micro_batch_loss(&loaded.model, head, TrainLoss::Vocab, micro, 8)?;
         accumulate(&mut four, &loaded.model.backward(&loss)?, &vars)?;
     }
     for ((name, _), (a, b)) in vars.iter().zip(one.iter().zip(&four)) {

@@ -217,6 +217,10 @@ pub struct Report {
     pub device: String,
     /// Label set.
     pub labels: Vec<String>,
+    /// Predicted label index per example under the main template, in data order (what paired
+    /// tests between systems scored on the same examples need).
+    #[serde(default)]
+    pub predicted: Vec<usize>,
     /// Metrics of the main template (and first demonstration order).
     pub metrics: Metrics,
     /// Per template.

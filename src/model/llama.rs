@@ -228,6 +228,16 @@ impl Llama {
         Ok(())
     }
 
+    /// Detach every adapter (unmerging a merged one first): the frozen base model again.
+    pub fn clear_lora(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            for (_, _, lin) in layer.projections_mut() {
+                lin.clear_adapter()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every adapter tensor with its PEFT key, in a stable order
     /// (`base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight`, ...).
     pub fn lora_vars(&self) -> Vec<(String, Var)> {

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::format::{count, money, percent, volume};
-use super::{CostReport, PlateauCheck, StrategyRow, best_prompt, tuned};
+use super::{CostReport, PlateauCheck, StrategyRow, best_prompt, find_comparison, tuned};
 use crate::config::DecisionConfig;
+use crate::stats::PairedComparison;
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,9 +49,41 @@ fn yes_no(b: bool) -> String {
     if b { "yes".into() } else { "no".into() }
 }
 
+/// "+3.2 points [+1.4, +5.2], McNemar p = 0.0009": a paired difference in accuracy points.
+pub fn difference_text(c: &PairedComparison) -> String {
+    format!(
+        "{:+.1} points [{:+.1}, {:+.1}], McNemar p = {}",
+        c.difference * 100.0,
+        c.interval.lo * 100.0,
+        c.interval.hi * 100.0,
+        p_value_text(c.p_value)
+    )
+}
+
+/// A p-value with the precision it deserves: 4 decimals, or "< 0.0001".
+pub fn p_value_text(p: f64) -> String {
+    if p < 1e-4 { "< 0.0001".into() } else { format!("{p:.4}") }
+}
+
+/// "83.5% [81.3, 85.4]": accuracy with its 95% interval when known.
+pub fn accuracy_text(r: &StrategyRow) -> String {
+    match r.accuracy_ci {
+        Some(ci) => format!("{} [{:.1}, {:.1}]", percent(r.metrics.accuracy), ci.lo * 100.0, ci.hi * 100.0),
+        None => percent(r.metrics.accuracy),
+    }
+}
+
+/// The stated rule of the required-accuracy question: reached when the 95% interval's lower
+/// bound is at least the threshold (the point estimate when no interval is known), so a system
+/// is not called good enough on the strength of a lucky sample.
+fn reaches(r: &StrategyRow, required: f64) -> bool {
+    r.accuracy_ci.map_or(r.metrics.accuracy, |ci| ci.lo) >= required
+}
+
 /// Walk the decision tree over the measured rows.
 pub fn recommend(
     rows: &[StrategyRow],
+    comparisons: &[PairedComparison],
     train_labels: usize,
     cost: &CostReport,
     plateau: Option<&PlateauCheck>,
@@ -63,6 +96,8 @@ pub fn recommend(
     };
     let prompt = || Choice::Prompt { strategy: best.name.clone() };
     let acc = |r: &StrategyRow| percent(r.metrics.accuracy);
+    let paired = find_comparison(comparisons, &tuned.name, &best.name);
+    let diff = paired.map_or_else(String::new, |c| format!(" ({} − {}: {})", tuned.name, best.name, difference_text(c)));
 
     let enough = train_labels >= cfg.min_labels;
     steps.push(DecisionStep {
@@ -109,17 +144,22 @@ pub fn recommend(
     let break_even = cost.api.break_even_requests;
     let high_volume = monthly >= cfg.volume_threshold;
     let pays_off = break_even.is_some_and(|b| monthly as f64 >= b);
-    // A cheaper model that answers worse is no saving, so volume only decides for an equally good one.
-    let as_accurate = tuned.metrics.accuracy >= best.metrics.accuracy;
+    // A cheaper model that answers worse is no saving, so volume only decides for one that is as
+    // accurate: the paired interval of the difference stays above −margin.
+    let as_accurate = paired.map_or(tuned.metrics.accuracy >= best.metrics.accuracy, |c| c.a_as_accurate(cfg.equivalence_margin));
     let by_volume = high_volume && pays_off && as_accurate;
     let costs = match (cost.api.best_prompt_cost(), cost.api.tuned_cost()) {
         (Some(p), Some(t)) => format!("; {}/month prompting vs {}/month tuned", money(p.monthly), money(t.monthly)),
         _ => String::new(),
     };
     steps.push(DecisionStep {
-        question: format!("At least {} requests/month, above break-even, with the tuned model as accurate?", count(cfg.volume_threshold)),
+        question: format!(
+            "At least {} requests/month, above break-even, with the tuned model as accurate (paired 95% interval above −{:.1} points)?",
+            count(cfg.volume_threshold),
+            cfg.equivalence_margin * 100.0
+        ),
         measured: format!(
-            "{} requests/month; break-even {}{costs}; accuracy {} {} vs {} {}",
+            "{} requests/month; break-even {}{costs}; accuracy {} {} vs {} {}{diff}",
             count(monthly),
             break_even.map_or_else(|| "never (tuning is not cheaper per request)".into(), |b| format!("{} requests", volume(b))),
             tuned.name,
@@ -132,7 +172,7 @@ pub fn recommend(
     });
     if by_volume {
         let headline = format!(
-            "Fine-tune: at {} requests/month it pays back its training after {} requests, at {} accuracy vs {} for {}.",
+            "Fine-tune: at {} requests/month it pays back its training after {} requests, at {} accuracy vs {} for {}{diff}.",
             count(monthly),
             break_even.map_or_else(String::new, volume),
             acc(tuned),
@@ -152,45 +192,80 @@ pub fn recommend(
     }
 
     let required = cfg.required_accuracy;
-    let prompt_reaches = best.metrics.accuracy >= required;
-    let tuned_reaches = tuned.metrics.accuracy >= required;
+    let (prompt_reaches, tuned_reaches) = (reaches(best, required), reaches(tuned, required));
     let (choice, answer, headline) = match (prompt_reaches, tuned_reaches) {
         (true, _) => (
             prompt(),
             "prompting reaches it".to_string(),
-            format!("Prompt with {}: {} accuracy meets the required {}.", best.name, acc(best), percent(required)),
+            format!("Prompt with {}: {} accuracy meets the required {}{diff}.", best.name, accuracy_text(best), percent(required)),
         ),
         (false, true) => (
             Choice::FineTune,
             "only fine-tuning reaches it".into(),
             format!(
-                "Fine-tune: {} reaches {} accuracy, the best prompt ({}) only {}; {} required.",
+                "Fine-tune: {} reaches {} accuracy, the best prompt ({}) only {}; {} required{diff}.",
                 tuned.name,
-                acc(tuned),
+                accuracy_text(tuned),
                 best.name,
-                acc(best),
+                accuracy_text(best),
                 percent(required)
             ),
         ),
-        (false, false) => {
-            let tuned_better = tuned.metrics.accuracy > best.metrics.accuracy;
-            let (choice, winner) = if tuned_better { (Choice::FineTune, tuned) } else { (prompt(), best) };
-            let headline = format!(
-                "Neither reaches the required {}; the best is {} at {}: add labelled data or try a bigger model.",
-                percent(required),
-                winner.name,
-                acc(winner)
-            );
-            (choice, "neither reaches it".into(), headline)
-        }
+        (false, false) => neither_reaches(best, tuned, paired, required),
     };
     steps.push(DecisionStep {
-        question: format!("Accuracy of at least {} required: who reaches it?", percent(required)),
-        measured: format!("{} {}, {} {}", best.name, acc(best), tuned.name, acc(tuned)),
+        question: format!(
+            "Accuracy of at least {} required: who reaches it (rule: the 95% interval's lower bound is at least {})?",
+            percent(required),
+            percent(required)
+        ),
+        measured: format!("{} {}, {} {}{diff}", best.name, accuracy_text(best), tuned.name, accuracy_text(tuned)),
         answer,
         decided: true,
     });
     Recommendation { choice, headline, steps }
+}
+
+/// Neither side reaches the required accuracy: the better one, when the paired test can tell them
+/// apart; otherwise they are indistinguishable at this n, and prompting costs nothing to train.
+fn neither_reaches(best: &StrategyRow, tuned: &StrategyRow, paired: Option<&PairedComparison>, required: f64) -> (Choice, String, String) {
+    let prompt = Choice::Prompt { strategy: best.name.clone() };
+    let short = format!("Neither reaches the required {} with 95% confidence", percent(required));
+    let Some(c) = paired else {
+        // No kept predictions: only the point estimates can speak.
+        let (choice, winner) = if tuned.metrics.accuracy > best.metrics.accuracy { (Choice::FineTune, tuned) } else { (prompt, best) };
+        let headline =
+            format!("{short}; the best is {} at {}: add labelled data or try a bigger model.", winner.name, accuracy_text(winner));
+        return (choice, "neither reaches it".into(), headline);
+    };
+    let vs = format!("{} − {} = {}", tuned.name, best.name, difference_text(c));
+    if c.a_better() {
+        let headline = format!(
+            "Fine-tune: {} ({}) is more accurate than {} ({}): {vs}. {short}: add labelled data or try a bigger model.",
+            tuned.name,
+            accuracy_text(tuned),
+            best.name,
+            accuracy_text(best)
+        );
+        return (Choice::FineTune, "neither reaches it; fine-tuning is better".into(), headline);
+    }
+    if c.a_worse() {
+        let headline = format!(
+            "Prompt with {}: it is more accurate than {}: {vs}. {short}: add labelled data or try a bigger model.",
+            best.name, tuned.name
+        );
+        return (prompt, "neither reaches it; prompting is better".into(), headline);
+    }
+    let resolve = c.examples_to_resolve.map_or_else(
+        || "no test set size would separate identical predictions".to_string(),
+        |n| format!("about {} test examples would resolve a difference of this size", count(n)),
+    );
+    let headline = format!(
+        "Indistinguishable at n = {}: {vs}; {resolve}. {short}; keep prompting with {} (no training to pay for) or add labelled data.",
+        count(c.n as u64),
+        best.name
+    );
+    (prompt, "neither reaches it; indistinguishable".into(), headline)
 }
 
 /// When only one side was measured there is nothing to compare: recommend what there is.

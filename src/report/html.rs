@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::format::{count, money, percent, volume};
-use super::svg::{PROMPT_COLOUR, TUNED_COLOUR, accuracy_chart, cost_chart, learning_curve_chart};
+use super::svg::{PROMPT_COLOUR, TUNED_COLOUR, accuracy_chart, cost_chart, difference_chart, learning_curve_chart};
 use super::table::comparison_lines;
 use super::{Choice, CompareReport, RowKind, StrategyRow};
 
@@ -93,7 +93,16 @@ pub fn render(report: &CompareReport) -> String {
     verdict(report, &mut out);
 
     out.push_str("<div class=\"grid\">");
-    card(&mut out, &accuracy_chart(report), "Bars: accuracy of the main template on the test split.");
+    card(
+        &mut out,
+        &accuracy_chart(report),
+        "Bars: accuracy of the main template on the test split; error bars: 95% Wilson intervals. The best prompt was chosen on dev.",
+    );
+    card(
+        &mut out,
+        &difference_chart(report),
+        "Paired on the same test examples: 95% paired-bootstrap intervals of the accuracy difference, exact McNemar p in each tooltip.",
+    );
     let mut curve_caption =
         "Each point is a LoRA run that trained on that many distinct labels; the dashed line is the best prompt.".to_string();
     for note in &report.learning_curve_notes {
@@ -110,6 +119,8 @@ pub fn render(report: &CompareReport) -> String {
     out.push_str("</div>");
 
     comparison(report, &mut out);
+    paired_tests(report, &mut out);
+    choices(report, &mut out);
     decision(report, &mut out);
     matrices(report, &mut out);
     out.push_str("<footer>Made by wick compare. Every number was measured on this data and model; prices are configured.</footer>");
@@ -169,7 +180,7 @@ fn comparison(report: &CompareReport, out: &mut String) {
     }
     out.push_str("</tr></thead><tbody>");
     for line in comparison_lines(report) {
-        let key = line.label == "Accuracy" || line.label.starts_with("Monthly cost");
+        let key = line.label.starts_with("Accuracy [") || line.label.starts_with("Monthly cost");
         let _ = write!(out, "<tr{}><td>{}</td>", if key { " class=\"key\"" } else { "" }, escape(&line.label));
         for value in &line.values {
             let _ = write!(out, "<td>{}</td>", escape(value));
@@ -177,6 +188,45 @@ fn comparison(report: &CompareReport, out: &mut String) {
         out.push_str("</tr>");
     }
     out.push_str("</tbody></table></section>");
+}
+
+fn paired_tests(report: &CompareReport, out: &mut String) {
+    if report.comparisons.is_empty() {
+        return;
+    }
+    out.push_str("<section class=\"card\"><h2>Paired tests on the same test examples</h2><table><thead><tr><th>A − B</th><th>difference [95% CI]</th><th>only A right</th><th>only B right</th><th>McNemar p</th><th>examples to resolve</th><th>verdict</th></tr></thead><tbody>");
+    for c in &report.comparisons {
+        let _ = write!(
+            out,
+            "<tr><td>{} − {}</td><td>{:+.1} [{:+.1}, {:+.1}] points</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.a),
+            escape(&c.b),
+            c.difference * 100.0,
+            c.interval.lo * 100.0,
+            c.interval.hi * 100.0,
+            c.only_a_correct,
+            c.only_b_correct,
+            escape(&super::decide::p_value_text(c.p_value)),
+            c.examples_to_resolve.map_or_else(|| "-".into(), count),
+            escape(&super::table::verdict(c))
+        );
+    }
+    out.push_str("</tbody></table></section>");
+}
+
+fn choices(report: &CompareReport, out: &mut String) {
+    if report.selections.is_empty() && report.notes.is_empty() {
+        return;
+    }
+    out.push_str("<section class=\"card\"><h2>Choices on dev, numbers on test</h2><table><thead><tr><th>choice</th><th>chosen</th><th>made by</th></tr></thead><tbody>");
+    for s in &report.selections {
+        let _ = write!(out, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", escape(&s.what), escape(&s.chosen), escape(&s.by));
+    }
+    out.push_str("</tbody></table>");
+    for note in &report.notes {
+        let _ = write!(out, "<p class=\"caption\">{}</p>", escape(note));
+    }
+    out.push_str("</section>");
 }
 
 fn decision(report: &CompareReport, out: &mut String) {

@@ -16,6 +16,7 @@ use crate::config::{CostConfig, DecisionConfig};
 use crate::error::{Error, Result};
 use crate::metrics::{Consistency, Metrics};
 use crate::model::load::write_atomic;
+use crate::stats::{self, Interval, PairedComparison};
 
 pub use cost::{CostCurvePoint, CostReport, CostSummary, StrategyCost};
 pub use decide::{Choice, DecisionStep, Recommendation};
@@ -51,19 +52,57 @@ pub struct StrategyRow {
     pub output_tokens_per_request: f64,
     /// Tokens processed by training (0 for prompts); priced with `cost.training_per_1k`.
     pub training_tokens: u64,
+    /// Accuracy on the dev sample the choices were made on (None: not scored on dev).
+    #[serde(default)]
+    pub dev_accuracy: Option<f64>,
+    /// Predicted label index per test example, in the order of [`ReportHeader::gold`] (empty when
+    /// not kept): the paired tests are computed from these.
+    #[serde(default)]
+    pub predicted: Vec<usize>,
+    /// 95% Wilson interval of the test accuracy (filled by [`CompareReport::new`]).
+    #[serde(default)]
+    pub accuracy_ci: Option<Interval>,
+    /// 95% percentile-bootstrap interval of the test macro-F1 (filled by [`CompareReport::new`]
+    /// when predictions are kept).
+    #[serde(default)]
+    pub macro_f1_ci: Option<Interval>,
 }
 
-/// Accuracy of a fine-tuning run on a subset of the labels.
+/// Accuracy of fine-tuning runs on a subset of the labels (one run per seed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {
     /// Distinct labelled train examples the run trained on.
     pub labels: usize,
-    /// Test accuracy.
+    /// Test accuracy (mean over seeds).
     pub accuracy: f64,
-    /// Test macro-F1.
+    /// Test macro-F1 (mean over seeds).
     pub macro_f1: f64,
-    /// Training wall time in seconds.
+    /// Training wall time in seconds (mean over seeds).
     pub train_time_s: f64,
+    /// Test accuracy of each seed's run.
+    #[serde(default)]
+    pub seed_accuracies: Vec<f64>,
+}
+
+impl CurvePoint {
+    /// The lowest and highest accuracy over seeds (the mean when only one seed ran).
+    pub fn accuracy_range(&self) -> (f64, f64) {
+        self.seed_accuracies
+            .iter()
+            .fold(None, |acc: Option<(f64, f64)>, &a| Some(acc.map_or((a, a), |(lo, hi)| (lo.min(a), hi.max(a)))))
+            .unwrap_or((self.accuracy, self.accuracy))
+    }
+}
+
+/// One choice the report rests on, and the split that made it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    /// What was chosen ("best prompt strategy", "tuned checkpoint", ...).
+    pub what: String,
+    /// The choice.
+    pub chosen: String,
+    /// The split (and sample size) that made it, or "fixed" when nothing was selected.
+    pub by: String,
 }
 
 /// The seed's rule "switch to fine-tuning when the last prompt improvement is below N points".
@@ -100,12 +139,23 @@ pub struct CompareReport {
     pub recommendation: Recommendation,
     /// Prompt-plateau check from the run history, when there are two prompt versions.
     pub plateau: Option<PlateauCheck>,
+    /// Paired tests on the same test examples: the tuned model against every prompt strategy,
+    /// then the best prompt strategy against the other prompts.
+    #[serde(default)]
+    pub comparisons: Vec<PairedComparison>,
+    /// The choices made before the test split was scored, each with the split that made it.
+    #[serde(default)]
+    pub selections: Vec<Selection>,
+    /// What the reader must know about how the numbers were made (partial run, quick look,
+    /// consistency sample, what ended training).
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// When the report was made (RFC 3339, UTC).
     pub generated_at: String,
 }
 
 /// What the report is about: the fields of [`CompareReport`] that are not measured per row.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportHeader {
     /// Model source as configured.
     pub model: String,
@@ -119,20 +169,59 @@ pub struct ReportHeader {
     pub labels: Vec<String>,
     /// Labelled train examples available for fine-tuning.
     pub train_labels_available: usize,
+    /// Gold label index per test example (empty when predictions are not kept).
+    #[serde(default)]
+    pub gold: Vec<usize>,
+    /// Bootstrap resamples of the intervals.
+    #[serde(default = "default_resamples")]
+    pub resamples: usize,
 }
 
+fn default_resamples() -> usize {
+    crate::stats::DEFAULT_RESAMPLES
+}
+
+impl Default for ReportHeader {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            data: String::new(),
+            split: String::new(),
+            test_examples: 0,
+            labels: Vec::new(),
+            train_labels_available: 0,
+            gold: Vec::new(),
+            resamples: default_resamples(),
+        }
+    }
+}
+
+/// Seed of every bootstrap in the report: the same predictions always give the same intervals.
+const BOOTSTRAP_SEED: u64 = 0x5717_5eed;
+
 impl CompareReport {
-    /// Assemble a report from measured rows: prices them, walks the decision tree and stamps the time.
+    /// Assemble a report from measured rows: intervals and paired tests from their predictions,
+    /// prices, the decision tree, the time stamp.
     pub fn new(
         header: ReportHeader,
-        rows: Vec<StrategyRow>,
+        mut rows: Vec<StrategyRow>,
         learning_curve: Vec<CurvePoint>,
         plateau: Option<PlateauCheck>,
         prices: &CostConfig,
         decision: &DecisionConfig,
     ) -> Self {
+        let gold = &header.gold;
+        for (i, row) in rows.iter_mut().enumerate() {
+            let m = &row.metrics;
+            row.accuracy_ci = Some(stats::wilson((m.accuracy * m.n as f64).round() as usize, m.n, stats::Z95));
+            if !row.predicted.is_empty() && row.predicted.len() == gold.len() {
+                let seed = BOOTSTRAP_SEED ^ i as u64;
+                row.macro_f1_ci = Some(stats::bootstrap_macro_f1(gold, &row.predicted, &header.labels, header.resamples, seed));
+            }
+        }
+        let comparisons = paired_comparisons(&rows, gold, header.resamples);
         let cost = cost::estimate(&rows, prices);
-        let recommendation = decide::recommend(&rows, header.train_labels_available, &cost, plateau.as_ref(), decision);
+        let recommendation = decide::recommend(&rows, &comparisons, header.train_labels_available, &cost, plateau.as_ref(), decision);
         Self {
             header,
             rows,
@@ -141,8 +230,16 @@ impl CompareReport {
             cost,
             recommendation,
             plateau,
+            comparisons,
+            selections: Vec::new(),
+            notes: Vec::new(),
             generated_at: crate::runs::now_rfc3339(),
         }
+    }
+
+    /// The paired comparison of `a` against `b`, when both kept their predictions.
+    pub fn comparison(&self, a: &str, b: &str) -> Option<&PairedComparison> {
+        find_comparison(&self.comparisons, a, b)
     }
 
     /// The prompt strategy with the highest accuracy (the first one on ties).
@@ -156,9 +253,44 @@ impl CompareReport {
     }
 }
 
-/// The prompt row with the highest accuracy (the first one on ties).
+/// The prompt row chosen as the best: the highest dev accuracy when the prompts were scored on
+/// dev, else (rows made without a dev split) the highest test accuracy. The first one on ties.
 pub fn best_prompt(rows: &[StrategyRow]) -> Option<&StrategyRow> {
-    rows.iter().filter(|r| r.kind == RowKind::Prompt).reduce(|best, r| if r.metrics.accuracy > best.metrics.accuracy { r } else { best })
+    let prompts = || rows.iter().filter(|r| r.kind == RowKind::Prompt);
+    let on_dev = prompts().all(|r| r.dev_accuracy.is_some());
+    let key = |r: &StrategyRow| if on_dev { r.dev_accuracy.unwrap_or(0.0) } else { r.metrics.accuracy };
+    prompts().reduce(|best, r| if key(r) > key(best) { r } else { best })
+}
+
+/// Whether [`best_prompt`] was chosen on dev (false: on the test split itself).
+pub fn best_prompt_chosen_on_dev(rows: &[StrategyRow]) -> bool {
+    let mut prompts = rows.iter().filter(|r| r.kind == RowKind::Prompt).peekable();
+    prompts.peek().is_some() && prompts.all(|r| r.dev_accuracy.is_some())
+}
+
+/// The tuned model against every prompt, then the best prompt against the other prompts, for
+/// rows that kept their test predictions.
+fn paired_comparisons(rows: &[StrategyRow], gold: &[usize], resamples: usize) -> Vec<PairedComparison> {
+    let kept = |r: &&StrategyRow| !r.predicted.is_empty() && r.predicted.len() == gold.len();
+    let mut pairs: Vec<(&StrategyRow, &StrategyRow)> = Vec::new();
+    if let Some(t) = tuned(rows).filter(kept) {
+        pairs.extend(rows.iter().filter(|r| r.kind == RowKind::Prompt).filter(kept).map(|p| (t, p)));
+    }
+    if let Some(best) = best_prompt(rows).filter(kept) {
+        pairs.extend(rows.iter().filter(|r| r.kind == RowKind::Prompt && r.name != best.name).filter(kept).map(|p| (best, p)));
+    }
+    pairs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (a, b))| {
+            PairedComparison::new(&a.name, &b.name, gold, &a.predicted, &b.predicted, resamples, BOOTSTRAP_SEED ^ (0x100 + i as u64))
+        })
+        .collect()
+}
+
+/// The comparison of `a` against `b` in `comparisons`.
+pub fn find_comparison<'c>(comparisons: &'c [PairedComparison], a: &str, b: &str) -> Option<&'c PairedComparison> {
+    comparisons.iter().find(|c| c.a == a && c.b == b)
 }
 
 /// The first fine-tuned row.

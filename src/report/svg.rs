@@ -128,12 +128,15 @@ fn legend(out: &mut String, entries: &[(&str, &str, bool)]) {
     }
 }
 
-/// Bars of accuracy per strategy, whiskers spanning the accuracy range across templates.
+/// Bars of test accuracy per strategy with 95% confidence error bars; the axis starts below the
+/// lowest interval so the bars' differences and the intervals' widths are visible.
 pub(crate) fn accuracy_chart(report: &CompareReport) -> String {
     let mut out = String::new();
-    open("chart-accuracy", "Accuracy per strategy", &mut out);
+    open("chart-accuracy", "Test accuracy per strategy, with 95% intervals", &mut out);
     legend(&mut out, &[(PROMPT_COLOUR, "prompt", false), (TUNED_COLOUR, "fine-tuned", false)]);
-    let y = percent_axis(&mut out, 0.0, 100.0, 20.0);
+    let lowest = report.rows.iter().map(|r| r.accuracy_ci.map_or(r.metrics.accuracy, |c| c.lo)).fold(1.0f64, f64::min) * 100.0;
+    let floor = ((lowest - 5.0) / 10.0).floor().clamp(0.0, 9.0) * 10.0;
+    let y = percent_axis(&mut out, floor, 100.0, if 100.0 - floor > 50.0 { 20.0 } else { 10.0 });
     let n = report.rows.len().max(1) as f64;
     let band = (WIDTH - LEFT - RIGHT) / n;
     let bar = (band * 0.58).min(90.0);
@@ -146,23 +149,69 @@ pub(crate) fn accuracy_chart(report: &CompareReport) -> String {
             r#"<rect x="{:.1}" y="{:.1}" width="{bar:.1}" height="{:.1}" rx="3" fill="{colour}"><title>{}: {}</title></rect>"#,
             centre - bar / 2.0,
             y(acc),
-            y(0.0) - y(acc),
+            y(floor) - y(acc),
             escape(&row.name),
-            percent(row.metrics.accuracy)
+            escape(&super::decide::accuracy_text(row))
         );
         let mut label_top = y(acc);
-        if let Some(c) = &row.consistency {
-            let (lo, hi) = (y(c.accuracy_min * 100.0), y(c.accuracy_max * 100.0));
+        if let Some(c) = &row.accuracy_ci {
+            let (lo, hi) = (y(c.lo * 100.0), y(c.hi * 100.0));
+            let _ = write!(out, r#"<g class="error-bar"><title>95% interval: {:.1}–{:.1}%</title>"#, c.lo * 100.0, c.hi * 100.0);
             line(&mut out, (centre, lo), (centre, hi), INK, 1.5, None);
             for cap in [lo, hi] {
                 line(&mut out, (centre - 8.0, cap), (centre + 8.0, cap), INK, 1.5, None);
             }
+            out.push_str("</g>");
             label_top = label_top.min(hi);
         }
         text(&mut out, centre, label_top - 8.0, "middle", 14, INK, &percent(row.metrics.accuracy));
         text(&mut out, centre, HEIGHT - BOTTOM + 22.0, "middle", 14, INK, &row.name);
     }
-    axis_titles(&mut out, "whiskers: accuracy range across prompt templates", "accuracy");
+    axis_titles(&mut out, "error bars: 95% Wilson interval on the test split", "accuracy");
+    out.push_str("</svg>");
+    out
+}
+
+/// Each paired difference (tuned − prompt, best prompt − other prompt) as a point with its 95%
+/// paired-bootstrap interval against a zero line: an interval crossing zero is indistinguishable.
+pub(crate) fn difference_chart(report: &CompareReport) -> String {
+    let mut out = String::new();
+    open("chart-difference", "Paired accuracy differences, with 95% intervals", &mut out);
+    let rows = &report.comparisons;
+    let reach = rows.iter().flat_map(|c| [c.interval.lo.abs(), c.interval.hi.abs()]).fold(0.02f64, f64::max) * 100.0;
+    let span = (reach / 5.0).ceil() * 5.0;
+    let (x0, x1) = (LEFT + 170.0, WIDTH - RIGHT - 10.0);
+    let x = |pts: f64| x0 + (pts + span) / (2.0 * span) * (x1 - x0);
+    let top = TOP + 10.0;
+    let pitch = ((HEIGHT - BOTTOM - top) / rows.len().max(1) as f64).min(44.0);
+    let mut tick = -span;
+    while tick <= span + 1e-9 {
+        line(&mut out, (x(tick), top - 8.0), (x(tick), HEIGHT - BOTTOM), GRID, 1.0, None);
+        text(&mut out, x(tick), HEIGHT - BOTTOM + 18.0, "middle", 13, MUTED, &format!("{tick:+.0}"));
+        tick += span / 2.0;
+    }
+    line(&mut out, (x(0.0), top - 8.0), (x(0.0), HEIGHT - BOTTOM), INK, 1.5, Some("4 3"));
+    for (i, c) in rows.iter().enumerate() {
+        let yy = top + pitch * (i as f64 + 0.5);
+        let colour = if c.a.starts_with("fine-tuned") { TUNED_COLOUR } else { PROMPT_COLOUR };
+        text(&mut out, x0 - 10.0, yy + 5.0, "end", 13, INK, &format!("{} − {}", c.a.trim_end_matches(" (LoRA)"), c.b));
+        let _ = write!(
+            out,
+            r#"<g class="difference"><title>{} − {}: {:+.1} points, 95% interval [{:+.1}, {:+.1}], McNemar p = {}</title>"#,
+            escape(&c.a),
+            escape(&c.b),
+            c.difference * 100.0,
+            c.interval.lo * 100.0,
+            c.interval.hi * 100.0,
+            super::decide::p_value_text(c.p_value)
+        );
+        line(&mut out, (x(c.interval.lo * 100.0), yy), (x(c.interval.hi * 100.0), yy), colour, 3.0, None);
+        let _ = write!(out, r#"<circle cx="{:.1}" cy="{yy:.1}" r="5" fill="{colour}"/></g>"#, x(c.difference * 100.0));
+    }
+    if rows.is_empty() {
+        text(&mut out, WIDTH / 2.0, HEIGHT / 2.0, "middle", 14, MUTED, "no paired predictions kept");
+    }
+    axis_titles(&mut out, "accuracy difference A − B in points (an interval crossing 0: indistinguishable)", "");
     out.push_str("</svg>");
     out
 }
@@ -178,7 +227,12 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
         return out;
     }
     let best = report.best_prompt();
-    let accs = points.iter().map(|p| p.1).chain(best.map(|b| b.metrics.accuracy * 100.0));
+    let ranges: Vec<(f64, f64)> = report.learning_curve.iter().map(|p| p.accuracy_range()).collect();
+    let accs = points
+        .iter()
+        .map(|p| p.1)
+        .chain(ranges.iter().flat_map(|&(lo, hi)| [lo * 100.0, hi * 100.0]))
+        .chain(best.map(|b| b.metrics.accuracy * 100.0));
     let (min, max) = accs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), a| (lo.min(a), hi.max(a)));
     let lo = ((min - 5.0) / 10.0).floor().max(0.0) * 10.0;
     let hi = ((max + 5.0) / 10.0).ceil().min(10.0) * 10.0;
@@ -203,6 +257,22 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
     let _ = write!(out, r#"<polyline points="{}" fill="none" stroke="{TUNED_COLOUR}" stroke-width="2.5"/>"#, path.join(" "));
     for (p, &(labels, acc)) in report.learning_curve.iter().zip(&points) {
         let (px, py) = (x.at(labels), y(acc));
+        if p.seed_accuracies.len() > 1 {
+            // Seed-to-seed spread: min–max over the runs of this point.
+            let (lo, hi) = p.accuracy_range();
+            let _ = write!(
+                out,
+                r#"<g class="seed-range"><title>{} seeds: {}–{}</title>"#,
+                p.seed_accuracies.len(),
+                percent(lo),
+                percent(hi)
+            );
+            line(&mut out, (px, y(lo * 100.0)), (px, y(hi * 100.0)), TUNED_COLOUR, 1.5, None);
+            for cap in [y(lo * 100.0), y(hi * 100.0)] {
+                line(&mut out, (px - 6.0, cap), (px + 6.0, cap), TUNED_COLOUR, 1.5, None);
+            }
+            out.push_str("</g>");
+        }
         let _ = write!(
             out,
             r##"<circle cx="{px:.1}" cy="{py:.1}" r="5" fill="#fff" stroke="{TUNED_COLOUR}" stroke-width="2.5"><title>{} labels: {}</title></circle>"##,
@@ -215,7 +285,7 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
         text(&mut out, px, if clashes { py + 24.0 } else { above }, "middle", 14, INK, &percent(p.accuracy));
     }
     legend(&mut out, &[(TUNED_COLOUR, "fine-tuned", false), (PROMPT_COLOUR, "best prompt", true)]);
-    axis_titles(&mut out, "labelled train examples (log scale)", "accuracy");
+    axis_titles(&mut out, "labelled train examples (log scale); bars: min–max over seeds", "accuracy");
     out.push_str("</svg>");
     out
 }

@@ -22,8 +22,12 @@ pub(crate) fn comparison_lines(report: &CompareReport) -> Vec<TableLine> {
     let mut lines = vec![
         line("Time to first usable result", &|r| duration(r.time_to_first_result_s)),
         line("Labelled examples used", &|r| count(r.labelled_examples_used as u64)),
-        line("Accuracy", &|r| percent(r.metrics.accuracy)),
-        line("Macro-F1", &|r| format!("{:.3}", r.metrics.macro_f1)),
+        line("Accuracy [95% CI]", &|r| super::decide::accuracy_text(r)),
+        line("Macro-F1 [95% CI]", &|r| match r.macro_f1_ci {
+            Some(ci) => format!("{:.3} [{:.3}, {:.3}]", r.metrics.macro_f1, ci.lo, ci.hi),
+            None => format!("{:.3}", r.metrics.macro_f1),
+        }),
+        line("Dev accuracy (the choices were made on it)", &|r| r.dev_accuracy.map_or_else(|| "-".into(), percent)),
         line("Consistency (agreement across templates)", &|r| r.consistency.as_ref().map_or_else(|| "-".into(), |c| percent(c.agreement))),
         line("Accuracy range across templates", &|r| {
             r.consistency.as_ref().map_or_else(|| "-".into(), |c| format!("{}–{}", percent(c.accuracy_min), percent(c.accuracy_max)))
@@ -61,6 +65,17 @@ fn cost_lines(lines: &mut Vec<TableLine>, report: &CompareReport, costs: &CostSu
     });
 }
 
+/// "A better", "B better" or "indistinguishable", from the paired interval.
+pub(crate) fn verdict(c: &crate::stats::PairedComparison) -> String {
+    if c.a_better() {
+        format!("{} better", c.a)
+    } else if c.a_worse() {
+        format!("{} better", c.b)
+    } else {
+        "indistinguishable".into()
+    }
+}
+
 fn right(text: impl ToString) -> Cell {
     Cell::new(text.to_string()).set_alignment(CellAlignment::Right)
 }
@@ -88,14 +103,45 @@ pub fn render(report: &CompareReport) -> String {
     out.push_str(&table.to_string());
     out.push('\n');
 
+    if !report.comparisons.is_empty() {
+        let mut paired = Table::new();
+        paired.load_preset(UTF8_FULL_CONDENSED);
+        paired.set_header(["A − B (same test examples)", "difference [95% CI]", "only A right", "only B right", "McNemar p", "verdict"]);
+        for c in &report.comparisons {
+            paired.add_row(vec![
+                Cell::new(format!("{} − {}", c.a, c.b)),
+                right(format!("{:+.1} [{:+.1}, {:+.1}] points", c.difference * 100.0, c.interval.lo * 100.0, c.interval.hi * 100.0)),
+                right(c.only_a_correct),
+                right(c.only_b_correct),
+                right(super::decide::p_value_text(c.p_value)),
+                Cell::new(verdict(c)),
+            ]);
+        }
+        out.push_str("\nPaired tests (95% paired-bootstrap interval of the accuracy difference; exact McNemar test)\n");
+        out.push_str(&paired.to_string());
+        out.push('\n');
+    }
+    if !report.selections.is_empty() {
+        out.push_str("\nChoices (made before the test split was scored)\n");
+        for s in &report.selections {
+            out.push_str(&format!("  {}: {} — chosen by {}\n", s.what, s.chosen, s.by));
+        }
+    }
+    for note in &report.notes {
+        out.push_str(&format!("Note: {note}\n"));
+    }
+
     if !report.learning_curve.is_empty() {
         let mut curve = Table::new();
         curve.load_preset(UTF8_FULL_CONDENSED);
-        curve.set_header(["labels", "accuracy", "macro-F1", "train time"]);
+        curve.set_header(["labels", "seeds", "accuracy (mean)", "min–max over seeds", "macro-F1", "train time"]);
         for p in &report.learning_curve {
+            let (lo, hi) = p.accuracy_range();
             curve.add_row(vec![
                 right(count(p.labels as u64)),
+                right(p.seed_accuracies.len().max(1)),
                 right(percent(p.accuracy)),
+                right(if p.seed_accuracies.len() > 1 { format!("{}–{}", percent(lo), percent(hi)) } else { "-".into() }),
                 right(format!("{:.3}", p.macro_f1)),
                 right(duration(p.train_time_s)),
             ]);

@@ -78,10 +78,35 @@ pub struct TrainSummary {
     pub budget_reached: bool,
 }
 
+/// Steps between plain progress lines when stderr is not a terminal.
+const PLAIN_LOG_EVERY: usize = 10;
+
+/// What the verbalizer's training loss normalises over (`train.loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainLoss {
+    /// Softmax over the label words' logits only: cross-entropy of a classifier over the labels.
+    LabelWords,
+    /// −log p(label token) under the full vocabulary: language-model NLL of the answer.
+    Vocab,
+}
+
+impl TrainLoss {
+    /// From `train.loss` (validated by the config).
+    pub fn from_name(name: &str) -> Self {
+        if name == "vocab" { TrainLoss::Vocab } else { TrainLoss::LabelWords }
+    }
+}
+
 /// Sum over the micro-batch of −log p(gold), divided by the size of the whole effective batch,
 /// so accumulated micro-batches give exactly the gradient of one large batch. Returns the loss and
 /// the number of tokens run.
-pub fn micro_batch_loss(model: &Llama, head: Head, items: &[&Encoded], effective: usize) -> candle_core::Result<(Tensor, usize)> {
+pub fn micro_batch_loss(
+    model: &Llama,
+    head: Head,
+    loss: TrainLoss,
+    items: &[&Encoded],
+    effective: usize,
+) -> candle_core::Result<(Tensor, usize)> {
     let device = model.device();
     let shared = items.iter().all(|e| e.prompt.prefix == items[0].prompt.prefix) && !items[0].prompt.prefix.is_empty();
     // A prefix shared by the whole micro-batch runs once (with gradients), not once per row.
@@ -92,7 +117,12 @@ pub fn micro_batch_loss(model: &Llama, head: Head, items: &[&Encoded], effective
     let ids: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat(0)).take(width)).collect();
     let input = Tensor::from_vec(ids, (items.len(), width), device)?;
     let hidden = model.forward_hidden(&Batch { input_ids: &input, lengths: &lengths }, prefix.as_ref(), true)?;
-    let log_scores = head.log_scores(model, &Llama::last_hidden(&hidden, &lengths)?)?;
+    let mut log_scores = head.log_scores(model, &Llama::last_hidden(&hidden, &lengths)?)?;
+    if loss == TrainLoss::LabelWords && matches!(head, Head::Verbalizer(_)) {
+        // Renormalising the label words' log-probabilities equals a softmax over their logits:
+        // the full-vocabulary normaliser cancels.
+        log_scores = crate::ops::log_softmax_last_dim(&log_scores)?;
+    }
     let gold: Vec<u32> = items.iter().map(|e| e.label as u32).collect();
     let gold = Tensor::new(gold.as_slice(), device)?.unsqueeze(1)?;
     let nll = log_scores.gather(&gold, D::Minus1)?.sum_all()?.neg()?;
@@ -125,14 +155,18 @@ fn log_line(path: &std::path::Path, value: &serde_json::Value) -> Result<()> {
 
 /// Train LoRA adapters (and a linear head) as the config says; see the module doc.
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
-    let started = Instant::now();
     let device = model::select_device(&cfg.model.device)?;
     let dtype = model::resolve_dtype(&cfg.model.dtype, &device)?;
-    let run_dir = cfg.run_dir();
-    let t = &cfg.train;
+    // A resume names a checkpoint that must exist: fail before the model load.
+    resume_dir(cfg, opts)?;
+    let mut loaded = model::load(&cfg.model.source, dtype, &device)?;
+    train_model(cfg, &mut loaded, opts)
+}
 
-    // Where a resumed run starts from, found before any heavy work so mistakes fail fast.
-    let resume_dir = match &opts.resume {
+/// Where a resumed run starts from: `None` for a fresh run.
+fn resume_dir(cfg: &Config, opts: &TrainOptions) -> Result<Option<PathBuf>> {
+    let run_dir = cfg.run_dir();
+    Ok(match &opts.resume {
         None => None,
         Some(Some(dir)) => Some(dir.clone()),
         Some(None) => Some(
@@ -141,9 +175,21 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
                 .map(|(_, d)| d)
                 .ok_or_else(|| Error::Config(format!("{}: no checkpoint to resume from", run_dir.display())))?,
         ),
-    };
+    })
+}
 
-    let mut loaded = model::load(&cfg.model.source, dtype, &device)?;
+/// Train fresh adapters on an already loaded base model (the config's `[model]`): the library
+/// entry `wick compare` uses to train several runs over one model load. The trained adapters
+/// stay attached; [`Llama::clear_lora`] detaches them.
+pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOptions) -> Result<TrainSummary> {
+    let started = Instant::now();
+    let device = loaded.model.device().clone();
+    let dtype = model::resolve_dtype(&cfg.model.dtype, &device)?;
+    let run_dir = cfg.run_dir();
+    let t = &cfg.train;
+    let resume_dir = resume_dir(cfg, opts)?;
+
+    loaded.model.clear_lora().map_err(candle("detaching adapters"))?;
     loaded.model.set_gradient_checkpointing(cfg.train.gradient_checkpointing);
     let fingerprint = checkpoint::base_fingerprint(&loaded.model)?;
     if let Some(dir) = &resume_dir {
@@ -238,7 +284,11 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
     let lengths: Vec<usize> = train_set.iter().map(Encoded::len).collect();
     let mut order = epoch_batches(&lengths, effective, t.seed, st.epoch);
     let label_ids = prompter.label_token_ids().to_vec();
+    let train_loss = TrainLoss::from_name(&t.loss);
     let bar = if opts.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total_steps as u64) };
+    // Off a terminal indicatif draws nothing, so a log gets plain lines instead of the bar.
+    let plain = !opts.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let say = |line: String| if plain { eprintln!("{line}") } else { bar.println(line) };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -254,12 +304,13 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         // (verbalizer head) the adapter has to beat.
         let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels, t.batch_size).map_err(candle("dev evaluation"))?;
         let record = EvalRecord { step: 0, accuracy, macro_f1, train_loss: None };
-        bar.println(format!("step 0 (before training): dev accuracy {accuracy:.4}  macro-F1 {macro_f1:.4}"));
+        say(format!("step 0 (before training): dev accuracy {accuracy:.4}  macro-F1 {macro_f1:.4}"));
         log_line(&metrics_path, &serde_json::json!({"eval": record}))?;
         st.history.push(record);
     }
     let session_start = Instant::now();
     let seconds_before = st.train_seconds;
+    let steps_before = st.step;
     let mut loss_since_eval = (0.0f64, 0usize);
     let mut early_stopped = false;
     let mut was_interrupted = false;
@@ -278,7 +329,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         let mut step_loss = 0.0;
         let mut step_tokens = 0;
         for micro in batch.chunks(t.batch_size) {
-            let (loss, tokens) = micro_batch_loss(&loaded.model, head, micro, batch.len()).map_err(candle("forward"))?;
+            let (loss, tokens) = micro_batch_loss(&loaded.model, head, train_loss, micro, batch.len()).map_err(candle("forward"))?;
             let scaled = (&loss * st.loss_scaler.scale).map_err(candle("loss scaling"))?;
             let store = loaded.model.backward(&scaled).map_err(candle("backward"))?;
             accumulate(&mut grads, &store, optimizer.vars()).map_err(candle("gradients"))?;
@@ -314,6 +365,14 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
         let tps = st.tokens_seen as f64 / elapsed.max(1e-9);
         bar.set_position(st.step as u64);
         bar.set_message(format!("loss {step_loss:.4}  lr {lr:.2e}  {tps:.0} tok/s"));
+        if plain && (st.step % PLAIN_LOG_EVERY == 0 || st.step == total_steps) {
+            let left = (total_steps - st.step) as f64 * session_start.elapsed().as_secs_f64() / (st.step - steps_before).max(1) as f64;
+            say(format!(
+                "step {}/{total_steps}: loss {step_loss:.4}  lr {lr:.2e}  {tps:.0} tok/s  ETA {}",
+                st.step,
+                crate::report::format::duration(left)
+            ));
+        }
         log_line(
             &metrics_path,
             &serde_json::json!({"step": st.step, "epoch": st.epoch, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_second": tps, "loss_scale": st.loss_scaler.scale, "skipped": !finite}),
@@ -334,7 +393,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             } else {
                 st.evals_since_best += 1;
             }
-            bar.println(format!(
+            say(format!(
                 "step {}: dev accuracy {:.4}  macro-F1 {:.4}  train loss {:.4}",
                 st.step,
                 accuracy,
@@ -358,17 +417,17 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
             )?;
             state::prune(&run_dir, t.save_total_limit, st.best_step)?;
             if stop_now {
-                bar.println(format!("interrupted: checkpoint saved at step {} — continue with `wick train --resume`", st.step));
+                say(format!("interrupted: checkpoint saved at step {} — continue with `wick train --resume`", st.step));
                 was_interrupted = true;
                 break;
             }
             if out_of_time && st.step < total_steps {
-                bar.println(format!("time budget of {} minutes reached at step {}", t.max_minutes, st.step));
+                say(format!("time budget of {} minutes reached at step {}", t.max_minutes, st.step));
                 budget_reached = true;
                 break;
             }
             if t.patience > 0 && st.evals_since_best >= t.patience {
-                bar.println(format!("early stopping: no dev improvement in {} evaluations", t.patience));
+                say(format!("early stopping: no dev improvement in {} evaluations", t.patience));
                 early_stopped = true;
                 break;
             }
