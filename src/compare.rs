@@ -14,7 +14,7 @@ use crate::baseline::{BaselineOptions, Baselines, Memo, Strategy};
 use crate::config::Config;
 use crate::data::Example;
 use crate::eval::report::{EvalSet, summarize, write_outputs};
-use crate::eval::{Report, ReportOf, cached_index, score_tuned, scored_report, strategy_report};
+use crate::eval::{Report, ReportOf, cached_index, run_record, score_tuned, scored_report, strategy_report};
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
 use crate::report::format::count;
@@ -50,21 +50,22 @@ pub struct CompareOptions {
 }
 
 /// Test examples of a quick look.
-const QUICK_EXAMPLES: usize = 200;
+const QUICK_EXAMPLES: usize = 150;
 
-/// Cut a config down to a first look of a few minutes; its outputs go to `<run_name>-quick`, so
-/// they never mix with the full report's.
+/// Cut a config down to a first look of about ten minutes on a 2-core CPU (retrieval's long
+/// prompts are most of it); its outputs go to `<run_name>-quick`, so they never mix with the full
+/// report's.
 pub fn quick_look(cfg: &mut Config) {
     let c = &mut cfg.compare;
     c.limit = if c.limit == 0 { QUICK_EXAMPLES } else { c.limit.min(QUICK_EXAMPLES) };
-    c.dev_examples = QUICK_EXAMPLES;
-    c.consistency_examples = 100;
+    c.dev_examples = 100;
+    c.consistency_examples = 20;
     c.learning_curve.clear();
-    c.retrieval_pool = if c.retrieval_pool == 0 { 500 } else { c.retrieval_pool.min(500) };
+    c.retrieval_pool = if c.retrieval_pool == 0 { 300 } else { c.retrieval_pool.min(300) };
     let t = &mut cfg.train;
-    t.max_minutes = if t.max_minutes > 0.0 { t.max_minutes.min(3.0) } else { 3.0 };
-    t.eval_examples = QUICK_EXAMPLES;
-    t.eval_every = t.eval_every.min(25);
+    t.max_minutes = if t.max_minutes > 0.0 { t.max_minutes.min(2.5) } else { 2.5 };
+    t.eval_examples = 100;
+    t.eval_every = t.eval_every.min(15);
     cfg.output.run_name = format!("{}-quick", cfg.output.run_name);
 }
 
@@ -260,7 +261,9 @@ fn measure_prompts(
             test.orders = on_sample.orders;
             test.order_consistency = on_sample.order_consistency;
             test.seconds = test_run.seconds;
-            write_outputs(&base_dir.join(s.name()).join(&sets.test.name), &test, &sets.test.examples, &test_run.variants[0])?;
+            let dir = base_dir.join(s.name()).join(&sets.test.name);
+            write_outputs(&dir, &test, &sets.test.examples, &test_run.variants[0])?;
+            crate::runs::append(&cfg.output.dir, run_record("baseline", s.name(), cfg, &sets.test.name, &test, dir))?;
             Ok(PromptResult { dev, test, seconds: [dev_run.seconds, test_run.seconds, sample_run.seconds] })
         })?;
         results.push(result);
@@ -313,7 +316,10 @@ fn train_and_eval(
             }
         }
         let step = checkpoint.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
-        write_outputs(&cfg.run_dir().join("eval").join(step).join(&test.name), &report, &test.examples, &main[0])?;
+        let dir = cfg.run_dir().join("eval").join(step).join(&test.name);
+        write_outputs(&dir, &report, &test.examples, &main[0])?;
+        let name = checkpoint.display().to_string();
+        crate::runs::append(&cfg.output.dir, run_record("eval", &name, cfg, &test.name, &report, dir))?;
         (report, seconds)
     };
     loaded.model.clear_lora()?;
@@ -422,6 +428,7 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
         train_labels_available: sets.train.len(),
         gold: gold(&sets.test),
         resamples: c.resamples,
+        consistency_examples: sets.consistency_n,
     };
     let mut report = CompareReport::new(header, rows, curve, plateau, &cfg.cost, &cfg.decision);
     report.learning_curve_notes = curve_notes;
@@ -476,7 +483,12 @@ fn notes(
 ) -> Vec<String> {
     let mut out = Vec::new();
     if opts.quick {
-        out.push("Quick look (--quick): few examples and a short training budget; run without --quick for the decision.".into());
+        out.push(format!(
+            "Quick look (--quick): {} test and {} dev examples, {} minutes of training, no learning curve; run without --quick for the decision.",
+            sets.test.examples.len(),
+            sets.dev.examples.len(),
+            cfg.train.max_minutes
+        ));
     }
     if limit.is_some() {
         out.push(format!(
@@ -581,4 +593,20 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     println!("{}", crate::report::render_terminal(&report));
     println!("wrote {} and {} ({:.0}s)", paths.json.display(), paths.html.display(), started.elapsed().as_secs_f64());
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quick_look_is_small_and_kept_apart() {
+        let mut cfg = Config::parse("[output]\nrun_name = \"rt\"\n[train]\nmax_minutes = 20\n").unwrap();
+        quick_look(&mut cfg);
+        assert_eq!((cfg.compare.limit, cfg.compare.dev_examples, cfg.compare.consistency_examples), (150, 100, 20));
+        assert!(cfg.compare.learning_curve.is_empty());
+        assert_eq!(cfg.train.max_minutes, 2.5);
+        assert_eq!(cfg.output.run_name, "rt-quick");
+        cfg.validate().unwrap();
+    }
 }

@@ -347,7 +347,7 @@ pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
 }
 
 /// The runs.jsonl line of one baseline strategy or checkpoint evaluation.
-fn run_record(kind: &str, name: &str, cfg: &Config, split: &str, r: &Report, path: PathBuf) -> crate::runs::NewRun {
+pub(crate) fn run_record(kind: &str, name: &str, cfg: &Config, split: &str, r: &Report, path: PathBuf) -> crate::runs::NewRun {
     crate::runs::NewRun {
         kind: kind.into(),
         name: name.into(),

@@ -627,7 +627,8 @@ fn chromium_renders_report_html() {
     rows[2].consistency = Some(consistency(0.95, 0.85, 0.87));
     let header = ReportHeader { test_examples: n, gold, ..header(8530) };
     let mut r = CompareReport::new(header, rows, curve(), plateau, &CostConfig::default(), &DecisionConfig::default());
-    r.selections = vec![report::Selection { what: "best prompt strategy".into(), chosen: "few-shot".into(), by: "dev (500 examples)".into() }];
+    r.selections =
+        vec![report::Selection { what: "best prompt strategy".into(), chosen: "few-shot".into(), by: "dev (500 examples)".into() }];
     r.notes = vec!["Consistency is measured on the first 300 test examples.".into()];
     let paths = report::write_report(&r, work.path()).unwrap();
 

@@ -52,10 +52,11 @@ fn yes_no(b: bool) -> String {
 /// "+3.2 points [+1.4, +5.2], McNemar p = 0.0009": a paired difference in accuracy points.
 pub fn difference_text(c: &PairedComparison) -> String {
     format!(
-        "{:+.1} points [{:+.1}, {:+.1}], McNemar p = {}",
+        "{:+.1} points [{:+.1}, {:+.1}], McNemar p {}{}",
         c.difference * 100.0,
         c.interval.lo * 100.0,
         c.interval.hi * 100.0,
+        if c.p_value < 1e-4 { "" } else { "= " },
         p_value_text(c.p_value)
     )
 }

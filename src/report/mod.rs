@@ -175,6 +175,9 @@ pub struct ReportHeader {
     /// Bootstrap resamples of the intervals.
     #[serde(default = "default_resamples")]
     pub resamples: usize,
+    /// Test examples consistency was measured on (0: not stated).
+    #[serde(default)]
+    pub consistency_examples: usize,
 }
 
 fn default_resamples() -> usize {
@@ -192,6 +195,7 @@ impl Default for ReportHeader {
             train_labels_available: 0,
             gold: Vec::new(),
             resamples: default_resamples(),
+            consistency_examples: 0,
         }
     }
 }

@@ -197,13 +197,10 @@ pub(crate) fn difference_chart(report: &CompareReport) -> String {
         text(&mut out, x0 - 10.0, yy + 5.0, "end", 13, INK, &format!("{} − {}", c.a.trim_end_matches(" (LoRA)"), c.b));
         let _ = write!(
             out,
-            r#"<g class="difference"><title>{} − {}: {:+.1} points, 95% interval [{:+.1}, {:+.1}], McNemar p = {}</title>"#,
+            r#"<g class="difference"><title>{} − {}: {}</title>"#,
             escape(&c.a),
             escape(&c.b),
-            c.difference * 100.0,
-            c.interval.lo * 100.0,
-            c.interval.hi * 100.0,
-            super::decide::p_value_text(c.p_value)
+            escape(&super::decide::difference_text(c))
         );
         line(&mut out, (x(c.interval.lo * 100.0), yy), (x(c.interval.hi * 100.0), yy), colour, 3.0, None);
         let _ = write!(out, r#"<circle cx="{:.1}" cy="{yy:.1}" r="5" fill="{colour}"/></g>"#, x(c.difference * 100.0));
@@ -260,13 +257,8 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
         if p.seed_accuracies.len() > 1 {
             // Seed-to-seed spread: min–max over the runs of this point.
             let (lo, hi) = p.accuracy_range();
-            let _ = write!(
-                out,
-                r#"<g class="seed-range"><title>{} seeds: {}–{}</title>"#,
-                p.seed_accuracies.len(),
-                percent(lo),
-                percent(hi)
-            );
+            let _ =
+                write!(out, r#"<g class="seed-range"><title>{} seeds: {}–{}</title>"#, p.seed_accuracies.len(), percent(lo), percent(hi));
             line(&mut out, (px, y(lo * 100.0)), (px, y(hi * 100.0)), TUNED_COLOUR, 1.5, None);
             for cap in [y(lo * 100.0), y(hi * 100.0)] {
                 line(&mut out, (px - 6.0, cap), (px + 6.0, cap), TUNED_COLOUR, 1.5, None);

@@ -19,6 +19,10 @@ pub(crate) struct TableLine {
 pub(crate) fn comparison_lines(report: &CompareReport) -> Vec<TableLine> {
     let rows = &report.rows;
     let line = |label: &str, f: &dyn Fn(&StrategyRow) -> String| TableLine { label: label.into(), values: rows.iter().map(f).collect() };
+    let sample = match report.header.consistency_examples {
+        0 => String::new(),
+        n => format!(", n = {}", count(n as u64)),
+    };
     let mut lines = vec![
         line("Time to first usable result", &|r| duration(r.time_to_first_result_s)),
         line("Labelled examples used", &|r| count(r.labelled_examples_used as u64)),
@@ -28,8 +32,10 @@ pub(crate) fn comparison_lines(report: &CompareReport) -> Vec<TableLine> {
             None => format!("{:.3}", r.metrics.macro_f1),
         }),
         line("Dev accuracy (the choices were made on it)", &|r| r.dev_accuracy.map_or_else(|| "-".into(), percent)),
-        line("Consistency (agreement across templates)", &|r| r.consistency.as_ref().map_or_else(|| "-".into(), |c| percent(c.agreement))),
-        line("Accuracy range across templates", &|r| {
+        line(&format!("Consistency (agreement across templates{sample})"), &|r| {
+            r.consistency.as_ref().map_or_else(|| "-".into(), |c| percent(c.agreement))
+        }),
+        line(&format!("Accuracy range across templates{sample}"), &|r| {
             r.consistency.as_ref().map_or_else(|| "-".into(), |c| format!("{}–{}", percent(c.accuracy_min), percent(c.accuracy_max)))
         }),
         line("Latency (ms/example)", &|r| format!("{:.1}", r.metrics.latency.mean_ms)),
