@@ -84,25 +84,33 @@ fn cached<T: Serialize + DeserializeOwned>(
     fresh: bool,
     measure: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let path = dir.join(format!("{name}.json"));
-    if let Some(value) = stored(&path, key, fresh) {
-        eprintln!("compare: reusing {name} from {}", path.display());
+    if let Some(value) = reuse(dir, name, key, fresh) {
         return Ok(value);
     }
     let value = measure()?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let text = serde_json::to_string_pretty(&Stored { key: key.to_string(), value: &value })?;
-    crate::model::load::write_atomic(&path, text.as_bytes())?;
+    store(dir, name, key, &value)?;
     Ok(value)
 }
 
-fn stored<T: DeserializeOwned>(path: &Path, key: &str, fresh: bool) -> Option<T> {
+/// The value stored in `dir/name.json` under `key`, unless `fresh` or absent or stale.
+fn reuse<T: DeserializeOwned>(dir: &Path, name: &str, key: &str, fresh: bool) -> Option<T> {
     if fresh {
         return None;
     }
-    let text = std::fs::read_to_string(path).ok()?;
-    let stored = serde_json::from_str::<Stored<T>>(&text).ok()?;
-    (stored.key == key).then_some(stored.value)
+    let path = dir.join(format!("{name}.json"));
+    let stored = serde_json::from_str::<Stored<T>>(&std::fs::read_to_string(&path).ok()?).ok()?;
+    (stored.key == key).then(|| {
+        eprintln!("compare: reusing {name} from {}", path.display());
+        stored.value
+    })
+}
+
+/// Write `value` with its key to `dir/name.json`, atomically.
+fn store<T: Serialize>(dir: &Path, name: &str, key: &str, value: &T) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let text = serde_json::to_string_pretty(&Stored { key: key.to_string(), value })?;
+    crate::model::load::write_atomic(&dir.join(format!("{name}.json")), text.as_bytes())?;
+    Ok(())
 }
 
 /// One prompt strategy: chosen among the others on dev, reported on test.
@@ -125,7 +133,7 @@ struct Tuned {
     labels_seen: usize,
     steps: usize,
     best_step: usize,
-    /// Dev accuracy of the kept checkpoint, and how many dev examples measured it.
+    /// Dev accuracy of the kept checkpoint, and `train.eval_examples` that measured it (0: all).
     best_dev_accuracy: f64,
     dev_examples: usize,
     early_stopped: bool,
@@ -229,8 +237,7 @@ fn measure_prompts(
     let mut results = Vec::new();
     for &s in strategies {
         let name = format!("prompt-{s}");
-        if let Some(r) = stored::<PromptResult>(&out_dir.join(format!("{name}.json")), &key(s), opts.fresh) {
-            eprintln!("compare: reusing {name}");
+        if let Some(r) = reuse::<PromptResult>(&out_dir, &name, &key(s), opts.fresh) {
             results.push(r);
             continue;
         }
@@ -240,7 +247,7 @@ fn measure_prompts(
             baselines = baselines.with_index(index);
             retrieval_info = Some(info);
         }
-        let result = cached(&out_dir, &name, &key(s), true, || {
+        let result = {
             eprintln!("compare: {s} on {} dev examples (choice)", count(dev_texts.len() as u64));
             let dev_run = baselines.run_main(s, &dev_texts, &mut memo_dev)?;
             let dev = summarize(&dev_run.variants, &dev_gold, labels).context("no prompt was scored")?.0;
@@ -264,8 +271,9 @@ fn measure_prompts(
             let dir = base_dir.join(s.name()).join(&sets.test.name);
             write_outputs(&dir, &test, &sets.test.examples, &test_run.variants[0])?;
             crate::runs::append(&cfg.output.dir, run_record("baseline", s.name(), cfg, &sets.test.name, &test, dir))?;
-            Ok(PromptResult { dev, test, seconds: [dev_run.seconds, test_run.seconds, sample_run.seconds] })
-        })?;
+            PromptResult { dev, test, seconds: [dev_run.seconds, test_run.seconds, sample_run.seconds] }
+        };
+        store(&out_dir, &name, &key(s), &result)?;
         results.push(result);
     }
     Ok(results)
@@ -331,7 +339,7 @@ fn train_and_eval(
         steps: summary.steps,
         best_step: best.step,
         best_dev_accuracy: best.accuracy,
-        dev_examples: if cfg.train.eval_examples == 0 { usize::MAX } else { cfg.train.eval_examples },
+        dev_examples: cfg.train.eval_examples,
         early_stopped: summary.early_stopped,
         budget_reached: summary.budget_reached,
         checkpoint: checkpoint.display().to_string(),

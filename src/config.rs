@@ -374,7 +374,7 @@ impl Default for CompareConfig {
             retrieval_pool: 2000,
             learning_curve: vec![100, 1000],
             curve_seeds: 3,
-            curve_epochs: 5.0,
+            curve_epochs: 3.0,
             batch_size: 16,
             dev_examples: 500,
             consistency_examples: 300,

@@ -41,6 +41,14 @@ fn line(out: &mut String, (x1, y1): (f64, f64), (x2, y2): (f64, f64), colour: &s
     let _ = write!(out, r#"<line x1="{x1:.1}" y1="{y1:.1}" x2="{x2:.1}" y2="{y2:.1}" stroke="{colour}" stroke-width="{width}"{dash}/>"#);
 }
 
+/// A vertical error bar at `x` from `lo` to `hi` (pixels) with caps `cap` pixels each side.
+fn whisker(out: &mut String, x: f64, (lo, hi): (f64, f64), colour: &str, cap: f64) {
+    line(out, (x, lo), (x, hi), colour, 1.5, None);
+    for y in [lo, hi] {
+        line(out, (x - cap, y), (x + cap, y), colour, 1.5, None);
+    }
+}
+
 /// Axis titles below and beside the plot area.
 fn axis_titles(out: &mut String, x_title: &str, y_title: &str) {
     text(out, LEFT + (WIDTH - LEFT - RIGHT) / 2.0, HEIGHT - 12.0, "middle", 14, MUTED, x_title);
@@ -157,10 +165,7 @@ pub(crate) fn accuracy_chart(report: &CompareReport) -> String {
         if let Some(c) = &row.accuracy_ci {
             let (lo, hi) = (y(c.lo * 100.0), y(c.hi * 100.0));
             let _ = write!(out, r#"<g class="error-bar"><title>95% interval: {:.1}–{:.1}%</title>"#, c.lo * 100.0, c.hi * 100.0);
-            line(&mut out, (centre, lo), (centre, hi), INK, 1.5, None);
-            for cap in [lo, hi] {
-                line(&mut out, (centre - 8.0, cap), (centre + 8.0, cap), INK, 1.5, None);
-            }
+            whisker(&mut out, centre, (lo, hi), INK, 8.0);
             out.push_str("</g>");
             label_top = label_top.min(hi);
         }
@@ -259,10 +264,7 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
             let (lo, hi) = p.accuracy_range();
             let _ =
                 write!(out, r#"<g class="seed-range"><title>{} seeds: {}–{}</title>"#, p.seed_accuracies.len(), percent(lo), percent(hi));
-            line(&mut out, (px, y(lo * 100.0)), (px, y(hi * 100.0)), TUNED_COLOUR, 1.5, None);
-            for cap in [y(lo * 100.0), y(hi * 100.0)] {
-                line(&mut out, (px - 6.0, cap), (px + 6.0, cap), TUNED_COLOUR, 1.5, None);
-            }
+            whisker(&mut out, px, (y(lo * 100.0), y(hi * 100.0)), TUNED_COLOUR, 6.0);
             out.push_str("</g>");
         }
         let _ = write!(
