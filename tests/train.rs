@@ -72,6 +72,41 @@ fn accumulating_4x2_equals_one_batch_of_8() -> anyhow::Result<()> {
 }
 
 #[test]
+fn the_label_words_loss_is_cross_entropy_over_the_label_words_only() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let model_dir = tiny_model_dir(tmp.path(), 4);
+    let cfg = Config::load(&tiny_config(tmp.path(), &model_dir, TRAIN))?;
+    let loaded = wick::model::load(model_dir.to_str().unwrap(), DType::F32, &Device::Cpu)?;
+    let (splits, _) = wick::data::load_splits(&cfg.data, wick::data::ReadMode::Strict)?;
+    let prompter = Prompter::new(&cfg.prompt, &cfg.data.labels, &loaded.tokenizer, loaded.chat_template.as_deref(), None)?;
+    let (encoded, _) = encode(&prompter, &splits.train[..6], 128)?;
+    let items: Vec<_> = encoded.iter().collect();
+    let head = Head::Verbalizer(prompter.label_token_ids());
+    let (vocab, _) = micro_batch_loss(&loaded.model, head, TrainLoss::Vocab, &items, 6)?;
+    let (words, _) = micro_batch_loss(&loaded.model, head, TrainLoss::LabelWords, &items, 6)?;
+    // By hand from the full-vocabulary log-probabilities of the label words, as scoring reads them.
+    let scored = wick::score::score(
+        &loaded.model,
+        prompter.label_token_ids(),
+        &encoded.iter().map(|e| e.prompt.clone()).collect::<Vec<_>>(),
+        wick::score::ScoreOptions { batch_size: 6, max_len: usize::MAX, prefix_cache: false },
+    )?;
+    let (mut want_vocab, mut want_words) = (0f64, 0f64);
+    for (s, e) in scored.iter().zip(&encoded) {
+        let lp: Vec<f64> = s.label_logprobs.iter().map(|&x| x as f64).collect();
+        let lse = lp.iter().map(|x| x.exp()).sum::<f64>().ln();
+        want_vocab -= lp[e.label] / 6.0;
+        want_words -= (lp[e.label] - lse) / 6.0;
+    }
+    let (vocab, words) = (vocab.to_scalar::<f32>()? as f64, words.to_scalar::<f32>()? as f64);
+    assert!((vocab - want_vocab).abs() < 1e-4, "vocab loss {vocab} vs {want_vocab}");
+    assert!((words - want_words).abs() < 1e-4, "label-words loss {words} vs {want_words}");
+    // The label words hold only part of the vocabulary's mass, so renormalising lowers the loss.
+    assert!(words < vocab);
+    Ok(())
+}
+
+#[test]
 fn kill_9_then_resume_reproduces_the_uninterrupted_adapter() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let model_dir = tiny_model_dir(tmp.path(), 2);
