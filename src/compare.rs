@@ -260,7 +260,7 @@ fn measure_prompts(
             let test_run = baselines.run_main(s, &test_texts, &mut memo_test)?;
             memo_sample.extend_from_prefix(&memo_test, n);
             eprintln!("compare: {s} test done ({:.0} s); consistency on {} test examples", test_run.seconds, count(n as u64));
-            let sample_run = baselines.run_strategy(s, &sample_texts(&test_texts, n), &mut memo_sample)?;
+            let sample_run = baselines.run_strategy(s, &test_texts[..n], &mut memo_sample)?;
             let mut test = strategy_report(&test_run, &sets.test, limit, cfg, loaded, Strategy::ZeroShot, retrieval_info.as_ref(), None)?;
             let on_sample = strategy_report(&sample_run, &sample, limit, cfg, loaded, Strategy::ZeroShot, None, None)?;
             test.templates = on_sample.templates;
@@ -277,10 +277,6 @@ fn measure_prompts(
         results.push(result);
     }
     Ok(results)
-}
-
-fn sample_texts(texts: &[String], n: usize) -> Vec<String> {
-    texts[..n.min(texts.len())].to_vec()
 }
 
 /// Train on the loaded model as `cfg` says, keep the best dev checkpoint and score it on the test
@@ -316,7 +312,7 @@ fn train_and_eval(
         let mut report = scored_report(of, test, limit, cfg, loaded, &main, seconds)?;
         if consistency_n > 0 {
             eprintln!("compare: tuned model, every template on {} test examples (consistency)", count(consistency_n as u64));
-            let sample = score_tuned(&baselines, loaded, head.as_ref(), &sample_texts(&test_texts, consistency_n), batch, true)?;
+            let sample = score_tuned(&baselines, loaded, head.as_ref(), &test_texts[..consistency_n], batch, true)?;
             let sample_gold = &gold(test)[..consistency_n];
             if let Some((_, templates, consistency)) = summarize(&sample, sample_gold, &cfg.data.labels) {
                 report.templates = templates;
