@@ -1,8 +1,10 @@
 //! Adapter checkpoints in HF PEFT's format, plus what wick needs to use them again.
 //!
 //! A checkpoint folder holds `adapter_config.json` and `adapter_model.safetensors` exactly as
-//! PEFT writes them (a linear head is saved as PEFT's `modules_to_save` entry `score`), and
-//! `wick_run.toml`, the resolved run config with the fingerprint of the base weights.
+//! PEFT writes them (a linear head is saved as PEFT's `modules_to_save` entry `score`),
+//! `wick_run.toml`, the resolved run config with the fingerprint of the base weights, and a
+//! `README.md` model card. Folders written by Python PEFT load too (see [`crate::peft`]): they
+//! have no `wick_run.toml`, so the config comes from the user and the fit is checked by shape.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,14 +15,11 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::lora::{expand_targets, lora_scale};
+use crate::lora::expand_targets;
 use crate::model::Llama;
 use crate::model::load::{save_safetensors_atomic, write_atomic};
 
-/// File names inside a checkpoint folder.
-pub const ADAPTER_CONFIG: &str = "adapter_config.json";
-/// Adapter weights (PEFT keys).
-pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+pub use crate::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 /// wick's resolved run config and base fingerprint.
 pub const RUN_FILE: &str = "wick_run.toml";
 /// PEFT key of the linear classification head (LlamaForSequenceClassification's `score`).
@@ -121,36 +120,80 @@ pub fn read_run(dir: &Path) -> Result<RunRecord> {
     toml::from_str(&text).map_err(|e| Error::Model(format!("{}: {}", path.display(), e.message())))
 }
 
-/// Attach the adapters stored in `dir` to `model` after checking they were made for these base
-/// weights; returns the linear head when the checkpoint has one.
-pub fn load_adapter(dir: &Path, model: &mut Llama) -> Result<Option<Tensor>> {
-    let run = read_run(dir)?;
-    let fingerprint = base_fingerprint(model)?;
-    if run.base_fingerprint != fingerprint {
-        return Err(Error::Model(format!(
-            "{}: this checkpoint was trained on another base model ({}); load it with that model",
-            dir.display(),
-            run.config.model.source
-        )));
-    }
-    let cfg_path = dir.join(ADAPTER_CONFIG);
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let adapter: AdapterConfig = serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: {e}", cfg_path.display())))?;
-    let weights = dir.join(ADAPTER_WEIGHTS);
-    let tensors =
-        candle_core::safetensors::load(&weights, model.device()).map_err(|e| Error::Model(format!("{}: {e}", weights.display())))?;
-    let scale = lora_scale(adapter.lora_alpha, adapter.r, adapter.use_rslora);
-    let n = model.set_lora(&tensors, scale, adapter.lora_dropout)?;
-    if n == 0 {
-        return Err(Error::Model(format!("{}: no LoRA tensors found", weights.display())));
-    }
-    Ok(tensors.get(HEAD_KEY).cloned())
+/// An adapter attached to a model, and how its fit to the base model was checked.
+#[derive(Debug)]
+pub struct AttachedAdapter {
+    /// The linear head, when the checkpoint has one.
+    pub head: Option<Tensor>,
+    /// wick's run record, when wick wrote the checkpoint.
+    pub run: Option<RunRecord>,
+    /// One line saying what was checked (fingerprint, or shapes only).
+    pub check: String,
 }
 
-/// The folder a `--checkpoint` argument names: a step folder, or a run folder whose `best` file
-/// names the best step.
+/// Whether `dir` holds wick's run record (a checkpoint wick wrote).
+pub fn has_run_record(dir: &Path) -> bool {
+    dir.join(RUN_FILE).is_file()
+}
+
+/// Attach the adapters stored in `dir` to `model`, replacing any it had. A wick checkpoint must
+/// carry this model's fingerprint; a foreign PEFT adapter is checked by its tensors' shapes.
+pub fn load_adapter(dir: &Path, model: &mut Llama) -> Result<AttachedAdapter> {
+    let run = if has_run_record(dir) { Some(read_run(dir)?) } else { None };
+    if let Some(run) = &run {
+        let fingerprint = base_fingerprint(model)?;
+        if run.base_fingerprint != fingerprint {
+            return Err(Error::Model(format!(
+                "{}: this checkpoint was trained on another base model ({}); load it with that model",
+                dir.display(),
+                run.config.model.source
+            )));
+        }
+    }
+    let adapter = crate::peft::read_adapter(dir, &model.projection_shapes(), model.device())?;
+    model.clear_lora().map_err(|e| Error::Model(format!("detaching adapters: {e}")))?;
+    model.set_adapters(&adapter.modules, adapter.config.lora_dropout)?;
+    let ranks: Vec<String> = adapter.ranks().iter().map(usize::to_string).collect();
+    let what = format!("{} adapted projections, r = {}", adapter.modules.len(), ranks.join("/"));
+    let check = match &run {
+        Some(_) => format!("{what}; base-model fingerprint matches"),
+        None => format!(
+            "{what}; not written by wick (no {RUN_FILE}), so there is no fingerprint: its fit to the base model was checked by tensor shapes only{}",
+            adapter.config.base_model_name_or_path.as_deref().map(|b| format!(" (trained on {b})")).unwrap_or_default()
+        ),
+    };
+    Ok(AttachedAdapter { head: adapter.head, run, check })
+}
+
+/// The config to use a checkpoint with. A wick checkpoint brings its own (`override_cfg` then
+/// replaces only the data and output sections); an adapter written by Python PEFT takes
+/// everything (model, prompt, labels) from `override_cfg`.
+pub fn run_config(dir: &Path, override_cfg: Option<&Path>) -> Result<Config> {
+    match (has_run_record(dir), override_cfg) {
+        (true, override_cfg) => {
+            let mut cfg = read_run(dir)?.config;
+            if let Some(path) = override_cfg {
+                let o = Config::load(path)?;
+                cfg.data = o.data;
+                cfg.output = o.output;
+            }
+            Ok(cfg)
+        }
+        (false, Some(path)) => Config::load(path),
+        (false, None) => Err(Error::Config(format!(
+            "{}: not written by wick (no {RUN_FILE}), so give --config CONFIG for its base model, prompt and labels",
+            dir.display()
+        ))),
+    }
+}
+
+/// The folder a `--checkpoint` argument names: an adapter folder (wick's or PEFT's), a run folder
+/// whose `best` file names the best step, or a hub id `org/name[@revision]` of a PEFT adapter.
 pub fn resolve_checkpoint_dir(path: &Path) -> Result<PathBuf> {
-    if path.join(ADAPTER_WEIGHTS).exists() {
+    if !path.exists() {
+        return crate::hub::resolve_adapter(&path.to_string_lossy());
+    }
+    if path.join(ADAPTER_WEIGHTS).exists() || path.join(crate::peft::PICKLED_WEIGHTS).exists() {
         return Ok(path.to_path_buf());
     }
     let best = path.join("best");

@@ -298,7 +298,7 @@ fn train_and_eval(
     }
     let best = summary.best.clone().context("training recorded no dev evaluation")?;
     let checkpoint = crate::train::state::step_dir(&summary.run_dir, best.step);
-    let head = crate::checkpoint::load_adapter(&checkpoint, &mut loaded.model)?;
+    let head = crate::checkpoint::load_adapter(&checkpoint, &mut loaded.model)?.head;
     let method = if head.is_some() { "linear" } else { "verbalizer" };
     let batch = cfg.compare.batch_size;
     let (eval, eval_seconds) = {

@@ -6,8 +6,9 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    // The OS error is part of this one line, not a `source`, so `{:#}` chains never repeat it.
+    #[error("{path}: {}", os_message(.error))]
+    Io { path: String, error: std::io::Error },
     /// A config file or key is wrong.
     #[error("{0}")]
     Config(String),
@@ -28,7 +29,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Error::Io { path: path.display().to_string(), source }
+        Error::Io { path: path.display().to_string(), error: source }
+    }
+}
+
+/// "No such file or directory" rather than "No such file or directory (os error 2)".
+fn os_message(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(pos) if text.ends_with(')') => text[..pos].to_string(),
+        _ => text,
     }
 }
 

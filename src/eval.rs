@@ -59,7 +59,8 @@ pub struct BaselineArgs {
 /// `wick eval`: score a LoRA checkpoint (verbalizer or linear head).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
-    /// A checkpoint folder, or a run folder whose `best` file names one.
+    /// A checkpoint folder (wick's, or any HF PEFT LoRA folder), a run folder whose `best` file
+    /// names one, or a hub id `org/name[@rev]` of a PEFT adapter.
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
     /// Split to score: train, dev or test.
@@ -68,7 +69,8 @@ pub struct EvalArgs {
     /// A data file to score instead of the split.
     #[command(flatten)]
     pub data_args: DataArgs,
-    /// Take the [data] and [output] sections from this config instead of the checkpoint's.
+    /// Run config: for a wick checkpoint its [data] and [output] sections replace the checkpoint's;
+    /// for an adapter written by Python PEFT it gives the model, prompt and labels too.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Score only N examples (the first N of a split; a seeded sample of N from a --data file).
@@ -88,13 +90,13 @@ pub struct EvalArgs {
 /// `wick predict`: label texts with a checkpoint or a prompt-only strategy.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PredictArgs {
-    /// A checkpoint folder (or run folder with a `best` file).
+    /// A checkpoint folder (wick's or PEFT's), a run folder with a `best` file, or a PEFT adapter's hub id.
     #[arg(long, value_name = "DIR", conflicts_with = "strategy", required_unless_present = "strategy")]
     pub checkpoint: Option<PathBuf>,
     /// A prompt-only strategy on the base model (zero-shot, few-shot, calibrated, retrieval); needs --config.
     #[arg(long, requires = "config")]
     pub strategy: Option<String>,
-    /// Run config (for --strategy).
+    /// Run config: for --strategy, and for a --checkpoint that Python PEFT wrote.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// A file with one text per line.
@@ -361,27 +363,27 @@ pub(crate) fn run_record(kind: &str, name: &str, cfg: &Config, split: &str, r: &
     }
 }
 
-/// A checkpoint's model with its adapter attached, the config it was trained with (data and
-/// output sections optionally overridden) and its linear head, if any.
+/// A checkpoint's model with its adapter attached, the config to score it with, and its linear
+/// head, if any. A wick checkpoint brings its own config (`override_cfg` then replaces only the
+/// data and output sections); an adapter written by Python PEFT takes everything (model,
+/// prompt, labels) from `override_cfg`.
 fn load_checkpoint(checkpoint: &Path, override_cfg: Option<&Path>) -> anyhow::Result<(PathBuf, Config, LoadedModel, Option<Tensor>)> {
     let dir = resolve_checkpoint_dir(checkpoint)?;
-    let mut cfg = read_run(&dir)?.config;
-    if let Some(path) = override_cfg {
-        let o = Config::load(path)?;
-        cfg.data = o.data;
-        cfg.output = o.output;
-    }
+    let cfg = crate::checkpoint::run_config(&dir, override_cfg)?;
     let mut loaded = load_model(&cfg.model)?;
-    let head = load_adapter(&dir, &mut loaded.model)?;
+    let attached = load_adapter(&dir, &mut loaded.model)?;
+    eprintln!("{}: {}", dir.display(), attached.check);
+    let head = attached.head;
     if let Some(h) = &head
         && h.dims() != [cfg.data.labels.len(), loaded.model.cfg.hidden_size]
     {
         anyhow::bail!(
-            "{}: linear head has shape {:?}, expected [{}, {}]",
+            "{}: linear head has shape {:?}, expected [{}, {}] ({} labels × hidden size)",
             dir.display(),
             h.dims(),
             cfg.data.labels.len(),
-            loaded.model.cfg.hidden_size
+            loaded.model.cfg.hidden_size,
+            cfg.data.labels.len(),
         );
     }
     Ok((dir, cfg, loaded, head))
@@ -451,8 +453,29 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
         print_cache("verbalizer", c);
     }
     eprintln!("wrote {}", out.display());
+    let whole_test = args.split == "test" && args.data_args.data.is_none() && args.limit.is_none();
+    if whole_test && crate::checkpoint::has_run_record(&dir) {
+        update_card_test(&dir, &report.metrics)?;
+    }
     crate::runs::append(&cfg.output.dir, run_record("eval", &dir.display().to_string(), &cfg, &set.name, &report, out))?;
     Ok(report)
+}
+
+/// Rewrite a wick checkpoint's model card with its test metrics (the whole test split, once).
+fn update_card_test(dir: &Path, test: &crate::metrics::Metrics) -> anyhow::Result<()> {
+    let run = read_run(dir)?;
+    let state = crate::train::state::read_state(dir).ok();
+    let dev = state.as_ref().and_then(|s| crate::train::state::dev_metrics(s, &run.config));
+    let test = crate::model_card::SplitMetrics { accuracy: test.accuracy, macro_f1: test.macro_f1, examples: Some(test.n) };
+    let facts = crate::model_card::CardFacts {
+        config: &run.config,
+        fingerprint: &run.base_fingerprint,
+        step: state.as_ref().map_or(0, |s| s.step),
+        dev,
+        test: Some(test),
+    };
+    crate::model_card::write(dir, dir, &facts)?;
+    Ok(())
 }
 
 /// The texts to predict: positional ones, then one per non-empty line of `--input`.
@@ -473,7 +496,7 @@ pub fn run_predict(args: &PredictArgs) -> anyhow::Result<()> {
     let texts = predict_texts(args)?;
     let (labels, run) = match (&args.checkpoint, &args.strategy) {
         (Some(ckpt), None) => {
-            let (_, cfg, loaded, head) = load_checkpoint(ckpt, None)?;
+            let (_, cfg, loaded, head) = load_checkpoint(ckpt, args.config.as_deref())?;
             let baselines =
                 Baselines::new(&loaded, &cfg, &[], BaselineOptions { batch_size: args.batch_size, ..BaselineOptions::default() })?;
             let run = score_tuned(&baselines, &loaded, head.as_ref(), &texts, args.batch_size, false)?;

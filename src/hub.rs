@@ -303,7 +303,8 @@ fn gguf_name<'a>(hub: &HubRef, file: &'a str) -> Result<&'a str> {
     }
 }
 
-fn resolve_online(hub: &HubRef, cache_dir: &Path) -> Result<ModelSource> {
+/// The hub client for `hub`, honouring `HF_ENDPOINT` and `HF_TOKEN` like huggingface_hub.
+fn hub_repo(hub: &HubRef, cache_dir: &Path) -> Result<ApiRepo> {
     let mut builder = ApiBuilder::from_cache(Cache::new(cache_dir.to_path_buf())).with_progress(true);
     if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
         builder = builder.with_endpoint(endpoint);
@@ -312,7 +313,11 @@ fn resolve_online(hub: &HubRef, cache_dir: &Path) -> Result<ModelSource> {
         builder = builder.with_token(Some(token.trim().to_string()));
     }
     let api = builder.build().map_err(|e| Error::Model(format!("{hub}: cannot start the hub client: {e}")))?;
-    let repo = api.repo(Repo::with_revision(hub.repo_id.clone(), RepoType::Model, hub.revision.clone()));
+    Ok(api.repo(Repo::with_revision(hub.repo_id.clone(), RepoType::Model, hub.revision.clone())))
+}
+
+fn resolve_online(hub: &HubRef, cache_dir: &Path) -> Result<ModelSource> {
+    let repo = hub_repo(hub, cache_dir)?;
     let fetch = |file: &str| -> Result<PathBuf> { repo.get(file).map_err(|e| Error::Model(format!("{hub}: cannot fetch {file}: {e}"))) };
     if let Some(file) = &hub.file {
         return fetch(gguf_name(hub, file)?).map(ModelSource::Gguf);
@@ -344,6 +349,42 @@ fn resolve_online(hub: &HubRef, cache_dir: &Path) -> Result<ModelSource> {
         tokenizer_config: optional(TOKENIZER_CONFIG)?,
         chat_template: optional(CHAT_TEMPLATE)?,
     }))
+}
+
+/// The local folder holding a PEFT adapter named by a hub id `org/name[@revision]`
+/// (`adapter_config.json` and `adapter_model.safetensors`), from the cache or the hub.
+pub fn resolve_adapter(source: &str) -> Result<PathBuf> {
+    resolve_adapter_with_cache(source, &hub_cache_dir()?, hub_offline())
+}
+
+/// [`resolve_adapter`] against an explicit cache dir; `offline` forbids network access.
+pub fn resolve_adapter_with_cache(source: &str, cache_dir: &Path, offline: bool) -> Result<PathBuf> {
+    let hub = match parse_hub_ref(source) {
+        Some(h) if h.file.is_none() => h,
+        _ => return Err(Error::Model(format!("{source}: no such adapter folder, and not a hub id (org/name[@revision])"))),
+    };
+    let files = [crate::peft::ADAPTER_CONFIG, crate::peft::ADAPTER_WEIGHTS];
+    let cache = Cache::new(cache_dir.to_path_buf());
+    let cached = || -> Option<PathBuf> {
+        let paths: Vec<PathBuf> = files.iter().map(|f| cached_file(&cache, &hub, f)).collect::<Option<_>>()?;
+        paths[0].parent().map(Path::to_path_buf)
+    };
+    if offline {
+        let why = " (HF_HUB_OFFLINE is set, so nothing is downloaded)";
+        return cached().ok_or_else(|| {
+            Error::Model(format!("{hub}: the adapter ({}) is not in the hub cache {}{why}", files.join(", "), cache_dir.display()))
+        });
+    }
+    let online = || -> Result<PathBuf> {
+        let repo = hub_repo(&hub, cache_dir)?;
+        let mut dir = None;
+        for f in files {
+            let path = repo.get(f).map_err(|e| Error::Model(format!("{hub}: cannot fetch {f}: {e}")))?;
+            dir = path.parent().map(Path::to_path_buf);
+        }
+        dir.ok_or_else(|| Error::Model(format!("{hub}: no adapter files")))
+    };
+    online().or_else(|e| cached().inspect(|_| tracing::warn!("{hub}: hub not reachable, using the local cache")).ok_or(e))
 }
 
 fn list_files(repo: &ApiRepo, hub: &HubRef) -> Result<HashSet<String>> {

@@ -31,6 +31,8 @@ enum Command {
     Eval(wick::eval::EvalArgs),
     /// Label and probability for texts, from a checkpoint or a prompt strategy.
     Predict(wick::eval::PredictArgs),
+    /// Write the base model with a checkpoint's adapter merged in: HF folder or GGUF file.
+    Export(wick::export::ExportArgs),
     /// Prompt or fine-tune? Measure both on the config's data and write the decision report.
     Compare(wick::compare::CompareArgs),
     /// List the recorded runs (checkpoints/runs.jsonl) and the prompt plateau check.
@@ -142,11 +144,13 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
             print!("{}", wick::model::describe(&loaded));
         }
         Command::Model(ModelCommand::Export { source, dir }) => {
-            let loaded = wick::model::load(&source, candle_core::DType::F32, &candle_core::Device::Cpu)?;
-            wick::model::export_hf(&loaded, &dir)?;
+            let mut loaded = wick::model::load(&source, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+            let format = wick::export::ExportFormat::Hf;
+            wick::export::export_merged(&mut loaded, None, &dir, format, candle_core::DType::F32)?;
             println!("wrote {} (config.json, model.safetensors, tokenizer.json, tokenizer_config.json)", dir.display());
         }
         Command::Compare(args) => drop(wick::compare::run_compare(&args)?),
+        Command::Export(args) => drop(wick::export::run_export(&args)?),
         Command::Runs { config } => {
             let cfg = Config::load(&config)?;
             let records = wick::runs::read_all(&cfg.output.dir)?;

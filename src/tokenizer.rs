@@ -167,6 +167,14 @@ pub fn special_tokens_from_gguf(content: &gguf_file::Content) -> Result<SpecialT
     Ok(SpecialTokens { bos: lookup("bos"), eos: lookup("eos"), pad: lookup("padding"), unk: lookup("unknown") })
 }
 
+/// The llama.cpp `tokenizer.ggml.pre` name whose pre-tokenizer serialises to `pre_tokenizer`
+/// (a tokenizer.json's `pre_tokenizer` value), for writing GGUF.
+pub fn gguf_pre_name(pre_tokenizer: &serde_json::Value) -> Option<&'static str> {
+    ["smollm", "gpt2", "qwen2", "llama-bpe"].into_iter().find(|name| {
+        pre_tokenizer_for(name).ok().and_then(|(p, _)| serde_json::to_value(&p).ok()).is_some_and(|v| &v == pre_tokenizer)
+    })
+}
+
 /// The pre-tokenizer (and normalizer need) matching llama.cpp's `tokenizer.ggml.pre` name.
 fn pre_tokenizer_for(pre: &str) -> Result<(PreTokenizerWrapper, bool)> {
     let byte_level = |use_regex: bool| ByteLevel::new(false, true, use_regex);

@@ -120,7 +120,7 @@ fn batched_and_cached_scoring_equal_direct_log_softmax() -> anyhow::Result<()> {
 fn export_round_trip_gives_identical_logits() -> anyhow::Result<()> {
     let loaded = load();
     let dir = tempfile::tempdir()?;
-    wick::model::export_hf(&loaded, dir.path())?;
+    wick::export::write_hf(&loaded, dir.path(), candle_core::DType::F32)?;
     for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
         assert!(dir.path().join(f).exists(), "{f} missing");
     }

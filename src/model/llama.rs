@@ -254,24 +254,31 @@ impl Llama {
         out
     }
 
-    /// Load adapters from PEFT-keyed tensors (as [`Llama::lora_vars`] names them).
-    pub fn set_lora(&mut self, tensors: &HashMap<String, Tensor>, scale: f64, dropout: f64) -> crate::error::Result<usize> {
-        let mut n = 0;
+    /// Every projection under its PEFT module name (`model.layers.N.self_attn.q_proj`) with its shape.
+    pub fn projection_shapes(&self) -> Vec<crate::peft::ModuleShape> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (block, name, lin) in layer.projections() {
+                let (out_features, in_features) = lin.weight().dims2().unwrap_or((0, 0));
+                out.push(crate::peft::ModuleShape { name: format!("model.layers.{i}.{block}.{name}"), out_features, in_features });
+            }
+        }
+        out
+    }
+
+    /// Attach adapters read by [`crate::peft::read_adapter`], each with its own scale.
+    pub fn set_adapters(&mut self, adapters: &[crate::peft::ModuleAdapter], dropout: f64) -> crate::error::Result<()> {
+        let by_name: HashMap<&str, &crate::peft::ModuleAdapter> = adapters.iter().map(|a| (a.module.as_str(), a)).collect();
         for (i, layer) in self.layers.iter_mut().enumerate() {
             for (block, name, lin) in layer.projections_mut() {
-                let p = format!("base_model.model.model.layers.{i}.{block}.{name}");
-                match (tensors.get(&format!("{p}.lora_A.weight")), tensors.get(&format!("{p}.lora_B.weight"))) {
-                    (Some(a), Some(b)) => {
-                        lin.set_adapter(a.clone(), b.clone(), scale, dropout)
-                            .map_err(|e| crate::error::Error::Model(format!("{p}: {e}")))?;
-                        n += 1;
-                    }
-                    (None, None) => {}
-                    _ => return Err(crate::error::Error::Model(format!("{p}: adapter has only one of lora_A / lora_B"))),
+                let module = format!("model.layers.{i}.{block}.{name}");
+                if let Some(ad) = by_name.get(module.as_str()) {
+                    lin.set_adapter(ad.a.clone(), ad.b.clone(), ad.scale, dropout)
+                        .map_err(|e| crate::error::Error::Model(format!("{module}: {e}")))?;
                 }
             }
         }
-        Ok(n)
+        Ok(())
     }
 
     /// Fold every adapter into its base weight.

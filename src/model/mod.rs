@@ -6,9 +6,6 @@ mod layer_op;
 pub mod llama;
 pub mod load;
 
-use std::collections::HashMap;
-use std::path::Path;
-
 use candle_core::{DType, Device};
 use tokenizers::Tokenizer;
 
@@ -120,35 +117,6 @@ pub fn load(source: &str, dtype: DType, device: &Device) -> Result<LoadedModel> 
     }
     let model = Llama::from_tensors(raw.cfg, raw.tensors, dtype, device).map_err(|e| Error::Model(format!("{source}: {e}")))?;
     Ok(LoadedModel { model, tokenizer, chat_template, source: source.to_string() })
-}
-
-/// Write an HF folder (config.json, model.safetensors, tokenizer.json, tokenizer_config.json) that
-/// Python tools load as exactly the weights wick uses. Weights are written in f32.
-pub fn export_hf(loaded: &LoadedModel, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tensors: HashMap<String, candle_core::Tensor> = loaded
-        .model
-        .named_weights()
-        .into_iter()
-        .map(|(k, t)| t.to_dtype(DType::F32).map(|t| (k, t)))
-        .collect::<candle_core::Result<_>>()
-        .map_err(|e| Error::Model(format!("export: {e}")))?;
-    load::save_safetensors_atomic(&dir.join("model.safetensors"), &tensors)?;
-    let cfg = serde_json::to_vec_pretty(&loaded.model.cfg.to_hf_json()).map_err(|e| Error::Model(e.to_string()))?;
-    load::write_atomic(&dir.join("config.json"), &cfg)?;
-    let tok_json = loaded.tokenizer.to_string(true).map_err(|e| Error::Model(format!("tokenizer: {e}")))?;
-    load::write_atomic(&dir.join("tokenizer.json"), tok_json.as_bytes())?;
-    let token = |id: Option<u32>| id.and_then(|i| loaded.tokenizer.id_to_token(i));
-    let tok_cfg = serde_json::json!({
-        "tokenizer_class": "GPT2Tokenizer",
-        "bos_token": token(loaded.model.cfg.bos_token_id),
-        "eos_token": token(loaded.model.cfg.eos_token_id),
-        "chat_template": loaded.chat_template,
-        "add_bos_token": false,
-        "clean_up_tokenization_spaces": false,
-        "model_max_length": loaded.model.cfg.max_position_embeddings,
-    });
-    load::write_atomic(&dir.join("tokenizer_config.json"), &serde_json::to_vec_pretty(&tok_cfg).map_err(|e| Error::Model(e.to_string()))?)
 }
 
 /// Only the tokenizer of a source (for token counts), without loading the weights.

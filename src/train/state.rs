@@ -98,6 +98,8 @@ pub fn save(
     save_safetensors_atomic(&tmp.join("optimizer.safetensors"), &optimizer)?;
     let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Model(e.to_string()))?;
     write_atomic(&tmp.join("trainer_state.json"), &json)?;
+    let dev = dev_metrics(state, cfg);
+    crate::model_card::write(&tmp, &final_dir, &crate::model_card::CardFacts { config: cfg, fingerprint, step: state.step, dev, test: None })?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
     }
@@ -120,11 +122,23 @@ pub fn prune(run_dir: &Path, keep: usize, best: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// Read a checkpoint's trainer state and optimiser moments.
-pub fn load(dir: &Path) -> Result<(TrainerState, HashMap<String, Tensor>, HashMap<String, Tensor>)> {
+/// Read a checkpoint's trainer state (`trainer_state.json`).
+pub fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join("trainer_state.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let state: TrainerState = serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: {e}", path.display())))
+}
+
+/// The dev metrics recorded at this state's own step, for the model card.
+pub fn dev_metrics(state: &TrainerState, cfg: &Config) -> Option<crate::model_card::SplitMetrics> {
+    let at = state.history.iter().find(|h| h.step == state.step)?;
+    let examples = (cfg.train.eval_examples > 0).then_some(cfg.train.eval_examples);
+    Some(crate::model_card::SplitMetrics { accuracy: at.accuracy, macro_f1: at.macro_f1, examples })
+}
+
+/// Read a checkpoint's trainer state and optimiser moments.
+pub fn load(dir: &Path) -> Result<(TrainerState, HashMap<String, Tensor>, HashMap<String, Tensor>)> {
+    let state = read_state(dir)?;
     let read = |name: &str| {
         let p = dir.join(name);
         candle_core::safetensors::load(&p, &candle_core::Device::Cpu).map_err(|e| Error::Model(format!("{}: {e}", p.display())))
