@@ -54,16 +54,17 @@ pub struct LinearHead<'a> {
 
 /// Write `loaded` with its adapters merged to `out` (a folder for `hf`; for `gguf` a `.gguf`
 /// path or a folder that gets `model.gguf`). Nothing is left half-written: files are built under
-/// a temporary name and renamed. Returns the paths written. The model is unmerged again after.
-pub fn export_merged(loaded: &mut LoadedModel, head: Option<LinearHead>, out: &Path, format: ExportFormat, dtype: DType) -> Result<Vec<PathBuf>> {
+/// a temporary name and renamed. Returns the paths written. The model itself is not changed.
+pub fn export_merged(loaded: &LoadedModel, head: Option<LinearHead>, out: &Path, format: ExportFormat, dtype: DType) -> Result<Vec<PathBuf>> {
     let single_file = format == ExportFormat::Gguf && out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
     if out.exists() && !(out.is_dir() && std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_none()) {
         return Err(Error::Config(format!("{}: already exists; choose a new output path or remove it", out.display())));
     }
-    loaded.model.merge_lora().map_err(|e| Error::Model(format!("merging the adapter: {e}")))?;
-    let written = if single_file { write_gguf_file(loaded, out, dtype).map(|()| vec![out.to_path_buf()]) } else { write_folder(loaded, head.as_ref(), out, format, dtype) };
-    loaded.model.unmerge_lora().map_err(|e| Error::Model(format!("unmerging the adapter: {e}")))?;
-    let mut written = written?;
+    let mut written = if single_file {
+        write_gguf_file(loaded, out, dtype).map(|()| vec![out.to_path_buf()])?
+    } else {
+        write_folder(loaded, head.as_ref(), out, format, dtype)?
+    };
     if single_file && let Some(h) = &head {
         let stem = out.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
         let path = out.with_file_name(format!("{stem}.score.safetensors"));
@@ -122,12 +123,10 @@ fn write_head(head: &LinearHead, path: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Write an HF folder (config.json, model.safetensors, tokenizer.json, tokenizer_config.json)
-/// that Python tools load as exactly the weights wick uses; returns the file names.
+/// that Python tools load as exactly the weights wick uses (adapters merged); returns the file names.
 pub fn write_hf(loaded: &LoadedModel, dir: &Path, dtype: DType) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tensors: HashMap<String, Tensor> = loaded
-        .model
-        .named_weights()
+    let tensors: HashMap<String, Tensor> = merged_weights(loaded)?
         .into_iter()
         .map(|(k, t)| t.to_dtype(dtype).map(|t| (k, t)))
         .collect::<candle_core::Result<_>>()
@@ -150,6 +149,10 @@ pub fn write_hf(loaded: &LoadedModel, dir: &Path, dtype: DType) -> Result<Vec<St
     });
     write_atomic(&dir.join("tokenizer_config.json"), &serde_json::to_vec_pretty(&tok_cfg).map_err(|e| Error::Model(e.to_string()))?)?;
     Ok(["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"].map(String::from).to_vec())
+}
+
+fn merged_weights(loaded: &LoadedModel) -> Result<Vec<(String, Tensor)>> {
+    loaded.model.merged_weights().map_err(|e| Error::Model(format!("merging the adapter: {e}")))
 }
 
 /// HF tensor name → llama.cpp name (`model.layers.3.self_attn.q_proj.weight` → `blk.3.attn_q.weight`).
@@ -193,7 +196,7 @@ fn write_gguf_file(loaded: &LoadedModel, path: &Path, dtype: DType) -> Result<()
     let metadata = gguf_metadata(loaded, dtype)?;
     let c = &loaded.model.cfg;
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
-    for (name, t) in loaded.model.named_weights() {
+    for (name, t) in merged_weights(loaded)? {
         let gguf = hf_to_gguf_name(&name).ok_or_else(|| Error::Model(format!("export: no GGUF name for tensor {name}")))?;
         let mut t = t.to_dtype(DType::F32).map_err(|e| Error::Model(format!("{name}: {e}")))?;
         if c.model_type == "llama" {
@@ -361,7 +364,7 @@ pub fn run_export(args: &ExportArgs) -> Result<Vec<PathBuf>> {
     let attached = crate::checkpoint::load_adapter(&dir, &mut loaded.model)?;
     eprintln!("{}: {}", dir.display(), attached.check);
     let head = attached.head.as_ref().map(|weight| LinearHead { weight, labels: &cfg.data.labels });
-    let files = export_merged(&mut loaded, head, &args.out, format, dtype)?;
+    let files = export_merged(&loaded, head, &args.out, format, dtype)?;
     for f in &files {
         println!("wrote {}", f.display());
     }

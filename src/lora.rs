@@ -190,6 +190,17 @@ impl LoraLinear {
         (adapter.b.as_tensor().matmul(adapter.a.as_tensor())? * adapter.scale)?.to_dtype(dtype)
     }
 
+    /// W + s·B·A without changing this projection (what an export writes).
+    pub fn merged_weight(&self) -> Result<Tensor> {
+        match (&self.adapter, self.merged) {
+            (Some(adapter), false) => {
+                let w = self.weight.to_dtype(DType::F32)?;
+                (&w + Self::delta_weight(adapter, DType::F32)?)?.to_dtype(self.weight.dtype())
+            }
+            _ => Ok(self.weight.clone()),
+        }
+    }
+
     /// Fold the adapter into W (PEFT's merge); forward then skips the adapter.
     pub fn merge(&mut self) -> Result<()> {
         if let (Some(adapter), false) = (&self.adapter, self.merged) {

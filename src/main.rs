@@ -144,9 +144,9 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
             print!("{}", wick::model::describe(&loaded));
         }
         Command::Model(ModelCommand::Export { source, dir }) => {
-            let mut loaded = wick::model::load(&source, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+            let loaded = wick::model::load(&source, candle_core::DType::F32, &candle_core::Device::Cpu)?;
             let format = wick::export::ExportFormat::Hf;
-            wick::export::export_merged(&mut loaded, None, &dir, format, candle_core::DType::F32)?;
+            wick::export::export_merged(&loaded, None, &dir, format, candle_core::DType::F32)?;
             println!("wrote {} (config.json, model.safetensors, tokenizer.json, tokenizer_config.json)", dir.display());
         }
         Command::Compare(args) => drop(wick::compare::run_compare(&args)?),

@@ -291,15 +291,26 @@ impl Llama {
         self.layers.iter_mut().try_for_each(|l| l.projections_mut().into_iter().try_for_each(|(_, _, p)| p.unmerge()))
     }
 
-    /// The frozen weights under their HF names (what `model export` writes).
+    /// The frozen weights under their HF names (the fingerprint's input).
     pub fn named_weights(&self) -> Vec<(String, Tensor)> {
+        self.weights(false).expect("cloning weights cannot fail")
+    }
+
+    /// The weights under their HF names with every adapter folded in (what an export writes);
+    /// the model itself is left as it is.
+    pub fn merged_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        self.weights(true)
+    }
+
+    fn weights(&self, merged: bool) -> Result<Vec<(String, Tensor)>> {
         let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
         for (i, layer) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             out.push((format!("{p}.input_layernorm.weight"), layer.input_layernorm.clone()));
             out.push((format!("{p}.post_attention_layernorm.weight"), layer.post_attention_layernorm.clone()));
             for (block, name, lin) in layer.projections() {
-                out.push((format!("{p}.{block}.{name}.weight"), lin.weight().clone()));
+                let w = if merged { lin.merged_weight()? } else { lin.weight().clone() };
+                out.push((format!("{p}.{block}.{name}.weight"), w));
                 if let Some(b) = lin.bias() {
                     out.push((format!("{p}.{block}.{name}.bias"), b.clone()));
                 }
@@ -309,7 +320,7 @@ impl Llama {
         if let Some(h) = &self.lm_head {
             out.push(("lm_head.weight".into(), h.clone()));
         }
-        out
+        Ok(out)
     }
 
     fn run(&self, batch: &Batch, prefix: Option<&PrefixCache>, train: bool, want_kv: bool) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
