@@ -220,3 +220,20 @@ fn env_probe() {
     let err = wick::hub::resolve("org/absent").unwrap_err().to_string();
     assert!(err.contains("org/absent@main") && err.contains("HF_HUB_OFFLINE"), "{err}");
 }
+
+#[test]
+fn peft_adapter_hub_ids_resolve_from_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("hub");
+    let snapshot =
+        cache_repo(&cache, "someone/smollm2-lora", &[("adapter_config.json", "{}"), ("adapter_model.safetensors", "x"), ("README.md", "card")]);
+    let found = wick::hub::resolve_adapter_with_cache("someone/smollm2-lora", &cache, true).unwrap();
+    assert_eq!(found, snapshot);
+    assert_eq!(wick::hub::resolve_adapter_with_cache(&format!("someone/smollm2-lora@{COMMIT}"), &cache, true).unwrap(), snapshot);
+    // A repo without the weights, offline: one line naming the repo and the cache.
+    cache_repo(&cache, "someone/half-adapter", &[("adapter_config.json", "{}")]);
+    let err = wick::hub::resolve_adapter_with_cache("someone/half-adapter", &cache, true).unwrap_err().to_string();
+    assert!(err.contains("someone/half-adapter@main") && err.contains("HF_HUB_OFFLINE"), "{err}");
+    let err = wick::hub::resolve_adapter_with_cache("not a hub id", &cache, true).unwrap_err().to_string();
+    assert!(err.contains("not a hub id"), "{err}");
+}

@@ -260,3 +260,46 @@ fn merged_export_matches_the_adapter_model_in_hf_and_gguf() {
     let err = wick::export::export_merged(&model, None, &hf, wick::export::ExportFormat::Hf, DType::F32).unwrap_err().to_string();
     assert!(err.contains("already exists"), "{err}");
 }
+
+fn wick(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wick")).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "wick panicked: {err}");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), err)
+}
+
+#[test]
+fn cli_evaluates_and_exports_a_peft_folder_given_a_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = common::tiny_model_dir(tmp.path(), 3);
+    let model = load(&base);
+    let cfg = common::tiny_config(tmp.path(), &base, common::TRAIN);
+    let dir = tmp.path().join("peft-adapter");
+    let plan: Plan = (0..LAYERS).map(|i| (format!("model.layers.{i}.self_attn.v_proj"), 4, 2.0)).collect();
+    write_peft(&dir, &peft_config(serde_json::json!(["v_proj"]), serde_json::json!({})), &plan, &model);
+    let (d, c) = (dir.to_str().unwrap(), cfg.to_str().unwrap());
+
+    // Without a config there is no model, prompt or label set: one line that says what to add.
+    let (ok, _, err) = wick(&["eval", "--checkpoint", d]);
+    assert!(!ok);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("no wick_run.toml") && lines[0].contains("--config"), "{err}");
+
+    let (ok, out, err) = wick(&["eval", "--checkpoint", d, "--config", c, "--split", "test", "--limit", "8", "--main-template-only"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("checked by tensor shapes only"), "{err}");
+    assert!(out.contains("accuracy") || out.contains("Accuracy"), "{out}");
+
+    let out_dir = tmp.path().join("merged");
+    let (ok, out, err) = wick(&["export", "--checkpoint", d, out_dir.to_str().unwrap(), "--format", "gguf", "--config", c, "--dtype", "f16"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("model.gguf"), "{out}");
+    assert!(out_dir.join("model.gguf").is_file());
+
+    // A missing checkpoint folder: the OS error once, with the path.
+    let (ok, _, err) = wick(&["eval", "--checkpoint", tmp.path().join("nowhere").to_str().unwrap(), "--config", c]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.contains("(os error"), "{err}");
+}
