@@ -62,6 +62,13 @@ enum DataCommand {
         #[arg(long)]
         strict: bool,
     },
+    /// Write the config's train/dev/test splits as OUT/{train,dev,test}.jsonl ({"text", "label"}).
+    Split {
+        /// Path to the TOML run config.
+        config: PathBuf,
+        /// Output folder.
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,6 +144,13 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
             if strict && !problems.is_empty() {
                 eprintln!("error: {} data problem(s) found (--strict)", problems.len());
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Data(DataCommand::Split { config, out }) => {
+            let cfg = Config::load(&config)?;
+            let (splits, _) = wick::data::load_splits(&cfg.data, wick::data::ReadMode::Strict)?;
+            for (path, (name, examples)) in wick::data::write_splits(&splits, &cfg.data.labels, &out)?.iter().zip(splits.named()) {
+                println!("wrote {} ({} {name} examples)", path.display(), examples.len());
             }
         }
         Command::Model(ModelCommand::Info { source }) => {

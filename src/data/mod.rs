@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::Serialize;
 
 pub use check::{CheckReport, Conflicts, CrossDuplicates, IMBALANCE_LIMIT, LabelStats, LengthStats, SplitStats, check, check_splits};
-pub use split::{Splits, load_splits, split_examples};
+pub use split::{Splits, load_splits, split_examples, write_splits};
 
 use crate::config::DataConfig;
 use crate::error::{Error, Result};

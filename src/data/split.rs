@@ -39,6 +39,26 @@ impl Splits {
     }
 }
 
+/// Write the splits as `dir/{train,dev,test}.jsonl`, one `{"text", "label"}` object per line with
+/// the label's name, so the same split can be used elsewhere (🤗 `datasets`' json loader, PEFT
+/// scripts) and read back by wick. Each file is written atomically.
+pub fn write_splits(splits: &Splits, labels: &[String], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut written = Vec::new();
+    for (name, examples) in splits.named() {
+        let mut body = String::new();
+        for e in examples {
+            let row = serde_json::json!({ "text": e.text, "label": labels[e.label] });
+            body.push_str(&row.to_string());
+            body.push('\n');
+        }
+        let path = dir.join(format!("{name}.jsonl"));
+        crate::model::load::write_atomic(&path, body.as_bytes())?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 /// Read the configured data and split it: explicit split files as given, else one file split
 /// by the fractions with `data.seed`.
 pub fn load_splits(cfg: &DataConfig, mode: ReadMode) -> Result<(Splits, ReadReport)> {
