@@ -61,7 +61,8 @@ impl Default for ModelConfig {
 pub struct DataConfig {
     /// Data file (CSV, TSV, JSONL or JSON array; optionally .bz2 / .gz). Ignored when split files are given.
     pub path: Option<PathBuf>,
-    /// "auto" (from the extension), "csv", "tsv", "jsonl" or "json".
+    /// "auto" (from the extension; JSONL rows in a fine-tuning layout are recognised), "csv",
+    /// "tsv", "jsonl", "json", "prompt-completion" or "openai-chat".
     pub format: String,
     /// Column (or JSON field) holding the text.
     pub text_column: String,
@@ -120,7 +121,8 @@ impl Default for DataConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PromptConfig {
-    /// System message (used when the model has a chat template).
+    /// System message (used when the model has a chat template). When the file does not set it
+    /// and the data is openai-chat, [`Config::load`] takes the rows' most common system turn.
     pub system: String,
     /// Instruction template; must contain `{text}`.
     pub template: String,
@@ -136,6 +138,9 @@ pub struct PromptConfig {
     pub k_shot: usize,
     /// Seed for demonstration sampling and order.
     pub seed: u64,
+    /// The TOML set `system` itself (set by [`Config::parse`]; not a key), so data never overrides it.
+    #[serde(skip)]
+    pub system_explicit: bool,
 }
 
 impl Default for PromptConfig {
@@ -155,6 +160,7 @@ impl Default for PromptConfig {
             use_chat_template: true,
             k_shot: 4,
             seed: 7,
+            system_explicit: false,
         }
     }
 }
@@ -407,12 +413,17 @@ impl Config {
         let mut cfg = Self::parse(&text).map_err(|msg| Error::Config(format!("{}: {msg}", path.display())))?;
         cfg.source_path = Some(path.to_path_buf());
         cfg.validate().map_err(|msg| Error::Config(format!("{}: {msg}", path.display())))?;
+        crate::data::apply_system_turn(&mut cfg);
         Ok(cfg)
     }
 
     /// Parse TOML text; the error names the key (and the closest valid key when it is unknown).
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        toml::from_str::<Self>(text).map_err(|e| describe_toml_error(text, &e))
+        let mut cfg = toml::from_str::<Self>(text).map_err(|e| describe_toml_error(text, &e))?;
+        // serde fills defaults silently, so presence is only visible in the raw table.
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| describe_toml_error(text, &e))?;
+        cfg.prompt.system_explicit = table.get("prompt").and_then(|p| p.as_table()).is_some_and(|p| p.contains_key("system"));
+        Ok(cfg)
     }
 
     /// Check values that TOML types cannot express; the error names the key.
@@ -441,9 +452,7 @@ impl Config {
                 }
             }
         }
-        if !["auto", "csv", "tsv", "jsonl", "json"].contains(&d.format.as_str()) {
-            return Err(format!("data.format = {:?}: expected auto, csv, tsv, jsonl or json", d.format));
-        }
+        crate::data::Format::parse(&d.format).map_err(|e| e.to_string())?;
         if d.labels.len() < 2 {
             return Err("data.labels needs at least two labels".into());
         }

@@ -326,6 +326,9 @@ impl CheckReport {
                 first(self.read.empty_texts.first_at.as_deref())
             ));
         }
+        if let Some(line) = super::chat::disagreement(&self.read.system_turns) {
+            out.push(line);
+        }
         for s in &self.splits {
             if s.too_short > 0 {
                 out.push(format!("{}: {} text(s) shorter than {} words (data.min_words)", s.split, s.too_short, self.min_words));
@@ -409,6 +412,9 @@ impl CheckReport {
         }
         row("text without label".into(), r.missing_labels.count);
         row("label with empty text".into(), r.empty_texts.count);
+        if !r.system_turns.is_empty() {
+            row("distinct system turns (none counts as one)".into(), r.system_turns.len());
+        }
         row("texts in more than one split (exact)".into(), self.duplicates_across_splits.exact);
         row("texts in more than one split (normalised)".into(), self.duplicates_across_splits.normalized);
         row("texts with conflicting labels".into(), self.conflicts.texts);
@@ -424,7 +430,17 @@ impl CheckReport {
             let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
             format!("Problems ({}):\n{}", problems.len(), lines.join("\n"))
         };
-        format!("Data: {}\n{per}\n{quality}\n{overall}\n{verdict}\n", self.files.join(", "))
+        // Only the fine-tuning layouts are named: for the others the extension already says it.
+        let files: Vec<String> = self
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match self.read.formats.get(i).map(String::as_str) {
+                Some(fmt @ ("prompt-completion" | "openai-chat")) => format!("{f} ({fmt})"),
+                _ => f.clone(),
+            })
+            .collect();
+        format!("Data: {}\n{per}\n{quality}\n{overall}\n{verdict}\n", files.join(", "))
     }
 }
 

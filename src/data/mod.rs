@@ -1,8 +1,10 @@
 //! Labelled data: readers, label normalisation, splits and quality checks.
 //!
-//! Every format (CSV, TSV, JSONL, JSON array; optionally bzip2/gzip-compressed) goes through
-//! the same label rules, so a file behaves the same whatever it is stored as.
+//! Every format (CSV, TSV, JSONL, JSON array, the prompt/completion and OpenAI chat fine-tuning
+//! JSONL; optionally bzip2/gzip-compressed) goes through the same label rules, so a file behaves
+//! the same whatever it is stored as.
 
+mod chat;
 mod check;
 mod read;
 mod split;
@@ -13,6 +15,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub use chat::{SystemTurn, apply_system_turn, system_message};
 pub use check::{CheckReport, Conflicts, CrossDuplicates, IMBALANCE_LIMIT, LabelStats, LengthStats, SplitStats, check, check_splits};
 pub use split::{Splits, load_splits, split_examples, write_splits};
 
@@ -54,10 +57,17 @@ pub enum Format {
     Jsonl,
     /// One JSON array of objects.
     Json,
+    /// JSONL of `{"prompt": text, "completion": label}` (text/label columns are not used).
+    PromptCompletion,
+    /// JSONL of OpenAI chat fine-tuning rows: the user turn is the text, the assistant turn the label.
+    OpenaiChat,
 }
 
 impl Format {
-    /// Parse a `data.format` value ("auto", "csv", "tsv", "jsonl", "json").
+    /// Every `data.format` value, in the order messages list them.
+    pub const NAMES: [&'static str; 7] = ["auto", "csv", "tsv", "jsonl", "json", "prompt-completion", "openai-chat"];
+
+    /// Parse a `data.format` value (one of [`Format::NAMES`]).
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "auto" => Ok(Self::Auto),
@@ -65,7 +75,13 @@ impl Format {
             "tsv" => Ok(Self::Tsv),
             "jsonl" => Ok(Self::Jsonl),
             "json" => Ok(Self::Json),
-            other => Err(Error::Config(format!("data.format = {other:?}: expected auto, csv, tsv, jsonl or json"))),
+            "prompt-completion" => Ok(Self::PromptCompletion),
+            "openai-chat" => Ok(Self::OpenaiChat),
+            other => Err(Error::Config(format!(
+                "data.format = {other:?}: expected one of {}{}",
+                Self::NAMES.join(", "),
+                crate::config::suggest(other, &Self::NAMES)
+            ))),
         }
     }
 }
@@ -181,6 +197,10 @@ pub struct ReadReport {
     pub missing_labels: Tally,
     /// Lenient mode: rows with a label but an empty text (skipped).
     pub empty_texts: Tally,
+    /// The format each file was read as (auto-detection resolved), parallel to `files`.
+    pub formats: Vec<String>,
+    /// openai-chat files: the distinct system turns, in order of first appearance.
+    pub system_turns: Vec<SystemTurn>,
 }
 
 impl ReadReport {
@@ -198,6 +218,13 @@ impl ReadReport {
         }
         self.missing_labels.merge(other.missing_labels);
         self.empty_texts.merge(other.empty_texts);
+        self.formats.extend(other.formats);
+        chat::merge(&mut self.system_turns, other.system_turns);
+    }
+
+    /// The system turn most openai-chat rows carry (what `prompt.system` becomes when unset).
+    pub fn system_message(&self) -> Option<&str> {
+        chat::most_common(&self.system_turns).and_then(|t| t.message.as_deref())
     }
 
     /// Rows dropped by `drop_labels`, all raw labels together.
@@ -237,6 +264,8 @@ impl fmt::Display for Format {
             Format::Tsv => "tsv",
             Format::Jsonl => "jsonl",
             Format::Json => "json",
+            Format::PromptCompletion => "prompt-completion",
+            Format::OpenaiChat => "openai-chat",
         })
     }
 }
@@ -246,7 +275,8 @@ pub fn read_file(path: &Path, cfg: &DataConfig, mode: ReadMode) -> Result<(Vec<E
     read_file_with(path, &ReadSpec::from_config(cfg)?, mode)
 }
 
-/// Read one data file (CSV, TSV, JSONL or JSON array, optionally .bz2/.gz) as described by `spec`.
+/// Read one data file (CSV, TSV, JSONL, JSON array, prompt-completion or openai-chat JSONL,
+/// optionally .bz2/.gz) as described by `spec`.
 pub fn read_file_with(path: &Path, spec: &ReadSpec, mode: ReadMode) -> Result<(Vec<Example>, ReadReport)> {
     spec.validate()?;
     let format = match spec.format {
@@ -259,15 +289,45 @@ pub fn read_file_with(path: &Path, spec: &ReadSpec, mode: ReadMode) -> Result<(V
         f => f,
     };
     let bytes = read::load_bytes(path)?;
-    let cols = read::Columns { text: &spec.text_column, label: &spec.label_column, group: spec.group_column.as_deref() };
-    let mut report = ReadReport { files: vec![path.display().to_string()], ..ReadReport::default() };
+    read_bytes(path, &bytes, format, spec, mode)
+}
+
+/// Read decoded file contents in `format` (Jsonl is refined to a fine-tuning layout by its first row).
+fn read_bytes(path: &Path, bytes: &[u8], format: Format, spec: &ReadSpec, mode: ReadMode) -> Result<(Vec<Example>, ReadReport)> {
+    let format = match format {
+        Format::Jsonl => chat::detect(bytes, spec),
+        f => f,
+    };
+    if format != spec.format && matches!(format, Format::PromptCompletion | Format::OpenaiChat) {
+        // Said once per file so a user whose columns are misnamed sees why no "no key" error came.
+        tracing::info!(
+            "{}: reading as {format}: its first row lacks the configured {:?}/{:?} keys",
+            path.display(),
+            spec.text_column,
+            spec.label_column
+        );
+    }
+    let group = spec.group_column.as_deref();
+    let cols = match format {
+        Format::PromptCompletion => read::Columns { text: chat::PROMPT_KEY, label: chat::COMPLETION_KEY, group },
+        _ => read::Columns { text: &spec.text_column, label: &spec.label_column, group },
+    };
+    let sources = match format {
+        Format::OpenaiChat => Sources { text: "the user turn".into(), label: "the assistant turn".into() },
+        _ => Sources { text: format!("column {:?}", cols.text), label: format!("column {:?}", cols.label) },
+    };
+    let mut report = ReadReport { files: vec![path.display().to_string()], formats: vec![format.to_string()], ..ReadReport::default() };
     let mut examples = Vec::new();
-    let mut sink = |row: read::RawRow| accept(path, spec, mode, row, &mut examples, &mut report);
+    let mut sink = |row: read::RawRow, report: &mut ReadReport| accept(path, spec, &sources, mode, row, &mut examples, report);
     match format {
-        Format::Csv => read::read_delimited(path, &bytes, b',', &cols, &mut sink)?,
-        Format::Tsv => read::read_delimited(path, &bytes, b'\t', &cols, &mut sink)?,
-        Format::Jsonl => read::read_jsonl(path, &bytes, &cols, &mut sink)?,
-        Format::Json | Format::Auto => read::read_json_array(path, &bytes, &cols, &mut sink)?,
+        Format::Csv => read::read_delimited(path, bytes, b',', &cols, &mut |row| sink(row, &mut report))?,
+        Format::Tsv => read::read_delimited(path, bytes, b'\t', &cols, &mut |row| sink(row, &mut report))?,
+        Format::Jsonl | Format::PromptCompletion => read::read_jsonl(path, bytes, &cols, &mut |row| sink(row, &mut report))?,
+        Format::OpenaiChat => chat::read_chat(path, bytes, group, &mut |row, system| {
+            chat::record(&mut report.system_turns, system, || at(path, row.loc));
+            sink(row, &mut report)
+        })?,
+        Format::Json | Format::Auto => read::read_json_array(path, bytes, &cols, &mut |row| sink(row, &mut report))?,
     }
     report.examples = examples.len();
     if report.skipped_sentinels > 0 {
@@ -276,10 +336,17 @@ pub fn read_file_with(path: &Path, spec: &ReadSpec, mode: ReadMode) -> Result<(V
     Ok((examples, report))
 }
 
+/// Where a row's text and label come from, as messages name them ("column \"label\"", "the assistant turn").
+struct Sources {
+    text: String,
+    label: String,
+}
+
 /// Apply the label rules to one raw row: keep it, skip and count it, or fail (strict mode).
 fn accept(
     path: &Path,
     spec: &ReadSpec,
+    src: &Sources,
     mode: ReadMode,
     row: read::RawRow,
     examples: &mut Vec<Example>,
@@ -292,7 +359,7 @@ fn accept(
         if row.text.is_empty() {
             report.skipped_sentinels += 1;
         } else if strict {
-            return Err(Error::Data(format!("{}: no label (column {:?} is empty)", here(), spec.label_column)));
+            return Err(Error::Data(format!("{}: no label ({} is empty)", here(), src.label)));
         } else {
             report.missing_labels.add(here);
         }
@@ -315,11 +382,7 @@ fn accept(
     };
     if row.text.is_empty() {
         if strict {
-            return Err(Error::Data(format!(
-                "{}: empty text in column {:?} (label {raw:?}); remove the row or drop its label",
-                here(),
-                spec.text_column
-            )));
+            return Err(Error::Data(format!("{}: empty text in {} (label {raw:?}); remove the row or drop its label", here(), src.text)));
         }
         report.empty_texts.add(here);
         return Ok(());
@@ -339,6 +402,10 @@ mod tests {
         s
     }
 
+    fn src() -> Sources {
+        Sources { text: "column \"text\"".into(), label: "column \"label\"".into() }
+    }
+
     fn row(text: &str, label: Option<&str>) -> read::RawRow {
         read::RawRow { loc: Loc::Line(7), text: text.into(), label: label.map(String::from), group: None }
     }
@@ -348,7 +415,7 @@ mod tests {
         let (s, p) = (spec(), Path::new("x.csv"));
         let (mut ex, mut rep) = (Vec::new(), ReadReport::default());
         for (t, l) in [("a", Some("fresh")), ("b", Some("negative")), ("c", Some("plot")), ("", None)] {
-            accept(p, &s, ReadMode::Strict, row(t, l), &mut ex, &mut rep).unwrap();
+            accept(p, &s, &src(), ReadMode::Strict, row(t, l), &mut ex, &mut rep).unwrap();
         }
         assert_eq!(ex.iter().map(|e| e.label).collect::<Vec<_>>(), vec![1, 0]);
         assert_eq!(ex[0].line, 7);
@@ -362,12 +429,12 @@ mod tests {
         let (s, p) = (spec(), Path::new("x.csv"));
         let bad = [("a", Some("neg")), ("", Some("fresh")), ("b", None)];
         for (t, l) in bad {
-            let err = accept(p, &s, ReadMode::Strict, row(t, l), &mut Vec::new(), &mut ReadReport::default()).unwrap_err();
+            let err = accept(p, &s, &src(), ReadMode::Strict, row(t, l), &mut Vec::new(), &mut ReadReport::default()).unwrap_err();
             assert!(err.to_string().starts_with("x.csv:7: "), "{err}");
         }
         let (mut ex, mut rep) = (Vec::new(), ReadReport::default());
         for (t, l) in bad {
-            accept(p, &s, ReadMode::Lenient, row(t, l), &mut ex, &mut rep).unwrap();
+            accept(p, &s, &src(), ReadMode::Lenient, row(t, l), &mut ex, &mut rep).unwrap();
         }
         assert!(ex.is_empty());
         assert_eq!(rep.unknown_labels["neg"], Tally { count: 1, first_at: Some("x.csv:7".into()) });
@@ -388,5 +455,10 @@ mod tests {
     fn format_parse_rejects_unknown() {
         assert_eq!(Format::parse("jsonl").unwrap(), Format::Jsonl);
         assert!(Format::parse("xml").is_err());
+        for name in Format::NAMES {
+            assert_eq!(Format::parse(name).unwrap().to_string(), name, "parse and Display must agree");
+        }
+        let err = Format::parse("openai_chat").unwrap_err().to_string();
+        assert!(err.contains("did you mean `openai-chat`?"), "{err}");
     }
 }

@@ -1,4 +1,5 @@
-//! File decoding: decompression and the CSV/TSV/JSONL/JSON record readers.
+//! File decoding: decompression and the CSV/TSV/JSONL/JSON record readers (the fine-tuning JSONL
+//! layouts are in `chat.rs`).
 //!
 //! Readers only turn bytes into [`RawRow`]s; label normalisation and the strict/lenient policy
 //! live in the parent module so every format gets the same rules.
@@ -156,6 +157,12 @@ fn csv_error(path: &Path, err: &csv::Error) -> Error {
 
 /// Read one JSON object per line; blank lines are skipped.
 pub(crate) fn read_jsonl(path: &Path, bytes: &[u8], cols: &Columns, sink: &mut dyn FnMut(RawRow) -> Result<()>) -> Result<()> {
+    for_each_jsonl(path, bytes, &mut |loc, value| sink(object_row(path, loc, value, cols)?))
+}
+
+/// Parse each non-blank line as JSON and hand it on with its line; every JSONL layout shares this
+/// so UTF-8 and JSON errors read the same whatever the rows mean.
+pub(crate) fn for_each_jsonl(path: &Path, bytes: &[u8], each: &mut dyn FnMut(Loc, Value) -> Result<()>) -> Result<()> {
     let shown = path.display();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let lineno = i + 1;
@@ -166,7 +173,7 @@ pub(crate) fn read_jsonl(path: &Path, bytes: &[u8], cols: &Columns, sink: &mut d
         }
         let value: Value = serde_json::from_str(line)
             .map_err(|e| Error::Data(format!("{shown}:{lineno}: invalid JSON: {} (column {})", json_message(&e), e.column())))?;
-        sink(object_row(path, Loc::Line(lineno), value, cols)?)?;
+        each(Loc::Line(lineno), value)?;
     }
     Ok(())
 }
@@ -196,7 +203,7 @@ fn json_message(e: &serde_json::Error) -> String {
 }
 
 /// "a number", "an array", ... for messages.
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -208,7 +215,7 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// A JSON label or group value as a string: numbers in their shortest form (1.0 -> "1").
-fn scalar(path: &Path, loc: Loc, key: &str, v: Value) -> Result<Option<String>> {
+pub(crate) fn scalar(path: &Path, loc: Loc, key: &str, v: Value) -> Result<Option<String>> {
     match v {
         Value::Null => Ok(None),
         Value::String(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
