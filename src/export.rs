@@ -157,28 +157,15 @@ fn merged_weights(loaded: &LoadedModel) -> Result<Vec<(String, Tensor)>> {
 
 /// HF tensor name → llama.cpp name (`model.layers.3.self_attn.q_proj.weight` → `blk.3.attn_q.weight`).
 pub fn hf_to_gguf_name(name: &str) -> Option<String> {
-    match name {
-        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
-        "model.norm.weight" => return Some("output_norm.weight".into()),
-        "lm_head.weight" => return Some("output.weight".into()),
-        _ => {}
+    use crate::model::load::{GGUF_GLOBAL_TENSORS, GGUF_LAYER_MODULES};
+    if let Some((gguf, _)) = GGUF_GLOBAL_TENSORS.iter().find(|(_, h)| *h == name) {
+        return Some(gguf.to_string());
     }
     let rest = name.strip_prefix("model.layers.")?;
     let (layer, rest) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, kind) = rest.rsplit_once('.')?;
-    let gguf = match module {
-        "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
+    let (gguf, _) = GGUF_LAYER_MODULES.iter().find(|(_, h)| *h == module)?;
     Some(format!("blk.{layer}.{gguf}.{kind}"))
 }
 
