@@ -55,7 +55,13 @@ pub struct LinearHead<'a> {
 /// Write `loaded` with its adapters merged to `out` (a folder for `hf`; for `gguf` a `.gguf`
 /// path or a folder that gets `model.gguf`). Nothing is left half-written: files are built under
 /// a temporary name and renamed. Returns the paths written. The model itself is not changed.
-pub fn export_merged(loaded: &LoadedModel, head: Option<LinearHead>, out: &Path, format: ExportFormat, dtype: DType) -> Result<Vec<PathBuf>> {
+pub fn export_merged(
+    loaded: &LoadedModel,
+    head: Option<LinearHead>,
+    out: &Path,
+    format: ExportFormat,
+    dtype: DType,
+) -> Result<Vec<PathBuf>> {
     let single_file = format == ExportFormat::Gguf && out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
     if out.exists() && !(out.is_dir() && std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_none()) {
         return Err(Error::Config(format!("{}: already exists; choose a new output path or remove it", out.display())));
@@ -280,8 +286,9 @@ fn tokenizer_metadata(loaded: &LoadedModel) -> Result<Vec<(String, gguf_file::Va
         .into_iter()
         .map(V::String)
         .collect();
-    let pre = crate::tokenizer::gguf_pre_name(&json["pre_tokenizer"])
-        .ok_or_else(|| Error::Model("GGUF export: the tokenizer's pre-tokenizer matches none llama.cpp names (smollm, gpt2, qwen2, ...)".into()))?;
+    let pre = crate::tokenizer::gguf_pre_name(&json["pre_tokenizer"]).ok_or_else(|| {
+        Error::Model("GGUF export: the tokenizer's pre-tokenizer matches none llama.cpp names (smollm, gpt2, qwen2, ...)".into())
+    })?;
     let added = tok.get_added_tokens_decoder();
     let n = loaded.model.cfg.vocab_size.max(tok.get_vocab_size(true));
     let mut tokens = Vec::with_capacity(n);

@@ -66,7 +66,8 @@ pub fn render(f: &CardFacts, dir: &Path) -> String {
         ),
         _ => "(not recorded)".into(),
     };
-    let words: Vec<String> = d.labels.iter().map(|l| format!("`{l}` → `{}`", c.prompt.label_words.get(l).map_or("?", String::as_str))).collect();
+    let words: Vec<String> =
+        d.labels.iter().map(|l| format!("`{l}` → `{}`", c.prompt.label_words.get(l).map_or("?", String::as_str))).collect();
     let head = if c.train.head == "linear" {
         "linear head on the last token's hidden state (PEFT `modules_to_save = [\"score\"]`, task SEQ_CLS)"
     } else {
@@ -130,7 +131,8 @@ mod tests {
     fn card_names_base_data_prompt_metrics_and_loading() {
         let cfg = Config::default();
         let m = SplitMetrics { accuracy: 0.8675, macro_f1: 0.8612, examples: Some(300) };
-        let card = render(&CardFacts { config: &cfg, fingerprint: "abc123", step: 100, dev: Some(m), test: None }, Path::new("ck/run/step-100"));
+        let card =
+            render(&CardFacts { config: &cfg, fingerprint: "abc123", step: 100, dev: Some(m), test: None }, Path::new("ck/run/step-100"));
         assert!(card.starts_with("---\nbase_model: "), "{card}");
         assert!(card.contains("library_name: peft"));
         assert!(card.contains("`abc123`"));

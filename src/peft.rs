@@ -246,7 +246,11 @@ impl<'a> Plan<'a> {
             return Err(refuse(&origin, "lora_bias", "a bias on lora_B is not supported"));
         }
         if config.bias != "none" {
-            return Err(refuse(&origin, "bias", &format!("{:?}: only \"none\" is supported (trained base biases are not loaded)", config.bias)));
+            return Err(refuse(
+                &origin,
+                "bias",
+                &format!("{:?}: only \"none\" is supported (trained base biases are not loaded)", config.bias),
+            ));
         }
         if config.fan_in_fan_out {
             return Err(refuse(&origin, "fan_in_fan_out", "true is for GPT-2 Conv1D weights; Llama projections are nn.Linear"));
@@ -275,10 +279,13 @@ impl<'a> Plan<'a> {
             return Err(refuse(&origin, "target_modules", "missing (PEFT writes the resolved list; the file is incomplete)"));
         };
         let targets = Targets::parse(target_value, "target_modules", &origin)?;
-        let exclude = config.exclude_modules.as_ref().filter(|v| !v.is_null()).map(|v| Targets::parse(v, "exclude_modules", &origin)).transpose()?;
+        let exclude =
+            config.exclude_modules.as_ref().filter(|v| !v.is_null()).map(|v| Targets::parse(v, "exclude_modules", &origin)).transpose()?;
         let layers = match &config.layers_to_transform {
             None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(vec![n.as_u64().ok_or_else(|| refuse(&origin, "layers_to_transform", "not a layer index"))? as usize]),
+            Some(Value::Number(n)) => {
+                Some(vec![n.as_u64().ok_or_else(|| refuse(&origin, "layers_to_transform", "not a layer index"))? as usize])
+            }
             Some(Value::Array(items)) if items.is_empty() => None,
             Some(Value::Array(items)) => Some(
                 items
@@ -299,18 +306,10 @@ impl<'a> Plan<'a> {
         let compile = |field: &str, key: &str| -> Result<Regex> {
             Regex::new(&format!(r"^(.*\.)?({key})$")).map_err(|e| Error::Model(format!("{origin}: {field} key {key:?}: {e}")))
         };
-        let rank_pattern = config
-            .rank_pattern
-            .iter()
-            .flatten()
-            .map(|(k, &v)| Ok((compile("rank_pattern", k)?, v)))
-            .collect::<Result<Vec<_>>>()?;
-        let alpha_pattern = config
-            .alpha_pattern
-            .iter()
-            .flatten()
-            .map(|(k, &v)| Ok((compile("alpha_pattern", k)?, v)))
-            .collect::<Result<Vec<_>>>()?;
+        let rank_pattern =
+            config.rank_pattern.iter().flatten().map(|(k, &v)| Ok((compile("rank_pattern", k)?, v))).collect::<Result<Vec<_>>>()?;
+        let alpha_pattern =
+            config.alpha_pattern.iter().flatten().map(|(k, &v)| Ok((compile("alpha_pattern", k)?, v))).collect::<Result<Vec<_>>>()?;
         let mut head = None;
         for m in config.modules_to_save.iter().flatten() {
             if HEAD_MODULES.contains(&m.as_str()) {
@@ -381,7 +380,9 @@ impl<'a> Plan<'a> {
                 match tail.as_str() {
                     "weight" if self.head.as_deref() == Some(*m) => head = Some(t.clone()),
                     "weight" => {
-                        return Err(Error::Model(format!("{weights}: {key} is a head that adapter_config.json's modules_to_save does not list")));
+                        return Err(Error::Model(format!(
+                            "{weights}: {key} is a head that adapter_config.json's modules_to_save does not list"
+                        )));
                     }
                     _ => return Err(Error::Model(format!("{weights}: {key}: only a bias-free linear head ({m}.weight) is supported"))),
                 }

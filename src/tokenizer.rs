@@ -170,9 +170,9 @@ pub fn special_tokens_from_gguf(content: &gguf_file::Content) -> Result<SpecialT
 /// The llama.cpp `tokenizer.ggml.pre` name whose pre-tokenizer serialises to `pre_tokenizer`
 /// (a tokenizer.json's `pre_tokenizer` value), for writing GGUF.
 pub fn gguf_pre_name(pre_tokenizer: &serde_json::Value) -> Option<&'static str> {
-    ["smollm", "gpt2", "qwen2", "llama-bpe"].into_iter().find(|name| {
-        pre_tokenizer_for(name).ok().and_then(|(p, _)| serde_json::to_value(&p).ok()).is_some_and(|v| &v == pre_tokenizer)
-    })
+    ["smollm", "gpt2", "qwen2", "llama-bpe"]
+        .into_iter()
+        .find(|name| pre_tokenizer_for(name).ok().and_then(|(p, _)| serde_json::to_value(&p).ok()).is_some_and(|v| &v == pre_tokenizer))
 }
 
 /// The pre-tokenizer (and normalizer need) matching llama.cpp's `tokenizer.ggml.pre` name.

@@ -225,8 +225,11 @@ fn env_probe() {
 fn peft_adapter_hub_ids_resolve_from_the_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("hub");
-    let snapshot =
-        cache_repo(&cache, "someone/smollm2-lora", &[("adapter_config.json", "{}"), ("adapter_model.safetensors", "x"), ("README.md", "card")]);
+    let snapshot = cache_repo(
+        &cache,
+        "someone/smollm2-lora",
+        &[("adapter_config.json", "{}"), ("adapter_model.safetensors", "x"), ("README.md", "card")],
+    );
     let found = wick::hub::resolve_adapter_with_cache("someone/smollm2-lora", &cache, true).unwrap();
     assert_eq!(found, snapshot);
     assert_eq!(wick::hub::resolve_adapter_with_cache(&format!("someone/smollm2-lora@{COMMIT}"), &cache, true).unwrap(), snapshot);

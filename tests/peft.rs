@@ -147,10 +147,8 @@ fn peft_adapter_with_regex_targets_rslora_and_layer_choice_equals_hand_merge() {
         serde_json::json!(r".*\.layers\.1\.(self_attn\.(k|o)_proj|mlp\.gate_proj)"),
         serde_json::json!({"use_rslora": true, "lora_alpha": 6}),
     );
-    let plan: Plan = ["self_attn.k_proj", "self_attn.o_proj", "mlp.gate_proj"]
-        .iter()
-        .map(|m| (format!("model.layers.1.{m}"), 4, 6.0 / 2.0))
-        .collect();
+    let plan: Plan =
+        ["self_attn.k_proj", "self_attn.o_proj", "mlp.gate_proj"].iter().map(|m| (format!("model.layers.1.{m}"), 4, 6.0 / 2.0)).collect();
     check_adapter(config, plan);
     let listed = peft_config(serde_json::json!(["up_proj"]), serde_json::json!({"layers_to_transform": [0], "layers_pattern": "layers"}));
     check_adapter(listed, vec![("model.layers.0.mlp.up_proj".into(), 4, 2.0)]);
@@ -203,7 +201,8 @@ fn peft_linear_head_is_read_from_modules_to_save() {
     let base = common::tiny_model_dir(tmp.path(), 3);
     let mut model = load(&base);
     let dir = tmp.path().join("seq-cls");
-    let cfg = peft_config(serde_json::json!(["q_proj"]), serde_json::json!({"task_type": "SEQ_CLS", "modules_to_save": ["classifier", "score"]}));
+    let cfg =
+        peft_config(serde_json::json!(["q_proj"]), serde_json::json!({"task_type": "SEQ_CLS", "modules_to_save": ["classifier", "score"]}));
     let plan: Plan = (0..LAYERS).map(|i| (format!("model.layers.{i}.self_attn.q_proj"), 4, 2.0)).collect();
     write_peft(&dir, &cfg, &plan, &model);
     let p = dir.join("adapter_model.safetensors");
@@ -239,7 +238,10 @@ fn merged_export_matches_the_adapter_model_in_hf_and_gguf() {
 
     for (what, path) in [("hf", hf.clone()), ("gguf", gguf.clone())] {
         let exported = load(&path);
-        assert_eq!(exported.tokenizer.encode(TEXTS[1], false).unwrap().get_ids(), model.tokenizer.encode(TEXTS[1], false).unwrap().get_ids());
+        assert_eq!(
+            exported.tokenizer.encode(TEXTS[1], false).unwrap().get_ids(),
+            model.tokenizer.encode(TEXTS[1], false).unwrap().get_ids()
+        );
         assert_eq!(exported.chat_template, model.chat_template, "{what}: chat template");
         for (text, w) in TEXTS.iter().zip(&want) {
             let d = max_diff(&logits(&exported, text), w);
@@ -292,7 +294,8 @@ fn cli_evaluates_and_exports_a_peft_folder_given_a_config() {
     assert!(out.contains("accuracy") || out.contains("Accuracy"), "{out}");
 
     let out_dir = tmp.path().join("merged");
-    let (ok, out, err) = wick(&["export", "--checkpoint", d, out_dir.to_str().unwrap(), "--format", "gguf", "--config", c, "--dtype", "f16"]);
+    let (ok, out, err) =
+        wick(&["export", "--checkpoint", d, out_dir.to_str().unwrap(), "--format", "gguf", "--config", c, "--dtype", "f16"]);
     assert!(ok, "{err}");
     assert!(out.contains("model.gguf"), "{out}");
     assert!(out_dir.join("model.gguf").is_file());

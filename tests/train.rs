@@ -221,6 +221,24 @@ fn linear_head_trains_is_saved_as_modules_to_save_and_evaluates() -> anyhow::Res
         serde_json::from_str(&std::fs::read_to_string(run.join(format!("eval/{}/test/metrics.json", best.trim())))?)?;
     assert_eq!(metrics["method"], "linear");
     assert_eq!(metrics["n"], 8);
+    // The model card: PEFT's header, the dev metrics at its step; test metrics once the whole
+    // test split is scored (a --limit run does not count).
+    let best_dir = run.join(best.trim());
+    let card = std::fs::read_to_string(best_dir.join("README.md"))?;
+    assert!(card.contains("library_name: peft") && card.contains("| dev | ") && card.contains("| test | not measured"), "{card}");
+    let out = wick().args(["eval", "--checkpoint", run.to_str().unwrap(), "--main-template-only"]).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let card = std::fs::read_to_string(best_dir.join("README.md"))?;
+    let test_line = card.lines().find(|l| l.starts_with("| test |")).unwrap_or_default();
+    assert!(test_line.ends_with("| 1263 |"), "{card}");
+    // Export writes the head beside the merged model, with its labels.
+    let merged = tmp.path().join("merged");
+    let out = wick().args(["export", "--checkpoint", run.to_str().unwrap(), merged.to_str().unwrap()]).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let head = candle_core::safetensors::load(merged.join("score.safetensors"), &candle_core::Device::Cpu)?;
+    assert_eq!(head["score.weight"].dims(), [2, 32]);
+    let labels: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(merged.join("labels.json"))?)?;
+    assert_eq!(labels["id2label"], serde_json::json!({"0": "negative", "1": "positive"}));
     Ok(())
 }
 

@@ -99,7 +99,11 @@ pub fn save(
     let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Model(e.to_string()))?;
     write_atomic(&tmp.join("trainer_state.json"), &json)?;
     let dev = dev_metrics(state, cfg);
-    crate::model_card::write(&tmp, &final_dir, &crate::model_card::CardFacts { config: cfg, fingerprint, step: state.step, dev, test: None })?;
+    crate::model_card::write(
+        &tmp,
+        &final_dir,
+        &crate::model_card::CardFacts { config: cfg, fingerprint, step: state.step, dev, test: None },
+    )?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
     }
