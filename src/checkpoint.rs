@@ -95,7 +95,8 @@ pub fn save_adapter(dir: &Path, model: &Llama, head: Option<&Tensor>, cfg: &Conf
         base_model_name_or_path: cfg.model.source.clone(),
         peft_type: "LORA".into(),
         task_type: if head.is_some() { "SEQ_CLS" } else { "CAUSAL_LM" }.into(),
-        r: cfg.lora.r,
+        // The rank the tensors have (what a reader checks shapes against), not only what the config asked.
+        r: model.lora_vars().first().and_then(|(_, a)| a.as_tensor().dims().first().copied()).unwrap_or(cfg.lora.r),
         lora_alpha: cfg.lora.alpha,
         lora_dropout: cfg.lora.dropout,
         target_modules: expand_targets(&cfg.lora.target_modules).into_iter().map(String::from).collect(),
