@@ -1,6 +1,7 @@
 //! Prompt-only baselines on the frozen base model: zero-shot, few-shot, contextual calibration and
 //! retrieved demonstrations, each scored under every prompt variant to measure consistency.
 
+pub mod bm25;
 pub mod demos;
 pub mod retrieval;
 
@@ -241,6 +242,7 @@ pub struct Baselines<'a> {
     /// Indices into `train` that retrieval searches.
     pool: Vec<usize>,
     index: OnceCell<RetrievalIndex>,
+    bm25: OnceCell<bm25::Bm25Index>,
 }
 
 impl<'a> Baselines<'a> {
@@ -262,12 +264,18 @@ impl<'a> Baselines<'a> {
             pool.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.prompt.seed ^ 0x9001));
             pool.truncate(n);
         }
-        Ok(Self { loaded, cfg, train, opts, prompters, pool, index: OnceCell::new() })
+        Ok(Self { loaded, cfg, train, opts, prompters, pool, index: OnceCell::new(), bm25: OnceCell::new() })
     }
 
     /// Use a prebuilt (e.g. cached on disk) index of the train split for retrieval.
     pub fn with_index(self, index: RetrievalIndex) -> Self {
         let _ = self.index.set(index);
+        self
+    }
+
+    /// Use a prebuilt BM25 index of the pool for retrieval (`prompt.retriever = "bm25"`).
+    pub fn with_bm25(self, index: bm25::Bm25Index) -> Self {
+        let _ = self.bm25.set(index);
         self
     }
 
@@ -505,16 +513,7 @@ impl<'a> Baselines<'a> {
     /// The k nearest train examples of each text as demonstrations (most similar last), and the
     /// per-text embedding and search time in ms.
     pub fn neighbours(&self, texts: &[String]) -> Result<(Vec<Vec<Demo>>, Vec<f64>)> {
-        let index = self.index()?;
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let start = Instant::now();
-        let (queries, mut ms) =
-            retrieval::embed(&self.loaded.model, &self.loaded.tokenizer, &refs, self.opts.batch_size, self.cfg.train.max_seq_len)?;
-        let embed_ms: f64 = ms.iter().sum();
-        let nearest = index.nearest(&queries, self.cfg.prompt.k_shot)?;
-        // Search time is spread evenly; embedding time is already per example.
-        let search_ms = (start.elapsed().as_secs_f64() * 1000.0 - embed_ms).max(0.0) / texts.len().max(1) as f64;
-        ms.iter_mut().for_each(|m| *m += search_ms);
+        let (nearest, ms) = self.nearest(texts)?;
         let demos = nearest
             .into_iter()
             .map(|row| {
@@ -532,6 +531,30 @@ impl<'a> Baselines<'a> {
             })
             .collect::<Result<_>>()?;
         Ok((demos, ms))
+    }
+
+    /// The k nearest pool positions of each text (most similar first) by `prompt.retriever`,
+    /// and the per-text retrieval time in ms.
+    pub fn nearest(&self, texts: &[String]) -> Result<(Vec<Vec<(usize, f32)>>, Vec<f64>)> {
+        let k = self.cfg.prompt.k_shot;
+        let start = Instant::now();
+        if self.cfg.prompt.retriever == "bm25" {
+            let index = self.bm25.get_or_init(|| bm25::Bm25Index::build(&self.pool_texts()));
+            let nearest: Vec<Vec<(usize, f32)>> = texts.iter().map(|t| index.nearest(t, k)).collect();
+            let ms = start.elapsed().as_secs_f64() * 1000.0 / texts.len().max(1) as f64;
+            return Ok((nearest, vec![ms; texts.len()]));
+        }
+        let index = self.index()?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let start = Instant::now();
+        let (queries, mut ms) =
+            retrieval::embed(&self.loaded.model, &self.loaded.tokenizer, &refs, self.opts.batch_size, self.cfg.train.max_seq_len)?;
+        let embed_ms: f64 = ms.iter().sum();
+        let nearest = index.nearest(&queries, k)?;
+        // Search time is spread evenly; embedding time is already per example.
+        let search_ms = (start.elapsed().as_secs_f64() * 1000.0 - embed_ms).max(0.0) / texts.len().max(1) as f64;
+        ms.iter_mut().for_each(|m| *m += search_ms);
+        Ok((nearest, ms))
     }
 
     /// Score the main prompt of `strategy` (zero-shot or few-shot base) on the first

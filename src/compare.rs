@@ -14,7 +14,7 @@ use crate::baseline::{BaselineOptions, Baselines, Memo, Strategy};
 use crate::config::Config;
 use crate::data::Example;
 use crate::eval::report::{EvalSet, summarize, write_outputs};
-use crate::eval::{Report, ReportOf, cached_index, run_record, score_tuned, scored_report, strategy_report};
+use crate::eval::{Report, ReportOf, prepare_retrieval, run_record, score_tuned, scored_report, strategy_report};
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
 use crate::report::format::count;
@@ -242,9 +242,9 @@ fn measure_prompts(
             continue;
         }
         if s == Strategy::Retrieval && retrieval_info.is_none() {
-            let (index, mut info) = cached_index(loaded, cfg, &baselines.pool_texts(), c.batch_size, &base_dir)?;
+            let (with_index, mut info) = prepare_retrieval(baselines, loaded, cfg, c.batch_size, &base_dir)?;
             info.train_size = sets.train.len();
-            baselines = baselines.with_index(index);
+            baselines = with_index;
             retrieval_info = Some(info);
         }
         let result = {

@@ -138,6 +138,9 @@ pub struct PromptConfig {
     pub k_shot: usize,
     /// Seed for demonstration sampling and order.
     pub seed: u64,
+    /// How retrieval finds neighbours: "decoder" (cosine of the model's mean-pooled hidden
+    /// states) or "bm25" (lexical Okapi BM25 over the pool).
+    pub retriever: String,
     /// The TOML set `system` itself (set by [`Config::parse`]; not a key), so data never overrides it.
     #[serde(skip)]
     pub system_explicit: bool,
@@ -160,6 +163,7 @@ impl Default for PromptConfig {
             use_chat_template: true,
             k_shot: 4,
             seed: 7,
+            retriever: "decoder".into(),
             system_explicit: false,
         }
     }
@@ -462,6 +466,9 @@ impl Config {
             }
         }
         let p = &self.prompt;
+        if !["decoder", "bm25"].contains(&p.retriever.as_str()) {
+            return Err(format!("prompt.retriever = {:?}: expected \"decoder\" or \"bm25\"", p.retriever));
+        }
         for label in &d.labels {
             match p.label_words.get(label) {
                 None => return Err(format!("prompt.label_words has no word for label {label:?}")),

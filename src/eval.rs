@@ -151,6 +151,7 @@ pub fn cached_index(
         let loaded_index = candle_core::safetensors::load(&file, loaded.model.device()).ok().and_then(|mut t| t.remove("embeddings"));
         if let Some(emb) = loaded_index.filter(|e| e.dims() == [texts.len(), hidden]) {
             let info = RetrievalInfo {
+                retriever: "decoder".into(),
                 index_size: texts.len(),
                 train_size: texts.len(),
                 index_seconds: 0.0,
@@ -175,6 +176,7 @@ pub fn cached_index(
     Ok((
         index,
         RetrievalInfo {
+            retriever: "decoder".into(),
             index_size: texts.len(),
             train_size: texts.len(),
             index_seconds: seconds,
@@ -182,6 +184,34 @@ pub fn cached_index(
             nearest_label_accuracy: None,
         },
     ))
+}
+
+/// Give `baselines` the retrieval index `prompt.retriever` names: the decoder's embeddings
+/// (read from `dir` when cached, see [`cached_index`]) or a BM25 index (built in well under a
+/// second, so never cached).
+pub fn prepare_retrieval<'a>(
+    baselines: Baselines<'a>,
+    loaded: &LoadedModel,
+    cfg: &Config,
+    batch_size: usize,
+    dir: &Path,
+) -> Result<(Baselines<'a>, RetrievalInfo)> {
+    let texts = baselines.pool_texts();
+    if cfg.prompt.retriever == "bm25" {
+        let start = Instant::now();
+        let index = crate::baseline::bm25::Bm25Index::build(&texts);
+        let info = RetrievalInfo {
+            retriever: "bm25".into(),
+            index_size: texts.len(),
+            train_size: texts.len(),
+            index_seconds: start.elapsed().as_secs_f64(),
+            index_from_cache: false,
+            nearest_label_accuracy: None,
+        };
+        return Ok((baselines.with_bm25(index), info));
+    }
+    let (index, info) = cached_index(loaded, cfg, &texts, batch_size, dir)?;
+    Ok((baselines.with_index(index), info))
 }
 
 fn print_cache(name: &str, c: &CacheCheck) {
@@ -306,9 +336,9 @@ pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
     let base_dir = cfg.run_dir().join("baseline");
     let mut retrieval = None;
     if strategies.contains(&Strategy::Retrieval) {
-        let (index, mut info) = cached_index(&loaded, &cfg, &baselines.pool_texts(), args.batch_size, &base_dir)?;
+        let (with_index, mut info) = prepare_retrieval(baselines, &loaded, &cfg, args.batch_size, &base_dir)?;
         info.train_size = train.len();
-        baselines = baselines.with_index(index);
+        baselines = with_index;
         retrieval = Some(info);
     }
     let texts: Vec<String> = set.examples.iter().map(|e| e.text.clone()).collect();
@@ -516,8 +546,7 @@ pub fn run_predict(args: &PredictArgs) -> anyhow::Result<()> {
             let mut baselines = Baselines::new(&loaded, &cfg, &train, opts)?;
             baselines.check(&[strategy])?;
             if strategy == Strategy::Retrieval {
-                let index = cached_index(&loaded, &cfg, &baselines.pool_texts(), args.batch_size, &cfg.run_dir().join("baseline"))?.0;
-                baselines = baselines.with_index(index);
+                baselines = prepare_retrieval(baselines, &loaded, &cfg, args.batch_size, &cfg.run_dir().join("baseline"))?.0;
             }
             let run = baselines.predict(strategy, &texts)?;
             (cfg.data.labels.clone(), vec![run])
