@@ -194,6 +194,15 @@ fn every_strategy_scores_every_template_and_order() -> anyhow::Result<()> {
     assert!(ms.iter().all(|&m| m > 0.0));
     assert!(retrieval.variants[0].prompt_tokens[3] > zero.variants[0].prompt_tokens[3] + 20);
     assert_eq!(retrieval.neighbour_labels[3].last(), Some(&0), "its own (negative) label");
+    // The BM25 retriever finds the same text by its words, and the strategy runs on it.
+    let mut lexical = cfg.clone();
+    lexical.prompt.retriever = "bm25".into();
+    let b = Baselines::new(&loaded, &lexical, &train, opts())?;
+    let (demos, _) = b.neighbours(&texts)?;
+    assert!(demos.iter().all(|d| d.len() == cfg.prompt.k_shot));
+    assert_eq!(demos[3].last().unwrap().text, texts[3]);
+    let run = b.run(&[Strategy::Retrieval], &texts)?;
+    assert_eq!(run[0].neighbour_labels[3].last(), Some(&0));
     Ok(())
 }
 
