@@ -49,7 +49,8 @@ pub fn write_splits(splits: &Splits, labels: &[String], dir: &Path) -> Result<Ve
         let mut body = String::new();
         for e in examples {
             let row = serde_json::json!({ "text": e.text, "label": labels[e.label] });
-            body.push_str(&row.to_string());
+            // U+2028/2029 are valid raw in JSON, but line splitters (Python's str.splitlines) break on them.
+            body.push_str(&row.to_string().replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029"));
             body.push('\n');
         }
         let path = dir.join(format!("{name}.jsonl"));
@@ -208,6 +209,27 @@ mod tests {
 
     fn ex(text: &str, group: Option<&str>, line: usize) -> Example {
         Example { text: text.into(), label: line % 2, group: group.map(String::from), line }
+    }
+
+    #[test]
+    fn written_splits_read_back_one_row_per_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let splits = Splits {
+            train: vec![ex("a line\u{2028}separator inside", None, 1), ex("plain \"quoted\"", None, 2)],
+            dev: vec![ex("dev text", None, 3)],
+            test: vec![ex("test text", None, 4)],
+        };
+        let labels = ["negative".to_string(), "positive".to_string()];
+        let paths = write_splits(&splits, &labels, dir.path()).unwrap();
+        let train = std::fs::read_to_string(&paths[0]).unwrap();
+        assert_eq!(train.lines().count(), 2, "{train}");
+        assert!(!train.contains('\u{2028}'), "U+2028 must be escaped for line splitters");
+        let spec = ReadSpec::new(labels.to_vec());
+        let (back, _) = read_file_with(&paths[0], &spec, ReadMode::Strict).unwrap();
+        assert_eq!(
+            back.iter().map(|e| (e.text.as_str(), e.label)).collect::<Vec<_>>(),
+            vec![("a line\u{2028}separator inside", 1), ("plain \"quoted\"", 0)]
+        );
     }
 
     #[test]
