@@ -11,6 +11,10 @@ use wick::config::Config;
 #[derive(Parser)]
 #[command(name = "wick", version, about, long_about = None)]
 struct Cli {
+    /// Fail instead of falling back when a fused kernel differs from candle's composite ops on
+    /// its first-use check (for CI on a GPU).
+    #[arg(long, global = true)]
+    strict_kernels: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    wick::ops::self_check::set_strict(cli.strict_kernels);
     match run(cli, process_start) {
         Ok(code) => code,
         Err(e) => {

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::self_check::Kernel;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 #[cfg(feature = "cuda")]
@@ -24,9 +25,9 @@ pub fn use_composites(on: bool) {
     USE_COMPOSITES.store(on, Ordering::Relaxed);
 }
 
-/// True when the fused kernels apply: f32 on CPU, f32/f16/bf16 on CUDA (with the `cuda` feature);
-/// anything else uses the composites.
-pub fn fused_applies(x: &Tensor) -> bool {
+/// True when fused kernels exist for `x`'s device and dtype: f32 on CPU, f32/f16/bf16 on CUDA
+/// (with the `cuda` feature).
+fn kernels_exist(x: &Tensor) -> bool {
     if USE_COMPOSITES.load(Ordering::Relaxed) {
         return false;
     }
@@ -35,6 +36,107 @@ pub fn fused_applies(x: &Tensor) -> bool {
         candle_core::Device::Cuda(_) => cfg!(feature = "cuda") && matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16),
         _ => false,
     }
+}
+
+/// True when `kernel`'s fused version runs for `x`: it exists for the device and dtype and passed
+/// its first-use check there ([`super::self_check`]); an error under `--strict-kernels`.
+pub fn kernel_applies(kernel: Kernel, x: &Tensor) -> Result<bool> {
+    Ok(kernels_exist(x) && super::self_check::trusted(kernel, x.device(), x.dtype())?)
+}
+
+/// True when every fused kernel runs for `x` (what the hand-written layer backward and the
+/// whole-layer op need); anything else uses the composites.
+pub fn fused_applies(x: &Tensor) -> bool {
+    kernels_exist(x) && Kernel::ALL.iter().all(|&k| super::self_check::trusted(k, x.device(), x.dtype()).unwrap_or(false))
+}
+
+/// A fused output, made wrong when the test-only switch breaks its kernel.
+fn maybe_broken(kernel: Kernel, y: Tensor) -> Result<Tensor> {
+    if super::self_check::broken(kernel) { y + 1.0 } else { Ok(y) }
+}
+
+/// One run of `kernel` on a tiny input with odd sizes on `device` in `dtype`, fused against the
+/// composite: the largest absolute difference over outputs and input gradients.
+pub(super) fn check_kernel(kernel: Kernel, device: &candle_core::Device, dtype: DType) -> Result<f32> {
+    use candle_core::Var;
+    let rand = |shape: &[usize], seed: u64| -> Result<Tensor> {
+        // Deterministic values in [-1, 1), without a seeded device RNG.
+        let n: usize = shape.iter().product();
+        let mut h = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                h ^= h << 13;
+                h ^= h >> 7;
+                h ^= h << 17;
+                ((h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+            })
+            .collect();
+        Tensor::from_vec(v, shape, device)?.to_dtype(dtype)
+    };
+    let diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
+        (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    };
+    // Runs `f` on fresh Vars of `inputs`, weighted-sums the output, returns (output, input grads).
+    let run = |inputs: &[Tensor], weight: &Tensor, f: &dyn Fn(&[Tensor]) -> Result<Tensor>| -> Result<(Tensor, Vec<Tensor>)> {
+        let vars: Vec<Var> = inputs.iter().map(Var::from_tensor).collect::<Result<_>>()?;
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y = f(&ts)?;
+        let grads = (y.to_dtype(DType::F32)? * weight)?.sum_all()?.backward()?;
+        let g = vars
+            .iter()
+            .map(|v| grads.get(v.as_tensor()).cloned().ok_or_else(|| candle_core::Error::Msg("no gradient".into())))
+            .collect::<Result<_>>()?;
+        Ok((y, g))
+    };
+    let (inputs, weight_shape, fused, composite): (
+        Vec<Tensor>,
+        Vec<usize>,
+        Box<dyn Fn(&[Tensor]) -> Result<Tensor>>,
+        Box<dyn Fn(&[Tensor]) -> Result<Tensor>>,
+    ) = match kernel {
+        Kernel::RmsNorm => (
+            vec![rand(&[3, 5, 37], 1)?, (rand(&[37], 2)? + 1.5)?],
+            vec![3, 5, 37],
+            Box::new(|t: &[Tensor]| fused_rms_norm(&t[0], &t[1], 1e-5)),
+            Box::new(|t: &[Tensor]| super::rms_norm(&t[0], &t[1], 1e-5)),
+        ),
+        Kernel::MaskedSoftmax => {
+            // Two rows of a batch with a 2-token shared prefix, 3 queries, one padded row.
+            let lengths = vec![3usize, 1];
+            let l2 = lengths.clone();
+            (
+                vec![(rand(&[2, 3, 3, 5], 3)? * 3.0)?],
+                vec![2, 3, 3, 5],
+                Box::new(move |t: &[Tensor]| fused_masked_softmax(&t[0], &lengths, 0.7)),
+                Box::new(move |t: &[Tensor]| masked_softmax_composite(&t[0], &l2, 0.7)),
+            )
+        }
+        Kernel::Rope => {
+            let rotary = super::Rotary::new(10, 10_000.0, 16, device)?;
+            let r2 = rotary.clone();
+            (
+                vec![rand(&[2, 5, 3, 10], 4)?],
+                vec![2, 3, 5, 10],
+                Box::new(move |t: &[Tensor]| fused_rope(&t[0], &rotary.tables, 3)),
+                Box::new(move |t: &[Tensor]| r2.apply(&t[0].transpose(1, 2)?, 3)),
+            )
+        }
+        Kernel::Swiglu => (
+            vec![(rand(&[3, 41], 5)? * 4.0)?, rand(&[3, 41], 6)?],
+            vec![3, 41],
+            Box::new(|t: &[Tensor]| fused_swiglu(&t[0], &t[1])),
+            Box::new(|t: &[Tensor]| super::swiglu(&t[0], &t[1])),
+        ),
+    };
+    let weight = rand(&weight_shape, 7)?.to_dtype(DType::F32)?;
+    let (yf, gf) = run(&inputs, &weight, fused.as_ref())?;
+    let (yc, gc) = run(&inputs, &weight, composite.as_ref())?;
+    let mut worst = diff(&yf, &yc)?;
+    for (a, b) in gf.iter().zip(&gc) {
+        worst = worst.max(diff(a, b)?);
+    }
+    // A NaN difference must fail the check, not pass every comparison.
+    Ok(if worst.is_nan() { f32::INFINITY } else { worst })
 }
 
 /// The contiguous f32 slice of a (locked) storage, or an error naming the op when it is not on
@@ -239,10 +341,14 @@ pub fn rms_norm_backward(x: &Tensor, weight: &Tensor, dy: &Tensor, eps: f64, res
 
 /// RMSNorm over the last dimension: fused where [`fused_applies`], the composite elsewhere.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    if !fused_applies(x) {
+    if !kernel_applies(Kernel::RmsNorm, x)? {
         return super::rms_norm(x, weight, eps);
     }
-    x.contiguous()?.apply_op2(&weight.contiguous()?, RmsNorm { eps: eps as f32 })
+    fused_rms_norm(x, weight, eps)
+}
+
+fn fused_rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    maybe_broken(Kernel::RmsNorm, x.contiguous()?.apply_op2(&weight.contiguous()?, RmsNorm { eps: eps as f32 })?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,14 +454,20 @@ pub fn masked_softmax_backward(p: &Tensor, dp: &Tensor, scale: f64) -> Result<Te
 /// Attention probabilities from raw scores (b, h, t, prefix + t): scaled, masked for the shared
 /// prefix, causality and right padding (`lengths[b]` real tokens), softmaxed in f32.
 pub fn masked_softmax(scores: &Tensor, lengths: &[usize], scale: f64) -> Result<Tensor> {
-    let (b, h, t, s) = scores.dims4()?;
+    let (b, _, t, s) = scores.dims4()?;
     if lengths.len() != b || s < t {
         candle_core::bail!("masked softmax: {} lengths for batch {b}, {s} keys for {t} queries", lengths.len());
     }
-    if !fused_applies(scores) {
+    if !kernel_applies(Kernel::MaskedSoftmax, scores)? {
         return masked_softmax_composite(scores, lengths, scale);
     }
-    scores.contiguous()?.apply_op1(MaskedSoftmax { lengths: Arc::new(lengths.to_vec()), heads: h, scale: scale as f32 })
+    fused_masked_softmax(scores, lengths, scale)
+}
+
+fn fused_masked_softmax(scores: &Tensor, lengths: &[usize], scale: f64) -> Result<Tensor> {
+    let heads = scores.dims4()?.1;
+    let op = MaskedSoftmax { lengths: Arc::new(lengths.to_vec()), heads, scale: scale as f32 };
+    maybe_broken(Kernel::MaskedSoftmax, scores.contiguous()?.apply_op1(op)?)
 }
 
 /// The reference: an additive bias and the composite softmax, in f32. The bias is finite
@@ -480,10 +592,14 @@ pub fn rope_to_heads(x: &Tensor, tables: &RopeTables, offset: usize, composite: 
     if d != tables.half * 2 || (offset + t) * tables.half > tables.cos.len() {
         candle_core::bail!("rotary: head dim {d} or positions {} exceed the tables", offset + t);
     }
-    if !fused_applies(x) || (x.device().is_cuda() && tables.gpu.is_none()) {
+    if (x.device().is_cuda() && tables.gpu.is_none()) || !kernel_applies(Kernel::Rope, x)? {
         return composite(&x.transpose(1, 2)?);
     }
-    x.contiguous()?.apply_op1(Rope { tables: tables.clone(), offset, forward: true })
+    fused_rope(x, tables, offset)
+}
+
+fn fused_rope(x: &Tensor, tables: &RopeTables, offset: usize) -> Result<Tensor> {
+    maybe_broken(Kernel::Rope, x.contiguous()?.apply_op1(Rope { tables: tables.clone(), offset, forward: true })?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,10 +711,14 @@ pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tenso
 
 /// SiLU(gate) · up: fused where [`fused_applies`], the composite elsewhere.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if !fused_applies(gate) {
+    if !kernel_applies(Kernel::Swiglu, gate)? {
         return super::swiglu(gate, up);
     }
-    gate.contiguous()?.apply_op2(&up.contiguous()?, Swiglu)
+    fused_swiglu(gate, up)
+}
+
+fn fused_swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    maybe_broken(Kernel::Swiglu, gate.contiguous()?.apply_op2(&up.contiguous()?, Swiglu)?)
 }
 
 #[cfg(test)]

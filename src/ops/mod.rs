@@ -14,6 +14,7 @@ mod frozen;
 pub mod fused;
 pub mod half_gemm;
 mod lora_linear;
+pub mod self_check;
 
 pub use bmm::{batched_matmul, batched_matmul_applies, batched_matmul_backward};
 pub use frozen::{frozen_linear, frozen_linear_backward, frozen_linear_bounded, half_bounds};

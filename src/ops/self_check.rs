@@ -1,0 +1,146 @@
+//! Fused kernels that check themselves. On its first use in a process, for each device and
+//! dtype, every fused op (RMSNorm, masked softmax, rotary, SwiGLU) runs once on a tiny input with
+//! odd sizes against candle's composite ops on the same device, values and gradients. A kernel
+//! that differs beyond its tolerance, or fails to launch, is reported once, naming it and the
+//! error, and the composite ops are used for it for the rest of the run: a user on an untested
+//! GPU gets correct numbers, only slower. [`set_strict`] (`--strict-kernels`) turns that into an
+//! error, for CI on a GPU.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Device, Result};
+
+/// The fused kernels that check themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// RMSNorm over the last dimension.
+    RmsNorm,
+    /// Masked (prefix, causal, padded) attention softmax.
+    MaskedSoftmax,
+    /// Rotary embedding fused with the head transpose.
+    Rope,
+    /// SiLU(gate) · up.
+    Swiglu,
+}
+
+impl Kernel {
+    /// Every kernel.
+    pub const ALL: [Kernel; 4] = [Kernel::RmsNorm, Kernel::MaskedSoftmax, Kernel::Rope, Kernel::Swiglu];
+
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::RmsNorm => "RMSNorm",
+            Kernel::MaskedSoftmax => "masked softmax",
+            Kernel::Rope => "rotary",
+            Kernel::Swiglu => "SwiGLU",
+        }
+    }
+
+    /// Largest |fused − composite| accepted, on inputs of unit scale.
+    pub fn tolerance(self, dtype: DType) -> f32 {
+        match dtype {
+            DType::F16 => 2e-2,
+            DType::BF16 => 6e-2,
+            _ => 1e-4,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+static STRICT: AtomicBool = AtomicBool::new(false);
+static BROKEN: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
+/// (kernel, device, dtype) → None when trusted, Some(why) when not.
+type Verdicts = HashMap<(Kernel, String, DType), Option<String>>;
+static VERDICTS: Mutex<Option<Verdicts>> = Mutex::new(None);
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Make a kernel that fails its check an error instead of a fallback (`--strict-kernels`).
+pub fn set_strict(on: bool) {
+    STRICT.store(on, Ordering::Relaxed);
+}
+
+/// Test-only: make `kernel`'s fused output wrong by +1 everywhere (a deliberately broken twin),
+/// so the check's detection and fallback can be tested on the CPU.
+#[doc(hidden)]
+pub fn break_for_tests(kernel: Kernel, on: bool) {
+    BROKEN[kernel.index()].store(on, Ordering::Relaxed);
+}
+
+/// Whether the test-only switch has broken `kernel`.
+pub(crate) fn broken(kernel: Kernel) -> bool {
+    BROKEN[kernel.index()].load(Ordering::Relaxed)
+}
+
+/// The warnings printed so far in this process (one per failed kernel, device and dtype).
+pub fn warnings() -> Vec<String> {
+    WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        other => format!("{:?}", other.location()).to_lowercase(),
+    }
+}
+
+/// Whether `kernel`'s fused implementation may be used on `device` for `dtype`: checked once per
+/// process and key, then remembered. Under [`set_strict`] a failed check is an error.
+pub fn trusted(kernel: Kernel, device: &Device, dtype: DType) -> Result<bool> {
+    let key = (kernel, device_name(device), dtype);
+    let known = VERDICTS.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key).cloned();
+    let verdict = match known {
+        Some(v) => v,
+        None => {
+            // Checked outside the lock: the check runs the kernels, which must not wait on it.
+            let v = match super::fused::check_kernel(kernel, device, dtype) {
+                Ok(diff) if diff <= kernel.tolerance(dtype) => None,
+                Ok(diff) => Some(format!("differs from the composite ops by {diff:.2e} (tolerance {:.0e})", kernel.tolerance(dtype))),
+                Err(e) => Some(format!("failed: {}", e.to_string().lines().next().unwrap_or(""))),
+            };
+            let mut guard = VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
+            let map = guard.get_or_insert_with(HashMap::new);
+            if let Some(existing) = map.get(&key) {
+                existing.clone()
+            } else {
+                map.insert(key.clone(), v.clone());
+                if let Some(why) = &v {
+                    let line = format!(
+                        "wick: warning: the fused {} kernel on {} ({dtype:?}) {why}; using candle's composite ops for it for the rest of this run",
+                        kernel.name(),
+                        key.1
+                    );
+                    eprintln!("{line}");
+                    WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+                v
+            }
+        }
+    };
+    match verdict {
+        None => Ok(true),
+        Some(why) if STRICT.load(Ordering::Relaxed) => {
+            candle_core::bail!("the fused {} kernel on {} ({dtype:?}) {why} (--strict-kernels)", kernel.name(), key.1)
+        }
+        Some(_) => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cpu_kernel_passes_its_own_check() {
+        for k in Kernel::ALL {
+            let diff = super::super::fused::check_kernel(k, &Device::Cpu, DType::F32).unwrap();
+            assert!(diff <= k.tolerance(DType::F32), "{}: {diff}", k.name());
+            assert!(diff.is_finite());
+        }
+    }
+}
