@@ -5,20 +5,10 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use wick::model::Batch;
-use wick::ops::self_check::{Kernel, break_for_tests, set_strict, warnings};
+use wick::ops::self_check::{Kernel, break_for_tests, set_strict, uniform_values, warnings};
 
 fn rand(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut h = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            h ^= h << 13;
-            h ^= h >> 7;
-            h ^= h << 17;
-            ((h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(uniform_values(shape.iter().product(), seed), shape, &Device::Cpu).unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

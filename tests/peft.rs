@@ -13,15 +13,7 @@ const LAYERS: usize = 2;
 
 /// Deterministic values in [-scale, scale).
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut h = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            h ^= h << 13;
-            h ^= h >> 7;
-            h ^= h << 17;
-            ((h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * scale
-        })
-        .collect()
+    wick::ops::self_check::uniform_values(n, seed).into_iter().map(|v| v * scale).collect()
 }
 
 /// Every field of PEFT 0.21's `LoraConfig.to_dict()` for a LoRA on `targets`, as `save_pretrained` writes it.

@@ -60,17 +60,7 @@ fn maybe_broken(kernel: Kernel, y: Tensor) -> Result<Tensor> {
 pub(super) fn check_kernel(kernel: Kernel, device: &candle_core::Device, dtype: DType) -> Result<f32> {
     use candle_core::Var;
     let rand = |shape: &[usize], seed: u64| -> Result<Tensor> {
-        // Deterministic values in [-1, 1), without a seeded device RNG.
-        let n: usize = shape.iter().product();
-        let mut h = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                h ^= h << 13;
-                h ^= h >> 7;
-                h ^= h << 17;
-                ((h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
-            })
-            .collect();
+        let v = super::self_check::uniform_values(shape.iter().product(), seed);
         Tensor::from_vec(v, shape, device)?.to_dtype(dtype)
     };
     let diff = |a: &Tensor, b: &Tensor| -> Result<f32> {

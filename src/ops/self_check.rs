@@ -82,6 +82,20 @@ pub fn warnings() -> Vec<String> {
     WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// `n` deterministic values in [-1, 1) from `seed` (xorshift64): the check's inputs, the same on
+/// every device and run, with no seeded device RNG needed.
+pub fn uniform_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut h = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            ((h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect()
+}
+
 fn device_name(device: &Device) -> String {
     match device {
         Device::Cpu => "cpu".into(),
