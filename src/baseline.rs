@@ -537,8 +537,8 @@ impl<'a> Baselines<'a> {
     /// and the per-text retrieval time in ms.
     pub fn nearest(&self, texts: &[String]) -> Result<(Vec<Vec<(usize, f32)>>, Vec<f64>)> {
         let k = self.cfg.prompt.k_shot;
-        let start = Instant::now();
         if self.cfg.prompt.retriever == "bm25" {
+            let start = Instant::now();
             let index = self.bm25.get_or_init(|| bm25::Bm25Index::build(&self.pool_texts()));
             let nearest: Vec<Vec<(usize, f32)>> = texts.iter().map(|t| index.nearest(t, k)).collect();
             let ms = start.elapsed().as_secs_f64() * 1000.0 / texts.len().max(1) as f64;

@@ -408,12 +408,11 @@ fn load_checkpoint(checkpoint: &Path, override_cfg: Option<&Path>) -> anyhow::Re
         && h.dims() != [cfg.data.labels.len(), loaded.model.cfg.hidden_size]
     {
         anyhow::bail!(
-            "{}: linear head has shape {:?}, expected [{}, {}] ({} labels × hidden size)",
+            "{}: linear head has shape {:?}, expected [{}, {}] (labels × hidden size)",
             dir.display(),
             h.dims(),
             cfg.data.labels.len(),
             loaded.model.cfg.hidden_size,
-            cfg.data.labels.len(),
         );
     }
     Ok((dir, cfg, loaded, head))

@@ -192,31 +192,23 @@ fn write_gguf_file(loaded: &LoadedModel, path: &Path, dtype: DType) -> Result<()
     for (name, t) in merged_weights(loaded)? {
         let gguf = hf_to_gguf_name(&name).ok_or_else(|| Error::Model(format!("export: no GGUF name for tensor {name}")))?;
         let mut t = t.to_dtype(DType::F32).map_err(|e| Error::Model(format!("{name}: {e}")))?;
-        if c.model_type == "llama" {
-            let heads = if gguf.ends_with("attn_q.weight") {
-                Some(c.num_attention_heads)
-            } else if gguf.ends_with("attn_k.weight") {
-                Some(c.num_key_value_heads)
-            } else {
-                None
-            };
-            if let Some(h) = heads {
-                t = permute_qk(&t, h).map_err(|e| Error::Model(format!("{name}: {e}")))?;
-            }
+        if let Some(h) = crate::model::load::qk_permuted_heads(c, &gguf) {
+            t = permute_qk(&t, h).map_err(|e| Error::Model(format!("{name}: {e}")))?;
         }
         // llama.cpp keeps 1-D tensors (norms, biases) in f32 whatever the file type.
         let ggml = if dtype == DType::F16 && t.rank() == 2 { GgmlDType::F16 } else { GgmlDType::F32 };
         let q = QTensor::quantize(&t, ggml).map_err(|e| Error::Model(format!("{name}: {e}")))?;
         tensors.push((gguf, q));
     }
-    let mut bytes = std::io::Cursor::new(Vec::new());
     let meta_refs: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    gguf_file::write(&mut bytes, &meta_refs, &tensor_refs).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    write_atomic(path, &bytes.into_inner())
+    // Streamed to disk: the file is as large as the model, so no second copy is built in memory.
+    crate::model::load::write_atomic_with(path, |w| {
+        gguf_file::write(w, &meta_refs, &tensor_refs).map_err(|e| Error::Model(format!("{}: {e}", path.display())))
+    })
 }
 
 /// The header: architecture keys from the config, tokenizer keys copied from a GGUF source or

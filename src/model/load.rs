@@ -49,6 +49,20 @@ pub fn gguf_to_hf_name(name: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{kind}"))
 }
 
+/// The head count whose rows llama.cpp permutes in the GGUF tensor `gguf_name`: query heads for
+/// `blk.N.attn_q.weight`, key/value heads for `attn_k`, none for every other tensor or for
+/// architectures whose converter does not permute (Qwen2).
+pub fn qk_permuted_heads(cfg: &ArchConfig, gguf_name: &str) -> Option<usize> {
+    if cfg.model_type != "llama" {
+        return None;
+    }
+    match gguf_name.rsplit_once('.').map(|(m, _)| m.rsplit('.').next()) {
+        Some(Some("attn_q")) => Some(cfg.num_attention_heads),
+        Some(Some("attn_k")) => Some(cfg.num_key_value_heads),
+        _ => None,
+    }
+}
+
 /// Undo llama.cpp's Q/K row permutation (made for its interleaved rope) so rows are in the HF
 /// rotate-half layout: per head, GGUF rows are (head_dim/2, 2), HF rows are (2, head_dim/2).
 pub fn unpermute_qk(w: &Tensor, n_heads: usize) -> candle_core::Result<Tensor> {
@@ -84,15 +98,8 @@ pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<(RawWeigh
         let q = ct.tensor(&mut reader, name, device).map_err(|e| Error::Model(format!("{origin}: tensor {name}: {e}")))?;
         let mut t =
             q.dequantize(device).and_then(|t| t.to_dtype(dtype)).map_err(|e| Error::Model(format!("{origin}: tensor {name}: {e}")))?;
-        if cfg.model_type == "llama" {
-            let heads = match name.rsplit_once('.').map(|(m, _)| m.rsplit('.').next()) {
-                Some(Some("attn_q")) => Some(cfg.num_attention_heads),
-                Some(Some("attn_k")) => Some(cfg.num_key_value_heads),
-                _ => None,
-            };
-            if let Some(h) = heads {
-                t = unpermute_qk(&t, h).map_err(|e| Error::Model(format!("{origin}: tensor {name}: {e}")))?;
-            }
+        if let Some(h) = qk_permuted_heads(&cfg, name) {
+            t = unpermute_qk(&t, h).map_err(|e| Error::Model(format!("{origin}: tensor {name}: {e}")))?;
         }
         tensors.insert(hf, t);
     }
@@ -125,9 +132,23 @@ fn temp_beside(path: &Path) -> std::path::PathBuf {
 /// Write `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
+    write_atomic_with(path, |f| f.write_all(bytes).map_err(|e| Error::io(path, e)))
+}
+
+/// Write `path` atomically by streaming into a buffered temp file beside it (for outputs too
+/// large to build in memory first), then fsync and rename. The temp file is removed on error.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut std::io::BufWriter<File>) -> Result<()>) -> Result<()> {
     let tmp = temp_beside(path);
-    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+    let result = (|| {
+        let mut w = std::io::BufWriter::new(File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+        write(&mut w)?;
+        let f = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 

@@ -66,11 +66,13 @@ pub(super) fn check_kernel(kernel: Kernel, device: &candle_core::Device, dtype: 
     let diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
         (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
     };
-    // Runs `f` on fresh Vars of `inputs`, weighted-sums the output, returns (output, input grads).
-    let run = |inputs: &[Tensor], weight: &Tensor, f: &dyn Fn(&[Tensor]) -> Result<Tensor>| -> Result<(Tensor, Vec<Tensor>)> {
+    // Runs `f` on fresh Vars of `inputs`, sums the output weighted by fixed values of its shape
+    // (the same for both paths), returns (output, input grads).
+    let run = |inputs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Result<Tensor>| -> Result<(Tensor, Vec<Tensor>)> {
         let vars: Vec<Var> = inputs.iter().map(Var::from_tensor).collect::<Result<_>>()?;
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
         let y = f(&ts)?;
+        let weight = rand(y.dims(), 7)?.to_dtype(DType::F32)?;
         let grads = (y.to_dtype(DType::F32)? * weight)?.sum_all()?.backward()?;
         let g = vars
             .iter()
@@ -78,49 +80,40 @@ pub(super) fn check_kernel(kernel: Kernel, device: &candle_core::Device, dtype: 
             .collect::<Result<_>>()?;
         Ok((y, g))
     };
-    let (inputs, weight_shape, fused, composite): (
-        Vec<Tensor>,
-        Vec<usize>,
-        Box<dyn Fn(&[Tensor]) -> Result<Tensor>>,
-        Box<dyn Fn(&[Tensor]) -> Result<Tensor>>,
-    ) = match kernel {
-        Kernel::RmsNorm => (
-            vec![rand(&[3, 5, 37], 1)?, (rand(&[37], 2)? + 1.5)?],
-            vec![3, 5, 37],
-            Box::new(|t: &[Tensor]| fused_rms_norm(&t[0], &t[1], 1e-5)),
-            Box::new(|t: &[Tensor]| super::rms_norm(&t[0], &t[1], 1e-5)),
-        ),
-        Kernel::MaskedSoftmax => {
-            // Two rows of a batch with a 2-token shared prefix, 3 queries, one padded row.
-            let lengths = vec![3usize, 1];
-            let l2 = lengths.clone();
-            (
-                vec![(rand(&[2, 3, 3, 5], 3)? * 3.0)?],
-                vec![2, 3, 3, 5],
-                Box::new(move |t: &[Tensor]| fused_masked_softmax(&t[0], &lengths, 0.7)),
-                Box::new(move |t: &[Tensor]| masked_softmax_composite(&t[0], &l2, 0.7)),
-            )
-        }
-        Kernel::Rope => {
-            let rotary = super::Rotary::new(10, 10_000.0, 16, device)?;
-            let r2 = rotary.clone();
-            (
-                vec![rand(&[2, 5, 3, 10], 4)?],
-                vec![2, 3, 5, 10],
-                Box::new(move |t: &[Tensor]| fused_rope(&t[0], &rotary.tables, 3)),
-                Box::new(move |t: &[Tensor]| r2.apply(&t[0].transpose(1, 2)?, 3)),
-            )
-        }
-        Kernel::Swiglu => (
-            vec![(rand(&[3, 41], 5)? * 4.0)?, rand(&[3, 41], 6)?],
-            vec![3, 41],
-            Box::new(|t: &[Tensor]| fused_swiglu(&t[0], &t[1])),
-            Box::new(|t: &[Tensor]| super::swiglu(&t[0], &t[1])),
-        ),
-    };
-    let weight = rand(&weight_shape, 7)?.to_dtype(DType::F32)?;
-    let (yf, gf) = run(&inputs, &weight, fused.as_ref())?;
-    let (yc, gc) = run(&inputs, &weight, composite.as_ref())?;
+    let (inputs, fused, composite): (Vec<Tensor>, Box<dyn Fn(&[Tensor]) -> Result<Tensor>>, Box<dyn Fn(&[Tensor]) -> Result<Tensor>>) =
+        match kernel {
+            Kernel::RmsNorm => (
+                vec![rand(&[3, 5, 37], 1)?, (rand(&[37], 2)? + 1.5)?],
+                Box::new(|t: &[Tensor]| fused_rms_norm(&t[0], &t[1], 1e-5)),
+                Box::new(|t: &[Tensor]| super::rms_norm(&t[0], &t[1], 1e-5)),
+            ),
+            Kernel::MaskedSoftmax => {
+                // Two rows of a batch with a 2-token shared prefix, 3 queries, one padded row.
+                let lengths = vec![3usize, 1];
+                let l2 = lengths.clone();
+                (
+                    vec![(rand(&[2, 3, 3, 5], 3)? * 3.0)?],
+                    Box::new(move |t: &[Tensor]| fused_masked_softmax(&t[0], &lengths, 0.7)),
+                    Box::new(move |t: &[Tensor]| masked_softmax_composite(&t[0], &l2, 0.7)),
+                )
+            }
+            Kernel::Rope => {
+                let rotary = super::Rotary::new(10, 10_000.0, 16, device)?;
+                let r2 = rotary.clone();
+                (
+                    vec![rand(&[2, 5, 3, 10], 4)?],
+                    Box::new(move |t: &[Tensor]| fused_rope(&t[0], &rotary.tables, 3)),
+                    Box::new(move |t: &[Tensor]| r2.apply(&t[0].transpose(1, 2)?, 3)),
+                )
+            }
+            Kernel::Swiglu => (
+                vec![(rand(&[3, 41], 5)? * 4.0)?, rand(&[3, 41], 6)?],
+                Box::new(|t: &[Tensor]| fused_swiglu(&t[0], &t[1])),
+                Box::new(|t: &[Tensor]| super::swiglu(&t[0], &t[1])),
+            ),
+        };
+    let (yf, gf) = run(&inputs, fused.as_ref())?;
+    let (yc, gc) = run(&inputs, composite.as_ref())?;
     let mut worst = diff(&yf, &yc)?;
     for (a, b) in gf.iter().zip(&gc) {
         worst = worst.max(diff(a, b)?);

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::{DType, Device, Result};
+use candle_core::{DType, Device, DeviceLocation, Result};
 
 /// The fused kernels that check themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,7 +56,7 @@ impl Kernel {
 static STRICT: AtomicBool = AtomicBool::new(false);
 static BROKEN: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
 /// (kernel, device, dtype) → None when trusted, Some(why) when not.
-type Verdicts = HashMap<(Kernel, String, DType), Option<String>>;
+type Verdicts = HashMap<(Kernel, DeviceLocation, DType), Option<String>>;
 static VERDICTS: Mutex<Option<Verdicts>> = Mutex::new(None);
 static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -106,7 +106,8 @@ fn device_name(device: &Device) -> String {
 /// Whether `kernel`'s fused implementation may be used on `device` for `dtype`: checked once per
 /// process and key, then remembered. Under [`set_strict`] a failed check is an error.
 pub fn trusted(kernel: Kernel, device: &Device, dtype: DType) -> Result<bool> {
-    let key = (kernel, device_name(device), dtype);
+    // A copyable key: this runs on every fused op call, so it must not allocate.
+    let key = (kernel, device.location(), dtype);
     let known = VERDICTS.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key).cloned();
     let verdict = match known {
         Some(v) => v,
@@ -122,12 +123,12 @@ pub fn trusted(kernel: Kernel, device: &Device, dtype: DType) -> Result<bool> {
             if let Some(existing) = map.get(&key) {
                 existing.clone()
             } else {
-                map.insert(key.clone(), v.clone());
+                map.insert(key, v.clone());
                 if let Some(why) = &v {
                     let line = format!(
                         "wick: warning: the fused {} kernel on {} ({dtype:?}) {why}; using candle's composite ops for it for the rest of this run",
                         kernel.name(),
-                        key.1
+                        device_name(device)
                     );
                     eprintln!("{line}");
                     WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).push(line);
@@ -139,7 +140,7 @@ pub fn trusted(kernel: Kernel, device: &Device, dtype: DType) -> Result<bool> {
     match verdict {
         None => Ok(true),
         Some(why) if STRICT.load(Ordering::Relaxed) => {
-            candle_core::bail!("the fused {} kernel on {} ({dtype:?}) {why} (--strict-kernels)", kernel.name(), key.1)
+            candle_core::bail!("the fused {} kernel on {} ({dtype:?}) {why} (--strict-kernels)", kernel.name(), device_name(device))
         }
         Some(_) => Ok(false),
     }
