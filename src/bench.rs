@@ -131,8 +131,9 @@ pub fn gemm_ceiling(rows: usize, hidden: usize, inner: usize, device: &Device) -
     Ok(best)
 }
 
-/// Mean NLL of alternating gold labels over the label words at each row's last token.
-fn label_loss(model: &Llama, input: &Tensor, lengths: &[usize], label_ids: &[u32], train: bool) -> candle_core::Result<Tensor> {
+/// Mean NLL of alternating gold labels (row i: label i mod n) over the label words at each row's
+/// last token: the fixed loss of `wick bench` and `wick selftest`.
+pub fn label_loss(model: &Llama, input: &Tensor, lengths: &[usize], label_ids: &[u32], train: bool) -> candle_core::Result<Tensor> {
     let hidden = model.forward_hidden(&Batch { input_ids: input, lengths }, None, train)?;
     let logits = model.token_logits(&Llama::last_hidden(&hidden, lengths)?, label_ids)?;
     let log_probs = crate::ops::log_softmax_last_dim(&logits)?;

@@ -20,6 +20,7 @@ pub mod prompt;
 pub mod report;
 pub mod runs;
 pub mod score;
+pub mod selftest;
 pub mod stats;
 pub mod tokenizer;
 pub mod train;

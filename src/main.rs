@@ -46,6 +46,9 @@ enum Command {
     },
     /// Training and eval throughput on a fixed batch, with the GEMM ceiling (see scripts/bench).
     Bench(wick::bench::BenchArgs),
+    /// Check a device against the CPU with no model file: every fused kernel, a few LoRA training
+    /// steps of a seeded random model of the real architecture, and throughput (scripts/gpu-pack).
+    Selftest(wick::selftest::SelftestArgs),
     /// Validate a config file and print it with every default filled in.
     Config {
         /// Path to the TOML run config.
@@ -185,6 +188,19 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!("{}", report.render());
+            }
+        }
+        Command::Selftest(args) => {
+            let report = wick::selftest::run_selftest(&args)?;
+            print!("{}", report.render_lines());
+            println!("{}", serde_json::to_string(&report)?);
+            if !report.passed {
+                eprintln!(
+                    "error: {} of {} selftest checks failed",
+                    report.checks.iter().filter(|c| !c.passed).count(),
+                    report.checks.len()
+                );
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Baseline(args) => drop(wick::eval::run_baseline(&args)?),
