@@ -38,18 +38,22 @@ impl TrainingSetup {
     }
 }
 
+/// Skipped (inf/nan) steps tolerated before the trace gives up: 16 halvings take the loss scale
+/// from 2^16 to 1.
+const MAX_SKIPS: usize = 16;
+
 /// The per-step figures of one training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingTrace {
     /// Compute dtype of the frozen base ("f32", "f16").
     pub dtype: String,
-    /// Loss before each step's update.
+    /// Loss before each update.
     pub losses: Vec<f64>,
-    /// Global norm of the (unscaled) adapter gradients at each step.
+    /// Global norm of the (unscaled) adapter gradients at each update.
     pub grad_norms: Vec<f64>,
-    /// Loss scale after each step (1 when scaling is off).
+    /// Loss scale after each update (1 when scaling is off).
     pub loss_scales: Vec<f64>,
-    /// Steps skipped for inf/nan gradients.
+    /// Steps skipped for inf/nan gradients (not in the lists above).
     pub skipped: usize,
 }
 
@@ -144,7 +148,11 @@ pub fn run_trace(cfg: &ArchConfig, setup: &TrainingSetup, dtype: DType, device: 
         loss_scales: Vec::new(),
         skipped: 0,
     };
-    for _ in 0..setup.steps {
+    // A step skipped for inf/nan gradients (f16 at a loss scale too high) updates nothing, so the
+    // trace records only the steps that updated: they must follow the f32 trajectory.
+    let mut attempts = 0;
+    while trace.losses.len() < setup.steps && attempts < setup.steps + MAX_SKIPS {
+        attempts += 1;
         let loss = crate::bench::label_loss(&model, &input, &setup.lengths, &setup.label_ids, true).map_err(c("forward"))?;
         let scaled = (&loss * scaler.scale).map_err(c("loss scaling"))?;
         let store = model.backward(&scaled).map_err(c("backward"))?;
@@ -153,22 +161,24 @@ pub fn run_trace(cfg: &ArchConfig, setup: &TrainingSetup, dtype: DType, device: 
             return Err(crate::error::Error::Model(format!("selftest training: {name} got no gradient")));
         }
         let finite = scaler.unscale(&mut grads).map_err(c("unscale"))?;
-        let norm = if finite { global_norm(&grads).map_err(c("gradient norm"))? } else { f64::NAN };
         if finite {
+            let norm = global_norm(&grads).map_err(c("gradient norm"))?;
             clip_grad_norm(&mut grads, norm, 1.0).map_err(c("clipping"))?;
             optimizer.step(&grads, setup.lr).map_err(c("optimizer step"))?;
+            trace.losses.push(loss.to_dtype(DType::F32).and_then(|l| l.to_scalar::<f32>()).map_err(c("loss"))? as f64);
+            trace.grad_norms.push(norm);
         }
         scaler.update(finite);
-        trace.losses.push(loss.to_dtype(DType::F32).and_then(|l| l.to_scalar::<f32>()).map_err(c("loss"))? as f64);
-        trace.grad_norms.push(norm);
-        trace.loss_scales.push(scaler.scale);
+        if finite {
+            trace.loss_scales.push(scaler.scale);
+        }
     }
     trace.skipped = scaler.skipped;
     Ok(trace)
 }
 
-/// Worst relative differences of `trace` from `reference`: (loss, gradient norm). A skipped step
-/// (NaN norm) or a missing step counts as infinitely far.
+/// Worst relative differences of `trace` from `reference`: (loss, gradient norm). A missing step
+/// (more skips than [`MAX_SKIPS`]) or a non-finite figure counts as infinitely far.
 pub fn trace_diff(trace: &TrainingTrace, reference: &TrainingTrace) -> (f64, f64) {
     let worst = |a: &[f64], b: &[f64]| -> f64 {
         if a.len() != b.len() {
