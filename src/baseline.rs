@@ -3,6 +3,7 @@
 
 pub mod bm25;
 pub mod demos;
+pub mod minilm;
 pub mod retrieval;
 
 use std::cell::OnceCell;
@@ -243,6 +244,7 @@ pub struct Baselines<'a> {
     pool: Vec<usize>,
     index: OnceCell<RetrievalIndex>,
     bm25: OnceCell<bm25::Bm25Index>,
+    minilm: OnceCell<minilm::MiniLmIndex>,
 }
 
 impl<'a> Baselines<'a> {
@@ -264,7 +266,7 @@ impl<'a> Baselines<'a> {
             pool.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.prompt.seed ^ 0x9001));
             pool.truncate(n);
         }
-        Ok(Self { loaded, cfg, train, opts, prompters, pool, index: OnceCell::new(), bm25: OnceCell::new() })
+        Ok(Self { loaded, cfg, train, opts, prompters, pool, index: OnceCell::new(), bm25: OnceCell::new(), minilm: OnceCell::new() })
     }
 
     /// Use a prebuilt (e.g. cached on disk) index of the train split for retrieval.
@@ -276,6 +278,12 @@ impl<'a> Baselines<'a> {
     /// Use a prebuilt BM25 index of the pool for retrieval (`prompt.retriever = "bm25"`).
     pub fn with_bm25(self, index: bm25::Bm25Index) -> Self {
         let _ = self.bm25.set(index);
+        self
+    }
+
+    /// Use a prebuilt MiniLM index of the pool for retrieval (`prompt.retriever = "minilm"`).
+    pub fn with_minilm(self, index: minilm::MiniLmIndex) -> Self {
+        let _ = self.minilm.set(index);
         self
     }
 
@@ -330,6 +338,19 @@ impl<'a> Baselines<'a> {
             let _ = self.index.set(idx);
         }
         self.index.get().ok_or_else(|| Error::Model("retrieval index missing".into()))
+    }
+
+    /// The MiniLM index of the retrieval pool, built on first use (`prompt.retriever_model`, on
+    /// the model's device).
+    pub fn minilm_index(&self) -> Result<&minilm::MiniLmIndex> {
+        if self.minilm.get().is_none() {
+            let start = Instant::now();
+            let encoder = minilm::MiniLm::load(&self.cfg.prompt.retriever_model, self.loaded.model.device())?;
+            let idx = minilm::MiniLmIndex::build(encoder, &self.pool_texts())?;
+            tracing::info!("MiniLM index of {} texts built in {:.1}s", idx.len(), start.elapsed().as_secs_f64());
+            let _ = self.minilm.set(idx);
+        }
+        self.minilm.get().ok_or_else(|| Error::Model("MiniLM index missing".into()))
     }
 
     /// Score `strategies` on `texts`; strategies share raw scores (calibration reuses zero-shot).
@@ -450,7 +471,7 @@ impl<'a> Baselines<'a> {
     /// Mean label probabilities of the content-free inputs under this prompt.
     pub fn content_free_probs(&self, prompter: &Prompter, demos: &[Demo]) -> Result<Vec<f32>> {
         let prompts: Vec<PromptTokens> = CONTENT_FREE.iter().map(|t| prompter.tokens(t, demos)).collect::<Result<_>>()?;
-        let scored = score(&self.loaded.model, prompter.label_token_ids(), &prompts, self.score_options(true, usize::MAX))
+        let scored = score(&self.loaded.model, prompter.label_tokens(), &prompts, self.score_options(true, usize::MAX))
             .context(|| "scoring content-free inputs".into())?;
         let n = self.cfg.data.labels.len();
         let mut mean = vec![0f32; n];
@@ -502,7 +523,7 @@ impl<'a> Baselines<'a> {
         };
         // Retrieval prompts share only the part before their demonstrations; `score` caches
         // whatever all prompts share.
-        let mut scored = score(&self.loaded.model, prompter.label_token_ids(), &prompts, self.score_options(true, usize::MAX))
+        let mut scored = score(&self.loaded.model, prompter.label_tokens(), &prompts, self.score_options(true, usize::MAX))
             .context(|| "scoring prompts".into())?;
         for (s, t) in scored.iter_mut().zip(truncated) {
             s.truncated |= t;
@@ -544,6 +565,10 @@ impl<'a> Baselines<'a> {
             let ms = start.elapsed().as_secs_f64() * 1000.0 / texts.len().max(1) as f64;
             return Ok((nearest, vec![ms; texts.len()]));
         }
+        if self.cfg.prompt.retriever == "minilm" {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            return self.minilm_index()?.nearest_batch(&refs, k);
+        }
         let index = self.index()?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let start = Instant::now();
@@ -572,7 +597,7 @@ impl<'a> Baselines<'a> {
         if prompts.is_empty() {
             return Ok(None);
         }
-        let ids = prompter.label_token_ids();
+        let ids = prompter.label_tokens();
         let start = Instant::now();
         let cached = score(&self.loaded.model, ids, &prompts, self.score_options(true, usize::MAX)).context(|| "cached scoring".into())?;
         let cached_s = start.elapsed().as_secs_f64();

@@ -153,7 +153,8 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<BenchReport
     loaded.model.set_gradient_checkpointing(args.gradient_checkpointing);
     loaded.model.set_hand_backward(!args.autograd_layers);
     let prompter = Prompter::new(&cfg.prompt, &cfg.data.labels, &loaded.tokenizer, loaded.chat_template.as_deref(), None)?;
-    let label_ids = prompter.label_token_ids().to_vec();
+    // The bench times the one-token scoring path: a longer word counts by its first token.
+    let label_ids = prompter.label_tokens().first_ids();
     let scale = lora_scale(cfg.lora.alpha, cfg.lora.r, cfg.lora.use_rslora);
     // Dropout 0 like the peer's default: both sides then run exactly the same arithmetic.
     loaded.model.add_lora(&cfg.lora.target_modules, cfg.lora.r, scale, 0.0, 1).map_err(c("LoRA"))?;

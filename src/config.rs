@@ -132,6 +132,11 @@ pub struct PromptConfig {
     pub label_words: BTreeMap<String, String>,
     /// Text the answer starts with; the label word follows it (e.g. "Sentiment:" + " positive").
     pub answer_prefix: String,
+    /// How a label word of several tokens is scored: "sum" (its log-probability after the
+    /// prompt) or "mean" (per token). Single-token words score the same either way.
+    // Left out of the serialised config at its default, so stored results keep their hash.
+    #[serde(skip_serializing_if = "is_default_label_norm")]
+    pub label_norm: String,
     /// Apply the model's chat template when it has one.
     pub use_chat_template: bool,
     /// Number of demonstrations for few-shot and retrieval.
@@ -139,8 +144,15 @@ pub struct PromptConfig {
     /// Seed for demonstration sampling and order.
     pub seed: u64,
     /// How retrieval finds neighbours: "decoder" (cosine of the model's mean-pooled hidden
-    /// states) or "bm25" (lexical Okapi BM25 over the pool).
+    /// states), "bm25" (lexical Okapi BM25 over the pool) or "minilm" (cosine of
+    /// all-MiniLM-L6-v2 sentence embeddings).
     pub retriever: String,
+    /// The all-MiniLM-L6-v2 folder (config.json, tokenizer.json, model.safetensors) that
+    /// `retriever = "minilm"` loads.
+    // Left out of the serialised config at its default so the prompt results hash, and the
+    // results stored under it, stay those of configs written before this key existed.
+    #[serde(skip_serializing_if = "is_default_retriever_model")]
+    pub retriever_model: PathBuf,
     /// The TOML set `system` itself (set by [`Config::parse`]; not a key), so data never overrides it.
     #[serde(skip)]
     pub system_explicit: bool,
@@ -160,10 +172,12 @@ impl Default for PromptConfig {
             ],
             label_words,
             answer_prefix: "Sentiment:".into(),
+            label_norm: "sum".into(),
             use_chat_template: true,
             k_shot: 4,
             seed: 7,
             retriever: "decoder".into(),
+            retriever_model: crate::baseline::minilm::DEFAULT_DIR.into(),
             system_explicit: false,
         }
     }
@@ -466,8 +480,17 @@ impl Config {
             }
         }
         let p = &self.prompt;
-        if !["decoder", "bm25"].contains(&p.retriever.as_str()) {
-            return Err(format!("prompt.retriever = {:?}: expected \"decoder\" or \"bm25\"", p.retriever));
+        if !["decoder", "bm25", "minilm"].contains(&p.retriever.as_str()) {
+            return Err(format!("prompt.retriever = {:?}: expected \"decoder\", \"bm25\" or \"minilm\"", p.retriever));
+        }
+        if p.retriever == "minilm" && !p.retriever_model.is_dir() {
+            return Err(format!(
+                "prompt.retriever_model: folder {} does not exist (run scripts/fetch-assets?)",
+                p.retriever_model.display()
+            ));
+        }
+        if !["sum", "mean"].contains(&p.label_norm.as_str()) {
+            return Err(format!("prompt.label_norm = {:?}: expected \"sum\" or \"mean\"", p.label_norm));
         }
         for label in &d.labels {
             match p.label_words.get(label) {
@@ -577,6 +600,14 @@ impl Config {
     pub fn run_dir(&self) -> PathBuf {
         self.output.dir.join(&self.output.run_name)
     }
+}
+
+fn is_default_retriever_model(p: &Path) -> bool {
+    p == Path::new(crate::baseline::minilm::DEFAULT_DIR)
+}
+
+fn is_default_label_norm(norm: &str) -> bool {
+    norm == "sum"
 }
 
 /// First 8 bytes, in hex, of the sha256 of a value's JSON.

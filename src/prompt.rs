@@ -38,6 +38,39 @@ impl PromptTokens {
     }
 }
 
+/// Each label word's tokens, in label order, and how a word's per-token log-probabilities
+/// combine into its score: summed (the word's log-probability after the prompt), or averaged
+/// over its tokens (`prompt.label_norm = "mean"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelTokens {
+    /// Token ids of each label word.
+    pub seqs: Vec<Vec<u32>>,
+    /// Average instead of sum.
+    pub mean: bool,
+}
+
+impl LabelTokens {
+    /// The first token of each word.
+    pub fn first_ids(&self) -> Vec<u32> {
+        self.seqs.iter().map(|s| s[0]).collect()
+    }
+
+    /// Every word is one token (scoring needs no continuation pass).
+    pub fn single_token(&self) -> bool {
+        self.seqs.iter().all(|s| s.len() == 1)
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// True when there are no labels.
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+}
+
 /// Renders and tokenizes prompts for one instruction template.
 pub struct Prompter {
     system: String,
@@ -45,8 +78,8 @@ pub struct Prompter {
     answer_prefix: String,
     /// Label words in label order, as text (" positive").
     label_words: Vec<String>,
-    /// One token id per label word.
-    label_token_ids: Vec<u32>,
+    /// The label words' tokens.
+    label_tokens: LabelTokens,
     chat: Option<ChatTemplate>,
     tokenizer: Tokenizer,
 }
@@ -65,29 +98,25 @@ impl Prompter {
             return Err(Error::Config(format!("prompt template {template:?} must contain {{text}}")));
         }
         let mut label_words = Vec::new();
-        let mut label_token_ids = Vec::new();
+        let mut seqs: Vec<Vec<u32>> = Vec::new();
         for label in labels {
             let word =
                 cfg.label_words.get(label).ok_or_else(|| Error::Config(format!("prompt.label_words has no word for label {label:?}")))?;
             let ids = tokenizer.encode(word.as_str(), false).map_err(|e| Error::Config(format!("prompt.label_words.{label}: {e}")))?;
-            match ids.get_ids() {
-                [] => return Err(Error::Config(format!("prompt.label_words.{label} = {word:?} tokenizes to nothing"))),
-                [id] => {
-                    if label_token_ids.contains(id) {
-                        return Err(Error::Config(format!("prompt.label_words.{label} = {word:?} has the same token as another label")));
-                    }
-                    label_token_ids.push(*id)
-                }
-                many => {
-                    return Err(Error::Config(format!(
-                        "prompt.label_words.{label} = {word:?} is {} tokens {:?}; wick needs one token per label word (try a leading space)",
-                        many.len(),
-                        ids.get_tokens()
-                    )));
-                }
+            let ids = ids.get_ids().to_vec();
+            if ids.is_empty() {
+                return Err(Error::Config(format!("prompt.label_words.{label} = {word:?} tokenizes to nothing")));
             }
+            if let Some(other) = seqs.iter().position(|s| *s == ids) {
+                return Err(Error::Config(format!(
+                    "prompt.label_words.{label} = {word:?} has the same tokens as the word of label {:?}",
+                    labels[other]
+                )));
+            }
+            seqs.push(ids);
             label_words.push(word.clone());
         }
+        let label_tokens = LabelTokens { seqs, mean: cfg.label_norm == "mean" };
         let chat = match (cfg.use_chat_template, chat_template) {
             (true, Some(src)) => Some(ChatTemplate::new(src, None, None)?),
             _ => None,
@@ -97,15 +126,15 @@ impl Prompter {
             template,
             answer_prefix: cfg.answer_prefix.clone(),
             label_words,
-            label_token_ids,
+            label_tokens,
             chat,
             tokenizer: tokenizer.clone(),
         })
     }
 
-    /// Token id of each label word, in label order.
-    pub fn label_token_ids(&self) -> &[u32] {
-        &self.label_token_ids
+    /// The label words' tokens, in label order.
+    pub fn label_tokens(&self) -> &LabelTokens {
+        &self.label_tokens
     }
 
     /// The label words, in label order.

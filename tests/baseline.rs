@@ -166,12 +166,8 @@ fn every_strategy_scores_every_template_and_order() -> anyhow::Result<()> {
     // Zero-shot is the label-word distribution of the bare template, scored without the cache.
     let prompter = &b.prompters()[0].1;
     let prompts: Vec<_> = texts.iter().map(|t| prompter.tokens(t, &[])).collect::<Result<_, _>>()?;
-    let direct = score(
-        &loaded.model,
-        prompter.label_token_ids(),
-        &prompts,
-        ScoreOptions { batch_size: 1, max_len: usize::MAX, prefix_cache: false },
-    )?;
+    let direct =
+        score(&loaded.model, prompter.label_tokens(), &prompts, ScoreOptions { batch_size: 1, max_len: usize::MAX, prefix_cache: false })?;
     for (d, p) in direct.iter().zip(&zero.variants[0].probs) {
         assert!(d.label_probs().iter().zip(p).all(|(a, b)| (a - b).abs() < 1e-4), "{:?} vs {p:?}", d.label_probs());
     }

@@ -80,8 +80,10 @@ fn configs_that_cannot_load() {
     assert_one_line_error(&["config", &p], &["nodata.toml", "data.path", "missing.csv"]);
     let p = write("notext.toml", "[data]\npath = \"Cargo.toml\"\n[prompt]\ntemplate = \"no slot\"\n");
     assert_one_line_error(&["config", &p], &["notext.toml", "prompt.template", "{text}"]);
-    let p = write("retriever.toml", "[data]\npath = \"Cargo.toml\"\n[prompt]\nretriever = \"minilm\"\n");
-    assert_one_line_error(&["config", &p], &["retriever.toml", "prompt.retriever", "bm25"]);
+    let p = write("retriever.toml", "[data]\npath = \"Cargo.toml\"\n[prompt]\nretriever = \"dense\"\n");
+    assert_one_line_error(&["config", &p], &["retriever.toml", "prompt.retriever", "bm25", "minilm"]);
+    let p = write("minilm.toml", "[data]\npath = \"Cargo.toml\"\n[prompt]\nretriever = \"minilm\"\nretriever_model = \"no/minilm\"\n");
+    assert_one_line_error(&["config", &p], &["minilm.toml", "prompt.retriever_model", "no/minilm", "fetch-assets"]);
     assert_one_line_error(&["config", "does/not/exist.toml"], &["does/not/exist.toml"]);
 }
 

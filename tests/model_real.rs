@@ -98,10 +98,10 @@ fn batched_and_cached_scoring_equal_direct_log_softmax() -> anyhow::Result<()> {
         "It exists.",
     ];
     let prompts: Vec<_> = texts.iter().map(|t| prompter.tokens(t, &[])).collect::<Result<_, _>>()?;
-    let label_ids = prompter.label_token_ids().to_vec();
+    let label_ids = prompter.label_tokens().first_ids();
     let opts = ScoreOptions { batch_size: 4, max_len: 512, prefix_cache: false };
-    let plain = score(&loaded.model, &label_ids, &prompts, opts)?;
-    let cached = score(&loaded.model, &label_ids, &prompts, ScoreOptions { prefix_cache: true, ..opts })?;
+    let plain = score(&loaded.model, prompter.label_tokens(), &prompts, opts)?;
+    let cached = score(&loaded.model, prompter.label_tokens(), &prompts, ScoreOptions { prefix_cache: true, ..opts })?;
     for (i, p) in prompts.iter().enumerate() {
         let full = p.full();
         let direct = candle_nn::ops::log_softmax(&loaded.model.logits(&last_hidden(&loaded.model, &full))?, D::Minus1)?;

@@ -53,7 +53,7 @@ fn accumulating_4x2_equals_one_batch_of_8() -> anyhow::Result<()> {
     let prompter = Prompter::new(&cfg.prompt, &cfg.data.labels, &loaded.tokenizer, loaded.chat_template.as_deref(), None)?;
     let (encoded, _) = encode(&prompter, &splits.train[..8], 128)?;
     let items: Vec<_> = encoded.iter().collect();
-    let head = Head::Verbalizer(prompter.label_token_ids());
+    let head = Head::Verbalizer(prompter.label_tokens());
 
     let mut one = vec![None; vars.len()];
     let (loss, _) = micro_batch_loss(&loaded.model, head, TrainLoss::Vocab, &items, 8)?;
@@ -81,13 +81,13 @@ fn the_label_words_loss_is_cross_entropy_over_the_label_words_only() -> anyhow::
     let prompter = Prompter::new(&cfg.prompt, &cfg.data.labels, &loaded.tokenizer, loaded.chat_template.as_deref(), None)?;
     let (encoded, _) = encode(&prompter, &splits.train[..6], 128)?;
     let items: Vec<_> = encoded.iter().collect();
-    let head = Head::Verbalizer(prompter.label_token_ids());
+    let head = Head::Verbalizer(prompter.label_tokens());
     let (vocab, _) = micro_batch_loss(&loaded.model, head, TrainLoss::Vocab, &items, 6)?;
     let (words, _) = micro_batch_loss(&loaded.model, head, TrainLoss::LabelWords, &items, 6)?;
     // By hand from the full-vocabulary log-probabilities of the label words, as scoring reads them.
     let scored = wick::score::score(
         &loaded.model,
-        prompter.label_token_ids(),
+        prompter.label_tokens(),
         &encoded.iter().map(|e| e.prompt.clone()).collect::<Vec<_>>(),
         wick::score::ScoreOptions { batch_size: 6, max_len: usize::MAX, prefix_cache: false },
     )?;

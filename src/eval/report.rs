@@ -173,7 +173,7 @@ pub struct CalibrationInfo {
 /// Retrieval index details.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RetrievalInfo {
-    /// `prompt.retriever`: "decoder" or "bm25" (empty in results stored before it existed).
+    /// `prompt.retriever`: "decoder", "bm25" or "minilm" (empty in results stored before it existed).
     #[serde(default)]
     pub retriever: String,
     /// Indexed train examples (a sample when `--retrieval-pool` is smaller than the split).

@@ -23,6 +23,60 @@ pub struct PrefixCache {
     pub len: usize,
 }
 
+impl PrefixCache {
+    /// The cache of one row of a batch that ran after `shared`: `shared`'s keys and values (if
+    /// any) followed by the row's first `len` tokens of `kvs` (per layer, (batch, kv_heads, t,
+    /// head_dim), as [`Llama::forward_with_kv`] returns them). Continuations of that row then run
+    /// with it as their prefix. Kept in the autograd graph when `kvs` are.
+    pub fn for_row(shared: Option<&PrefixCache>, kvs: &[(Tensor, Tensor)], row: usize, len: usize) -> Result<Self> {
+        let layers = kvs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| {
+                let (k, v) = (k.narrow(0, row, 1)?.narrow(2, 0, len)?, v.narrow(0, row, 1)?.narrow(2, 0, len)?);
+                match shared {
+                    Some(p) => Ok((Tensor::cat(&[&p.layers[i].0, &k], 2)?, Tensor::cat(&[&p.layers[i].1, &v], 2)?)),
+                    None => Ok((k, v)),
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { layers, len: shared.map_or(0, |p| p.len) + len })
+    }
+
+    /// Caches of one length as one cache of their rows, in order.
+    pub fn stack(caches: &[PrefixCache]) -> Result<Self> {
+        let first = caches.first().ok_or_else(|| candle_core::Error::Msg("no prefix caches to stack".into()))?;
+        if caches.iter().any(|c| c.len != first.len) {
+            candle_core::bail!("prefix caches of different lengths cannot be stacked");
+        }
+        if caches.len() == 1 {
+            return Ok(first.clone());
+        }
+        let layers = (0..first.layers.len())
+            .map(|i| {
+                let ks: Vec<&Tensor> = caches.iter().map(|c| &c.layers[i].0).collect();
+                let vs: Vec<&Tensor> = caches.iter().map(|c| &c.layers[i].1).collect();
+                Ok((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { layers, len: first.len })
+    }
+
+    /// Each row repeated `times` times in place (row r becomes rows r·times .. r·times + times).
+    /// A one-row cache stays one row: every batch broadcasts it.
+    pub fn repeat_rows(&self, times: usize) -> Result<Self> {
+        if self.layers.first().is_none_or(|(k, _)| k.dim(0).is_ok_and(|b| b == 1)) {
+            return Ok(self.clone());
+        }
+        let rep = |t: &Tensor| -> Result<Tensor> {
+            let (b, h, s, d) = t.dims4()?;
+            t.unsqueeze(1)?.repeat((1, times, 1, 1, 1))?.reshape((b * times, h, s, d))
+        };
+        let layers = self.layers.iter().map(|(k, v)| Ok((rep(k)?, rep(v)?))).collect::<Result<_>>()?;
+        Ok(Self { layers, len: self.len })
+    }
+}
+
 /// One decoder layer: attention and SwiGLU MLP, each behind an RMSNorm and a residual.
 #[derive(Debug, Clone)]
 pub(super) struct DecoderLayer {
@@ -370,6 +424,14 @@ impl Llama {
         Ok(self.run(batch, prefix, train, false)?.0)
     }
 
+    /// Final-normed hidden states and each layer's new (key, value) heads, (batch, kv_heads, seq,
+    /// head_dim): what a continuation of each row needs ([`PrefixCache::for_row`]). With `train`
+    /// the layers run under autograd (not as whole-layer ops), so the keys and values stay in the
+    /// graph.
+    pub fn forward_with_kv(&self, batch: &Batch, prefix: Option<&PrefixCache>, train: bool) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+        self.run(batch, prefix, train, true)
+    }
+
     /// Run a shared prompt prefix (1, len) once; its keys and values serve every later batch.
     pub fn prefix_cache(&self, prefix_ids: &[u32]) -> Result<PrefixCache> {
         let cache = self.prefix_kv(prefix_ids, false)?;
@@ -410,20 +472,26 @@ impl Llama {
         project(hidden, self.lm_head.as_ref().unwrap_or(&self.embed_tokens))
     }
 
-    /// Greedy decoding of up to `max_new` tokens after `prompt` (no KV cache: short answers only).
+    /// Greedy decoding of up to `max_new` tokens after `prompt`, one token per step on the KV
+    /// cache; stops before any token in `stop` (which is not returned).
     pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>> {
-        let mut ids = prompt.to_vec();
         let mut out = Vec::new();
-        for _ in 0..max_new {
-            let input = Tensor::new(ids.as_slice(), self.device())?.unsqueeze(0)?;
-            let hidden = self.forward_hidden(&Batch { input_ids: &input, lengths: &[ids.len()] }, None, false)?;
-            let last = hidden.i((0, ids.len() - 1))?;
-            let next = self.logits(&last)?.argmax(D::Minus1)?.to_scalar::<u32>()?;
+        if prompt.is_empty() || max_new == 0 {
+            return Ok(out);
+        }
+        let mut input = Tensor::new(prompt, self.device())?.unsqueeze(0)?;
+        let mut len = prompt.len();
+        let mut cache: Option<PrefixCache> = None;
+        while out.len() < max_new && cache.as_ref().map_or(0, |c| c.len) + len < self.rotary.max_positions() {
+            let (hidden, kvs) = self.forward_with_kv(&Batch { input_ids: &input, lengths: &[len] }, cache.as_ref(), false)?;
+            let next = self.logits(&hidden.i((0, len - 1))?)?.argmax(D::Minus1)?.to_scalar::<u32>()?;
             if stop.contains(&next) {
                 break;
             }
-            ids.push(next);
             out.push(next);
+            cache = Some(PrefixCache::for_row(cache.as_ref(), &kvs, 0, len)?);
+            input = Tensor::new(&[next], self.device())?.unsqueeze(0)?;
+            len = 1;
         }
         Ok(out)
     }

@@ -116,10 +116,19 @@ pub fn micro_batch_loss(
     let width = lengths.iter().copied().max().unwrap_or(1).max(1);
     let ids: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat(0)).take(width)).collect();
     let input = Tensor::from_vec(ids, (items.len(), width), device)?;
-    let hidden = model.forward_hidden(&Batch { input_ids: &input, lengths: &lengths }, prefix.as_ref(), true)?;
-    let mut log_scores = head.log_scores(model, &Llama::last_hidden(&hidden, &lengths)?)?;
+    let batch = Batch { input_ids: &input, lengths: &lengths };
+    let mut log_scores = match head.multi_token() {
+        None => head.log_scores(model, &Llama::last_hidden(&model.forward_hidden(&batch, prefix.as_ref(), true)?, &lengths)?)?,
+        // Words of several tokens: the same whole-word score as eval, its continuation passes in
+        // the graph (the layers run under autograd so their keys and values stay in it).
+        Some(labels) => {
+            let (hidden, kvs) = model.forward_with_kv(&batch, prefix.as_ref(), true)?;
+            let first = head.log_scores(model, &Llama::last_hidden(&hidden, &lengths)?)?;
+            crate::score::add_continuations(model, labels, &first, prefix.as_ref(), &kvs, &lengths, true)?
+        }
+    };
     if loss == TrainLoss::LabelWords && matches!(head, Head::Verbalizer(_)) {
-        // Renormalising the label words' log-probabilities equals a softmax over their logits:
+        // Renormalising the label words' log-probabilities equals a softmax over their scores:
         // the full-vocabulary normaliser cancels.
         log_scores = crate::ops::log_softmax_last_dim(&log_scores)?;
     }
@@ -283,7 +292,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
 
     let lengths: Vec<usize> = train_set.iter().map(Encoded::len).collect();
     let mut order = epoch_batches(&lengths, effective, t.seed, st.epoch);
-    let label_ids = prompter.label_token_ids().to_vec();
+    let label_tokens = prompter.label_tokens().clone();
     let train_loss = TrainLoss::from_name(&t.loss);
     let bar = if opts.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total_steps as u64) };
     // Off a terminal indicatif draws nothing, so a log gets plain lines instead of the bar.
@@ -297,7 +306,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
     // Var::set updates the head in place, so this borrow sees every update.
     let head = match &head_var {
         Some(h) => Head::Linear(h.as_tensor()),
-        None => Head::Verbalizer(&label_ids),
+        None => Head::Verbalizer(&label_tokens),
     };
     if st.step == 0 && st.history.is_empty() && !opts.skip_initial_eval {
         // Step 0 is the untrained model under the same prompt and scoring: the zero-shot baseline
