@@ -219,6 +219,12 @@ pub struct Memo {
 }
 
 impl Memo {
+    /// A memo that already holds each text's retrieval demonstrations and their search time (a
+    /// model's own neighbours, so that another model is prompted with the same ones).
+    pub fn with_neighbours(neighbours: (Vec<Vec<Demo>>, Vec<f64>)) -> Self {
+        Self { scored: HashMap::new(), neighbours: Some(neighbours) }
+    }
+
     /// Take the raw scores of the first `n` texts of `other` that this memo lacks: a run on a
     /// prefix of `other`'s texts (the consistency sample of a test run) then does not score its
     /// main template again.

@@ -368,6 +368,9 @@ pub struct CompareConfig {
     pub limit: usize,
     /// Prompt strategies to measure.
     pub strategies: Vec<String>,
+    /// Prompt strategies to measure on the tuned model too ("tuned + few-shot", with the base
+    /// run's demonstrations): the seed's "combining both". Verbalizer head only.
+    pub tuned_strategies: Vec<String>,
     /// Retrieval index over a seeded sample of this many train examples (0: the whole split).
     pub retrieval_pool: usize,
     /// Label counts of the extra fine-tuning runs of the learning curve (the full run is the last point).
@@ -395,6 +398,7 @@ impl Default for CompareConfig {
             split: "test".into(),
             limit: 0,
             strategies: ["zero-shot", "few-shot", "calibrated", "retrieval"].map(String::from).to_vec(),
+            tuned_strategies: ["few-shot", "retrieval"].map(String::from).to_vec(),
             retrieval_pool: 2000,
             learning_curve: vec![100, 1000],
             curve_seeds: 3,
@@ -567,6 +571,15 @@ impl Config {
         }
         if cmp.curve_seeds == 0 {
             return Err("compare.curve_seeds must be at least 1".into());
+        }
+        for s in &cmp.tuned_strategies {
+            match s.parse::<crate::baseline::Strategy>() {
+                Err(e) => return Err(format!("compare.tuned_strategies: {e}")),
+                Ok(crate::baseline::Strategy::ZeroShot) => {
+                    return Err("compare.tuned_strategies: zero-shot is the tuned model's own row".into());
+                }
+                Ok(_) => {}
+            }
         }
         for s in &cmp.strategies {
             s.parse::<crate::baseline::Strategy>().map_err(|e| format!("compare.strategies: {e}"))?;

@@ -3,6 +3,7 @@
 //! metrics.json + predictions.jsonl under the run folder.
 
 pub mod report;
+mod tuned;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,13 @@ pub struct EvalArgs {
     /// Skip the prefix-cache self-check (it scores the first 16 examples again without the cache).
     #[arg(long)]
     pub skip_cache_check: bool,
+    /// Prompt the tuned model with a strategy (few-shot, calibrated, retrieval) and the same
+    /// demonstrations as the base-model run (retrieval: the base model's neighbours).
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// With --strategy retrieval: retrieve from a seeded sample of N train examples.
+    #[arg(long, value_name = "N", requires = "strategy")]
+    pub retrieval_pool: Option<usize>,
 }
 
 /// `wick predict`: label texts with a checkpoint or a prompt-only strategy.
@@ -466,6 +474,9 @@ pub fn score_tuned(
 /// `wick eval --checkpoint DIR`: score a checkpoint on a split or file and write its outputs
 /// under `run_dir/eval/<checkpoint-step>/<split-or-file-stem>/`.
 pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
+    if let Some(name) = &args.strategy {
+        return tuned::run_eval_strategy(args, name.parse()?);
+    }
     let (dir, cfg, loaded, head) = load_checkpoint(&args.checkpoint, args.config.as_deref())?;
     let (set, _) = load_eval_set(&cfg, &args.split, &args.data_args, args.limit, false)?;
     let opts = BaselineOptions { batch_size: args.batch_size, ..BaselineOptions::default() };

@@ -33,7 +33,7 @@ fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results
     let report = read_json(&run_dir.join("compare/report.json"));
     let rows = report["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["zero-shot", "few-shot", "calibrated", "retrieval", "fine-tuned (LoRA)"]);
+    assert_eq!(names, ["zero-shot", "few-shot", "calibrated", "retrieval", "fine-tuned (LoRA)", "tuned + few-shot", "tuned + retrieval"]);
     assert_eq!(report["test_examples"], 12);
 
     // Each prompt row is exactly what `wick baseline` wrote for that strategy.
@@ -53,12 +53,15 @@ fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results
         assert!(ci["lo"].as_f64().unwrap() <= acc && acc <= ci["hi"].as_f64().unwrap(), "{row}");
         assert!(row["macro_f1_ci"]["lo"].is_number(), "{row}");
         assert_eq!(row["predicted"].as_array().unwrap().len(), 12);
-        assert!(row["dev_accuracy"].is_number(), "every choice is made on dev: {row}");
+        // The tuned + prompt rows are never a choice: they have no dev pass.
+        assert_eq!(row["dev_accuracy"].is_number(), row["kind"] != "tuned_prompt", "every choice is made on dev: {row}");
     }
     assert_eq!(report["gold"].as_array().unwrap().len(), 12);
     let comparisons = report["comparisons"].as_array().unwrap();
-    assert_eq!(comparisons.len(), 4 + 3);
+    assert_eq!(comparisons.len(), 4 + 3 + 2);
     assert!(comparisons[..4].iter().all(|c| c["a"] == "fine-tuned (LoRA)"));
+    assert_eq!((&comparisons[7]["a"], &comparisons[7]["b"]), (&"tuned + few-shot".into(), &"fine-tuned (LoRA)".into()));
+    assert_eq!((&comparisons[8]["a"], &comparisons[8]["b"]), (&"tuned + retrieval".into(), &"fine-tuned (LoRA)".into()));
     let selections = report["selections"].as_array().unwrap();
     let best = selections.iter().find(|s| s["what"] == "best prompt strategy").unwrap();
     assert!(best["by"].as_str().unwrap().starts_with("dev ("), "{best}");
@@ -76,6 +79,16 @@ fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results
     let eval = read_json(&run_dir.join(format!("eval/{}/test/metrics.json", best.trim())));
     assert_eq!(tuned["metrics"]["accuracy"], eval["metrics"]["accuracy"]);
     assert!(tuned["consistency"]["agreement"].is_number(), "the tuned model is scored under every template");
+
+    // The tuned + prompt rows are the tuned checkpoint's evaluations under those strategies.
+    for (row, strategy) in rows[5..].iter().zip(["few-shot", "retrieval"]) {
+        assert_eq!(row["kind"], "tuned_prompt");
+        let eval = read_json(
+            &run_dir.join(format!("eval/{}/{strategy}/test/metrics.json", std::fs::read_to_string(run_dir.join("best"))?.trim())),
+        );
+        assert_eq!(row["metrics"]["accuracy"], eval["metrics"]["accuracy"], "{strategy}");
+        assert_eq!(row["training_tokens"], tuned["training_tokens"]);
+    }
 
     // 4 steps × 4 rows draw 16 examples: the tuned run trained on 16 distinct labels.
     assert_eq!(tuned["labelled_examples_used"], 16);
@@ -113,7 +126,9 @@ fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results
     let second = run();
     let stderr2 = String::from_utf8_lossy(&second.stderr).to_string();
     assert!(second.status.success(), "{stderr2}");
-    for part in ["prompt-zero-shot", "prompt-retrieval", "finetune", "curve-8-seed-42", "curve-8-seed-44"] {
+    for part in
+        ["prompt-zero-shot", "prompt-retrieval", "finetune", "tuned-few-shot", "tuned-retrieval", "curve-8-seed-42", "curve-8-seed-44"]
+    {
         assert!(stderr2.contains(&format!("reusing {part}")), "{part} was measured again: {stderr2}");
     }
     let again = read_json(&run_dir.join("compare/report.json"));

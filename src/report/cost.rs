@@ -65,7 +65,7 @@ pub fn estimate(rows: &[StrategyRow], prices: &CostConfig) -> CostReport {
     let api = summarise(rows, prices.monthly_requests, |row| {
         let (input, output) = match row.kind {
             RowKind::Prompt => (prices.base_input_per_1k, prices.base_output_per_1k),
-            RowKind::FineTuned => (prices.tuned_input_per_1k, prices.tuned_output_per_1k),
+            RowKind::FineTuned | RowKind::TunedPrompt => (prices.tuned_input_per_1k, prices.tuned_output_per_1k),
         };
         let per_request = per_1k_tokens(row.metrics.prompt_tokens_mean) * input + per_1k_tokens(row.output_tokens_per_request) * output;
         (per_request, per_1k_tokens(row.training_tokens as f64) * prices.training_per_1k)
@@ -74,7 +74,7 @@ pub fn estimate(rows: &[StrategyRow], prices: &CostConfig) -> CostReport {
         let per_second = prices.gpu_hour / 3600.0;
         summarise(rows, prices.monthly_requests, |row| {
             let seconds_per_request = row.metrics.latency.mean_ms / 1000.0;
-            let training_seconds = if row.kind == RowKind::FineTuned { row.time_to_first_result_s } else { 0.0 };
+            let training_seconds = if row.kind != RowKind::Prompt { row.time_to_first_result_s } else { 0.0 };
             (per_second * seconds_per_request, per_second * training_seconds)
         })
     });

@@ -175,7 +175,7 @@ fn verdict(report: &CompareReport, out: &mut String) {
 fn comparison(report: &CompareReport, out: &mut String) {
     out.push_str("<section class=\"card\"><h2>Side by side</h2><table><thead><tr><th></th>");
     for row in &report.rows {
-        let class = if row.kind == RowKind::FineTuned { "tuned" } else { "prompt" };
+        let class = if row.kind == RowKind::Prompt { "prompt" } else { "tuned" };
         let _ = write!(out, "<th class=\"{class}\">{}</th>", escape(&row.name));
     }
     out.push_str("</tr></thead><tbody>");
@@ -266,7 +266,7 @@ fn matrices(report: &CompareReport, out: &mut String) {
 
 /// One heat-map table; a cell's shade is its share of the gold row, so classes of any size compare.
 fn matrix(row: &StrategyRow, labels: &[String], out: &mut String) {
-    let (r, g, b) = if row.kind == RowKind::FineTuned { (224, 123, 36) } else { (59, 110, 168) };
+    let (r, g, b) = if row.kind == RowKind::Prompt { (59, 110, 168) } else { (224, 123, 36) };
     let _ = write!(
         out,
         "<div class=\"matrix\"><h3>{} &middot; {}</h3><table><tr><th>gold \\ pred</th>",

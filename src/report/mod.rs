@@ -29,12 +29,15 @@ pub enum RowKind {
     Prompt,
     /// The fine-tuned (LoRA) model.
     FineTuned,
+    /// The fine-tuned model under a prompt strategy ("tuned + few-shot"): reported beside the
+    /// others, never chosen by the decision tree.
+    TunedPrompt,
 }
 
 /// One measured strategy: a column of the comparison table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StrategyRow {
-    /// "zero-shot", "few-shot", "calibrated", "retrieval", "fine-tuned (LoRA)".
+    /// "zero-shot", "few-shot", "calibrated", "retrieval", "fine-tuned (LoRA)", "tuned + few-shot".
     pub name: String,
     /// Prompt strategy or fine-tuned model.
     pub kind: RowKind,
@@ -272,8 +275,9 @@ pub fn best_prompt_chosen_on_dev(rows: &[StrategyRow]) -> bool {
     prompts.peek().is_some() && prompts.all(|r| r.dev_accuracy.is_some())
 }
 
-/// The tuned model against every prompt, then the best prompt against the other prompts, for
-/// rows that kept their test predictions.
+/// The tuned model against every prompt, then the best prompt against the other prompts, then
+/// each tuned + prompt row against the tuned model alone, for rows that kept their test
+/// predictions.
 fn paired_comparisons(rows: &[StrategyRow], gold: &[usize], resamples: usize) -> Vec<PairedComparison> {
     let kept = |r: &&StrategyRow| !r.predicted.is_empty() && r.predicted.len() == gold.len();
     let mut pairs: Vec<(&StrategyRow, &StrategyRow)> = Vec::new();
@@ -282,6 +286,9 @@ fn paired_comparisons(rows: &[StrategyRow], gold: &[usize], resamples: usize) ->
     }
     if let Some(best) = best_prompt(rows).filter(kept) {
         pairs.extend(rows.iter().filter(|r| r.kind == RowKind::Prompt && r.name != best.name).filter(kept).map(|p| (best, p)));
+    }
+    if let Some(t) = tuned(rows).filter(kept) {
+        pairs.extend(rows.iter().filter(|r| r.kind == RowKind::TunedPrompt).filter(kept).map(|c| (c, t)));
     }
     pairs
         .into_iter()

@@ -151,7 +151,7 @@ pub(crate) fn accuracy_chart(report: &CompareReport) -> String {
     for (i, row) in report.rows.iter().enumerate() {
         let centre = LEFT + band * (i as f64 + 0.5);
         let acc = row.metrics.accuracy * 100.0;
-        let colour = if row.kind == RowKind::FineTuned { TUNED_COLOUR } else { PROMPT_COLOUR };
+        let colour = if row.kind == RowKind::Prompt { PROMPT_COLOUR } else { TUNED_COLOUR };
         let _ = write!(
             out,
             r#"<rect x="{:.1}" y="{:.1}" width="{bar:.1}" height="{:.1}" rx="3" fill="{colour}"><title>{}: {}</title></rect>"#,

@@ -42,7 +42,7 @@ pub(crate) fn comparison_lines(report: &CompareReport) -> Vec<TableLine> {
         line("Prompt tokens/request", &|r| format!("{:.0}", r.metrics.prompt_tokens_mean)),
         line("Retrain time when requirements change", &|r| match r.kind {
             RowKind::Prompt => "edit the prompt".into(),
-            RowKind::FineTuned => duration(r.retrain_time_s),
+            RowKind::FineTuned | RowKind::TunedPrompt => duration(r.retrain_time_s),
         }),
     ];
     cost_lines(&mut lines, report, &report.cost.api, "");

@@ -1,0 +1,72 @@
+//! `wick eval --checkpoint DIR --strategy S`: the tuned model under a prompt strategy, prompted
+//! with the demonstrations the base model's run of that strategy uses — few-shot's seeded draw,
+//! and for retrieval the neighbours the base model finds (searched before the adapter is
+//! attached, so a decoder retriever's embeddings are the base model's too).
+
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::report::{load_eval_set, write_outputs};
+use super::{EvalArgs, Report, load_model, prepare_retrieval, run_record, strategy_report};
+use crate::baseline::{BaselineOptions, Baselines, Memo, Strategy, check_k_shot};
+use crate::checkpoint::{load_adapter, resolve_checkpoint_dir, run_config};
+use crate::metrics::{TableRow, render_table};
+
+/// Score the checkpoint of `args` under `strategy` and write its outputs under
+/// `run_dir/eval/<step>/<strategy>/<split>/`.
+pub fn run_eval_strategy(args: &EvalArgs, strategy: Strategy) -> anyhow::Result<Report> {
+    if strategy == Strategy::ZeroShot {
+        anyhow::bail!("--strategy zero-shot is what `wick eval` does without --strategy");
+    }
+    let dir = resolve_checkpoint_dir(&args.checkpoint)?;
+    let cfg = run_config(&dir, args.config.as_deref())?;
+    let (set, train) = load_eval_set(&cfg, &args.split, &args.data_args, args.limit, true)?;
+    check_k_shot(cfg.prompt.k_shot, train.len())?;
+    let mut loaded = load_model(&cfg.model)?;
+    let opts = BaselineOptions {
+        batch_size: args.batch_size,
+        calibrate_on: Strategy::ZeroShot,
+        all_variants: !args.main_template_only,
+        retrieval_pool: args.retrieval_pool,
+    };
+    let texts: Vec<String> = set.examples.iter().map(|e| e.text.clone()).collect();
+    let (mut memo, mut retrieval) = (Memo::default(), None);
+    if strategy == Strategy::Retrieval {
+        let base = Baselines::new(&loaded, &cfg, &train, opts)?;
+        let (base, mut info) = prepare_retrieval(base, &loaded, &cfg, args.batch_size, &cfg.run_dir().join("baseline"))?;
+        info.train_size = train.len();
+        eprintln!("{}: the base model's neighbours of {} examples ({} retriever)", dir.display(), texts.len(), info.retriever);
+        memo = Memo::with_neighbours(base.neighbours(&texts)?);
+        retrieval = Some(info);
+    }
+    let attached = load_adapter(&dir, &mut loaded.model)?;
+    eprintln!("{}: {}", dir.display(), attached.check);
+    if attached.head.is_some() {
+        anyhow::bail!("{}: --strategy prompts for label words, and this checkpoint has a linear head", dir.display());
+    }
+    let baselines = Baselines::new(&loaded, &cfg, &train, opts)?;
+    let templates = if args.main_template_only { 1 } else { baselines.prompters().len() };
+    eprintln!("{} + {strategy}: {} examples of {} x {templates} templates", dir.display(), texts.len(), set.source);
+    let start = Instant::now();
+    let run = if args.main_template_only {
+        baselines.run_main(strategy, &texts, &mut memo)?
+    } else {
+        baselines.run_strategy(strategy, &texts, &mut memo)?
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let mut report = strategy_report(&run, &set, args.limit, &cfg, &loaded, Strategy::ZeroShot, retrieval.as_ref(), None)?;
+    report.method = format!("tuned + {strategy}");
+    report.checkpoint = Some(dir.display().to_string());
+    report.seconds = seconds;
+    let step = dir.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
+    let out = cfg.run_dir().join("eval").join(&step).join(strategy.name()).join(&set.name);
+    write_outputs(&out, &report, &set.examples, &run.variants[0]).context("writing outputs")?;
+    println!("{} + {strategy} on {} ({} examples)", dir.display(), set.source, texts.len());
+    let name = format!("{step} + {strategy}");
+    println!("{}", render_table(&[TableRow { name, metrics: &report.metrics, consistency: report.consistency.as_ref() }]));
+    eprintln!("wrote {}", out.display());
+    let record = run_record("eval", &format!("{} + {strategy}", dir.display()), &cfg, &set.name, &report, out);
+    crate::runs::append(&cfg.output.dir, record)?;
+    Ok(report)
+}
