@@ -2,6 +2,7 @@
 //! retrieved demonstrations, each scored under every prompt variant to measure consistency.
 
 pub mod bm25;
+pub mod cot;
 pub mod demos;
 pub mod minilm;
 pub mod retrieval;
@@ -46,11 +47,13 @@ pub enum Strategy {
     Calibrated,
     /// The k most similar train examples as demonstrations.
     Retrieval,
+    /// Brief reasoning generated before the answer (chain-of-thought).
+    Cot,
 }
 
 impl Strategy {
     /// Every strategy, in report order.
-    pub const ALL: [Strategy; 4] = [Strategy::ZeroShot, Strategy::FewShot, Strategy::Calibrated, Strategy::Retrieval];
+    pub const ALL: [Strategy; 5] = [Strategy::ZeroShot, Strategy::FewShot, Strategy::Calibrated, Strategy::Retrieval, Strategy::Cot];
 
     /// CLI / folder name.
     pub fn name(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Strategy {
             Strategy::FewShot => "few-shot",
             Strategy::Calibrated => "calibrated",
             Strategy::Retrieval => "retrieval",
+            Strategy::Cot => "cot",
         }
     }
 
@@ -75,7 +79,7 @@ impl Strategy {
             }
         }
         if out.is_empty() {
-            return Err(Error::Config("--strategy is empty (expected all, zero-shot, few-shot, calibrated or retrieval)".into()));
+            return Err(Error::Config("--strategy is empty (expected all, zero-shot, few-shot, calibrated, retrieval or cot)".into()));
         }
         Ok(out)
     }
@@ -123,6 +127,13 @@ pub struct VariantRun {
     pub prompt_tokens: Vec<usize>,
     /// Examples whose text was cut to fit.
     pub truncated: usize,
+    /// Chain-of-thought: the reasoning generated per example.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasoning: Vec<String>,
+    /// Output tokens per example: the reasoning plus the answer (chain-of-thought; else empty,
+    /// meaning one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_tokens: Vec<usize>,
 }
 
 impl VariantRun {
@@ -140,6 +151,8 @@ impl VariantRun {
                 .collect(),
             prompt_tokens: scored.iter().map(|s| s.prompt_tokens).collect(),
             truncated: scored.iter().filter(|s| s.truncated).count(),
+            reasoning: Vec::new(),
+            output_tokens: Vec::new(),
         }
     }
 }
@@ -208,6 +221,7 @@ enum Kind {
     Zero,
     Few(usize),
     Retrieval,
+    Cot,
 }
 
 /// Raw scores shared between strategies scored on the same texts (calibration reuses
@@ -216,13 +230,15 @@ enum Kind {
 pub struct Memo {
     scored: HashMap<(Kind, usize), Vec<Scored>>,
     neighbours: Option<(Vec<Vec<Demo>>, Vec<f64>)>,
+    /// Chain-of-thought per template: (reasoning, output tokens) per text.
+    reasoning: HashMap<usize, (Vec<String>, Vec<usize>)>,
 }
 
 impl Memo {
     /// A memo that already holds each text's retrieval demonstrations and their search time (a
     /// model's own neighbours, so that another model is prompted with the same ones).
     pub fn with_neighbours(neighbours: (Vec<Vec<Demo>>, Vec<f64>)) -> Self {
-        Self { scored: HashMap::new(), neighbours: Some(neighbours) }
+        Self { scored: HashMap::new(), neighbours: Some(neighbours), reasoning: HashMap::new() }
     }
 
     /// Take the raw scores of the first `n` texts of `other` that this memo lacks: a run on a
@@ -231,6 +247,9 @@ impl Memo {
     pub fn extend_from_prefix(&mut self, other: &Memo, n: usize) {
         for (k, v) in &other.scored {
             self.scored.entry(*k).or_insert_with(|| v[..n.min(v.len())].to_vec());
+        }
+        for (k, (r, t)) in &other.reasoning {
+            self.reasoning.entry(*k).or_insert_with(|| (r[..n.min(r.len())].to_vec(), t[..n.min(t.len())].to_vec()));
         }
         if self.neighbours.is_none() {
             self.neighbours = other.neighbours.as_ref().map(|(d, ms)| (d[..n.min(d.len())].to_vec(), ms[..n.min(ms.len())].to_vec()));
@@ -246,6 +265,8 @@ pub struct Baselines<'a> {
     opts: BaselineOptions,
     /// (name, prompter) per template; `[0]` is `prompt.template`.
     prompters: Vec<(String, Prompter)>,
+    /// Chain-of-thought's generation prompter per template.
+    cot_prompters: Vec<Prompter>,
     /// Indices into `train` that retrieval searches.
     pool: Vec<usize>,
     index: OnceCell<RetrievalIndex>,
@@ -261,18 +282,31 @@ impl<'a> Baselines<'a> {
         }
         let mut templates = vec![("template".to_string(), cfg.prompt.template.clone())];
         templates.extend(cfg.prompt.variants.iter().enumerate().map(|(i, t)| (format!("variant {}", i + 1), t.clone())));
-        let mut prompters = Vec::new();
+        let (mut prompters, mut cot_prompters) = (Vec::new(), Vec::new());
         for (name, t) in templates {
             let p = Prompter::new(&cfg.prompt, &cfg.data.labels, &loaded.tokenizer, loaded.chat_template.as_deref(), Some(&t))
                 .map_err(|e| Error::Config(format!("prompt {name}: {e}")))?;
-            prompters.push((name, p));
+            prompters.push((name.clone(), p));
+            cot_prompters
+                .push(cot::prompter(&cfg.prompt, &cfg.data.labels, loaded, &t).map_err(|e| Error::Config(format!("prompt {name}: {e}")))?);
         }
         let mut pool: Vec<usize> = (0..train.len()).collect();
         if let Some(n) = opts.retrieval_pool.filter(|&n| n < train.len()) {
             pool.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.prompt.seed ^ 0x9001));
             pool.truncate(n);
         }
-        Ok(Self { loaded, cfg, train, opts, prompters, pool, index: OnceCell::new(), bm25: OnceCell::new(), minilm: OnceCell::new() })
+        Ok(Self {
+            loaded,
+            cfg,
+            train,
+            opts,
+            prompters,
+            cot_prompters,
+            pool,
+            index: OnceCell::new(),
+            bm25: OnceCell::new(),
+            minilm: OnceCell::new(),
+        })
     }
 
     /// Use a prebuilt (e.g. cached on disk) index of the train split for retrieval.
@@ -416,6 +450,7 @@ impl<'a> Baselines<'a> {
         let kind_of = |order: usize| match base {
             Strategy::FewShot => Kind::Few(order),
             Strategy::Retrieval => Kind::Retrieval,
+            Strategy::Cot => Kind::Cot,
             _ => Kind::Zero,
         };
         for v in 0..n_templates {
@@ -456,7 +491,7 @@ impl<'a> Baselines<'a> {
             texts.len()
         );
         if !memo.scored.contains_key(&(kind, v)) {
-            let scored = self.score_kind(kind, prompter, demos, texts, memo)?;
+            let scored = self.score_kind(kind, v, prompter, demos, texts, memo)?;
             memo.scored.insert((kind, v), scored);
         }
         let scored = &memo.scored[&(kind, v)];
@@ -465,6 +500,10 @@ impl<'a> Baselines<'a> {
             _ => None,
         };
         let mut run = VariantRun::from_scored(name.clone(), scored, extra);
+        if let (Kind::Cot, Some((reasoning, tokens))) = (kind, memo.reasoning.get(&v)) {
+            run.reasoning = reasoning.clone();
+            run.output_tokens = tokens.clone();
+        }
         if strategy == Strategy::Calibrated {
             let p_cf = self.content_free_probs(prompter, demos)?;
             run.probs = run.probs.iter().map(|p| calibrate(p, &p_cf)).collect();
@@ -516,7 +555,28 @@ impl<'a> Baselines<'a> {
         Ok((prompts, truncated))
     }
 
-    fn score_kind(&self, kind: Kind, prompter: &Prompter, demos: &[Demo], texts: &[String], memo: &mut Memo) -> Result<Vec<Scored>> {
+    fn score_kind(
+        &self,
+        kind: Kind,
+        v: usize,
+        prompter: &Prompter,
+        demos: &[Demo],
+        texts: &[String],
+        memo: &mut Memo,
+    ) -> Result<Vec<Scored>> {
+        if kind == Kind::Cot {
+            let (prompts, truncated) = self.prompts(&self.cot_prompters[v], &|_| Vec::new(), texts)?;
+            let p = &self.cfg.prompt;
+            let reasoned = cot::reason(self.loaded, &prompts, &p.answer_prefix, p.cot_max_tokens)?;
+            let mut scored = score(&self.loaded.model, prompter.label_tokens(), &reasoned.prompts, self.score_options(true, usize::MAX))
+                .context(|| "scoring after the reasoning".into())?;
+            for ((s, t), ms) in scored.iter_mut().zip(truncated).zip(&reasoned.generation_ms) {
+                s.truncated |= t;
+                s.latency_ms += ms;
+            }
+            memo.reasoning.insert(v, (reasoned.reasoning, reasoned.generated_tokens));
+            return Ok(scored);
+        }
         let (prompts, truncated) = match kind {
             Kind::Retrieval => {
                 if memo.neighbours.is_none() {
@@ -593,7 +653,7 @@ impl<'a> Baselines<'a> {
     pub fn cache_check(&self, strategy: Strategy, texts: &[String]) -> Result<Option<CacheCheck>> {
         let base = if strategy == Strategy::Calibrated { self.opts.calibrate_on } else { strategy };
         let demos = match base {
-            Strategy::Retrieval => return Ok(None),
+            Strategy::Retrieval | Strategy::Cot => return Ok(None),
             Strategy::FewShot => self.few_shot_orders()?.swap_remove(0),
             _ => Vec::new(),
         };

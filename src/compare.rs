@@ -435,8 +435,9 @@ fn prompt_row(r: &PromptResult, cfg: &Config, pool: usize) -> StrategyRow {
         labelled_examples_used: labelled,
         time_to_first_result_s: 0.0,
         retrain_time_s: 0.0,
-        // Classification by label-word logits reads one answer position: one output token.
-        output_tokens_per_request: 1.0,
+        // Classification by label-word logits reads one answer position: one output token;
+        // chain-of-thought generates its reasoning first.
+        output_tokens_per_request: r.test.output_tokens_mean.unwrap_or(1.0),
         training_tokens: 0,
         dev_accuracy: Some(r.dev.accuracy),
         predicted: r.test.predicted.clone(),
@@ -512,7 +513,7 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
             labelled_examples_used: tuned.labels_seen.max(demos),
             time_to_first_result_s: tuned.train_seconds,
             retrain_time_s: tuned.train_seconds,
-            output_tokens_per_request: 1.0,
+            output_tokens_per_request: r.output_tokens_mean.unwrap_or(1.0),
             training_tokens: tuned.tokens_seen,
             dev_accuracy: None,
             predicted: r.predicted.clone(),

@@ -137,6 +137,13 @@ pub struct PromptConfig {
     // Left out of the serialised config at its default, so stored results keep their hash.
     #[serde(skip_serializing_if = "is_default_label_norm")]
     pub label_norm: String,
+    /// Chain-of-thought: the instruction added after each template (main and variants) that asks
+    /// for brief reasoning before the answer. Left out of the serialised config at its default.
+    #[serde(skip_serializing_if = "is_default_cot_instruction")]
+    pub cot_instruction: String,
+    /// Chain-of-thought: the most reasoning tokens generated (greedy, stopping at end-of-turn).
+    #[serde(skip_serializing_if = "is_default_cot_max_tokens")]
+    pub cot_max_tokens: usize,
     /// Apply the model's chat template when it has one.
     pub use_chat_template: bool,
     /// Number of demonstrations for few-shot and retrieval.
@@ -173,6 +180,8 @@ impl Default for PromptConfig {
             label_words,
             answer_prefix: "Sentiment:".into(),
             label_norm: "sum".into(),
+            cot_instruction: DEFAULT_COT_INSTRUCTION.into(),
+            cot_max_tokens: DEFAULT_COT_MAX_TOKENS,
             use_chat_template: true,
             k_shot: 4,
             seed: 7,
@@ -397,7 +406,7 @@ impl Default for CompareConfig {
         Self {
             split: "test".into(),
             limit: 0,
-            strategies: ["zero-shot", "few-shot", "calibrated", "retrieval"].map(String::from).to_vec(),
+            strategies: ["zero-shot", "few-shot", "calibrated", "retrieval", "cot"].map(String::from).to_vec(),
             tuned_strategies: ["few-shot", "retrieval"].map(String::from).to_vec(),
             retrieval_pool: 2000,
             learning_curve: vec![100, 1000],
@@ -492,6 +501,9 @@ impl Config {
                 "prompt.retriever_model: folder {} does not exist (run scripts/fetch-assets?)",
                 p.retriever_model.display()
             ));
+        }
+        if p.cot_max_tokens == 0 || p.cot_max_tokens > 1024 {
+            return Err(format!("prompt.cot_max_tokens = {}: expected 1 to 1024", p.cot_max_tokens));
         }
         if !["sum", "mean"].contains(&p.label_norm.as_str()) {
             return Err(format!("prompt.label_norm = {:?}: expected \"sum\" or \"mean\"", p.label_norm));
@@ -617,6 +629,19 @@ impl Config {
 
 fn is_default_retriever_model(p: &Path) -> bool {
     p == Path::new(crate::baseline::minilm::DEFAULT_DIR)
+}
+
+/// The default `prompt.cot_instruction`.
+pub const DEFAULT_COT_INSTRUCTION: &str = "Before you answer, explain your reasoning in one or two short sentences.";
+/// The default `prompt.cot_max_tokens`.
+pub const DEFAULT_COT_MAX_TOKENS: usize = 64;
+
+fn is_default_cot_instruction(s: &str) -> bool {
+    s == DEFAULT_COT_INSTRUCTION
+}
+
+fn is_default_cot_max_tokens(n: &usize) -> bool {
+    *n == DEFAULT_COT_MAX_TOKENS
 }
 
 fn is_default_label_norm(norm: &str) -> bool {

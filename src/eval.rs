@@ -31,7 +31,7 @@ pub use report::{DataArgs, Report};
 pub struct BaselineArgs {
     /// Path to the TOML run config.
     pub config: PathBuf,
-    /// "all", or a comma-separated list of zero-shot, few-shot, calibrated, retrieval.
+    /// "all", or a comma-separated list of zero-shot, few-shot, calibrated, retrieval, cot.
     #[arg(long, default_value = "all")]
     pub strategy: String,
     /// Split to score: train, dev or test.
@@ -86,7 +86,7 @@ pub struct EvalArgs {
     /// Skip the prefix-cache self-check (it scores the first 16 examples again without the cache).
     #[arg(long)]
     pub skip_cache_check: bool,
-    /// Prompt the tuned model with a strategy (few-shot, calibrated, retrieval) and the same
+    /// Prompt the tuned model with a strategy (few-shot, calibrated, retrieval, cot) and the same
     /// demonstrations as the base-model run (retrieval: the base model's neighbours).
     #[arg(long)]
     pub strategy: Option<String>,
@@ -101,7 +101,7 @@ pub struct PredictArgs {
     /// A checkpoint folder (wick's or PEFT's), a run folder with a `best` file, or a PEFT adapter's hub id.
     #[arg(long, value_name = "DIR", conflicts_with = "strategy", required_unless_present = "strategy")]
     pub checkpoint: Option<PathBuf>,
-    /// A prompt-only strategy on the base model (zero-shot, few-shot, calibrated, retrieval); needs --config.
+    /// A prompt-only strategy on the base model (zero-shot, few-shot, calibrated, retrieval, cot); needs --config.
     #[arg(long, requires = "config")]
     pub strategy: Option<String>,
     /// Run config: for --strategy, and for a --checkpoint that Python PEFT wrote.
@@ -289,6 +289,8 @@ pub(crate) fn scored_report(
         demos: Vec::new(),
         retrieval: None,
         seconds,
+        output_tokens_mean: (!variants[0].output_tokens.is_empty())
+            .then(|| variants[0].output_tokens.iter().sum::<usize>() as f64 / variants[0].output_tokens.len() as f64),
     })
 }
 

@@ -29,7 +29,7 @@ enum Command {
     Model(ModelCommand),
     /// Train a LoRA adapter as the config says (resumable).
     Train(TrainArgs),
-    /// Score prompt-only strategies on the frozen model (zero-shot, few-shot, calibrated, retrieval).
+    /// Score prompt-only strategies on the frozen model (zero-shot, few-shot, calibrated, retrieval, chain-of-thought).
     Baseline(wick::eval::BaselineArgs),
     /// Metrics of a trained checkpoint on a split or any data file.
     Eval(wick::eval::EvalArgs),

@@ -162,6 +162,13 @@ fn every_strategy_scores_every_template_and_order() -> anyhow::Result<()> {
         let expect_orders = if run.strategy == Strategy::FewShot { 3 } else { 0 };
         assert_eq!(run.orders.len(), expect_orders, "{}", run.strategy);
     }
+    // Chain-of-thought keeps its reasoning and output tokens for every example and template.
+    let cot = &runs[4];
+    assert_eq!(cot.strategy, Strategy::Cot);
+    for v in &cot.variants {
+        assert_eq!((v.reasoning.len(), v.output_tokens.len()), (texts.len(), texts.len()));
+        assert!(v.output_tokens.iter().all(|&t| (1..=cfg.prompt.cot_max_tokens + 1).contains(&t)), "{:?}", v.output_tokens);
+    }
     let [zero, few, cal, retrieval] = [&runs[0], &runs[1], &runs[2], &runs[3]];
     // Zero-shot is the label-word distribution of the bare template, scored without the cache.
     let prompter = &b.prompters()[0].1;
@@ -370,6 +377,8 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
         batch_size: 4,
         main_template_only: false,
         skip_cache_check: false,
+        strategy: None,
+        retrieval_pool: None,
     })?;
     run_baseline(&baseline_args(config.clone(), "zero-shot"))?;
     let read = |p: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(dir.path().join(p)).unwrap()).unwrap() };
@@ -393,6 +402,8 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
         batch_size: 4,
         main_template_only: false,
         skip_cache_check: false,
+        strategy: None,
+        retrieval_pool: None,
     })?;
     let eval = read("out/t/eval/step-4/test/metrics.json");
     assert_eq!(eval["method"], "linear");
@@ -411,6 +422,8 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
         batch_size: 4,
         main_template_only: false,
         skip_cache_check: false,
+        strategy: None,
+        retrieval_pool: None,
     })
     .unwrap_err();
     let msg = format!("{err:#}");

@@ -141,3 +141,31 @@ fn greedy_generation_on_the_kv_cache_equals_decoding_without_one_and_stops() {
         assert!(!cached.contains(&im_end));
     }
 }
+
+#[test]
+fn batched_greedy_generation_equals_one_prompt_at_a_time() {
+    let loaded = load();
+    let im_end = loaded.tokenizer.token_to_id("<|im_end|>").unwrap();
+    let chat = |q: &str| format!("<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n");
+    let encode = |q: &str| loaded.tokenizer.encode(chat(q), false).unwrap().get_ids().to_vec();
+    // Two prompts of one length (one decoding batch) and two of others.
+    let short: Vec<Vec<u32>> =
+        ["Say hi.", "Say yo.", "Say hello.", "Say thanks.", "Say bye.", "Say yes.", "Say no."].iter().map(|q| encode(q)).collect();
+    let (i, j) = (0..short.len())
+        .flat_map(|i| (i + 1..short.len()).map(move |j| (i, j)))
+        .find(|&(i, j)| short[i].len() == short[j].len())
+        .expect("two short prompts of one length");
+    let prompts =
+        vec![short[i].clone(), short[j].clone(), encode("Name a fruit, in one word."), encode("What is two plus two? Answer briefly.")];
+    for max_new in [1usize, 5, 20] {
+        let batched = loaded.model.generate_greedy_batch(&prompts, max_new, &[im_end], 16).unwrap();
+        for (p, b) in prompts.iter().zip(&batched) {
+            let alone = loaded.model.generate_greedy(p, max_new, &[im_end]).unwrap();
+            assert_eq!(b, &alone, "max_new {max_new}");
+            assert!(b.len() <= max_new && !b.contains(&im_end));
+        }
+    }
+    // Short answers end at end-of-turn well before the limit.
+    let long = loaded.model.generate_greedy_batch(&prompts[..1], 60, &[im_end], 16).unwrap();
+    assert!(long[0].len() < 60, "{:?}", loaded.tokenizer.decode(&long[0], false));
+}

@@ -252,6 +252,10 @@ pub struct Report {
     pub retrieval: Option<RetrievalInfo>,
     /// Wall seconds of the whole strategy (every template and order).
     pub seconds: f64,
+    /// Mean output tokens per request under the main template: the generated reasoning plus the
+    /// answer (chain-of-thought); absent means one (the answer position).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens_mean: Option<f64>,
 }
 
 /// Main metrics, per-template summaries and consistency of a set of runs.
@@ -283,6 +287,9 @@ struct PredictionLine<'a> {
     gold: &'a str,
     predicted: &'a str,
     probabilities: BTreeMap<&'a str, f32>,
+    /// Chain-of-thought: what the model reasoned before the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning: Option<&'a str>,
 }
 
 /// Write `metrics.json` and `predictions.jsonl` (one line per example) into `dir`, atomically.
@@ -293,8 +300,9 @@ pub fn write_outputs(dir: &Path, report: &Report, examples: &[Example], main: &V
     let labels = &report.labels;
     let name = |i: usize| labels.get(i).map_or("?", String::as_str);
     let mut lines = Vec::new();
-    for ((ex, &pred), probs) in examples.iter().zip(&main.predicted).zip(&main.probs) {
+    for (i, ((ex, &pred), probs)) in examples.iter().zip(&main.predicted).zip(&main.probs).enumerate() {
         let line = PredictionLine {
+            reasoning: main.reasoning.get(i).map(String::as_str),
             text: &ex.text,
             gold: name(ex.label),
             predicted: name(pred),

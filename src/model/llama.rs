@@ -43,6 +43,19 @@ impl PrefixCache {
         Ok(Self { layers, len: shared.map_or(0, |p| p.len) + len })
     }
 
+    /// Each row's keys and values followed by the new ones of one more pass, `kvs` (per layer,
+    /// (rows, kv_heads, t, head_dim), every row t tokens long).
+    pub fn append(&self, kvs: &[(Tensor, Tensor)]) -> Result<Self> {
+        let t = kvs.first().map_or(Ok(0), |(k, _)| k.dim(2))?;
+        let layers = self
+            .layers
+            .iter()
+            .zip(kvs)
+            .map(|((pk, pv), (k, v))| Ok((Tensor::cat(&[pk, k], 2)?, Tensor::cat(&[pv, v], 2)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self { layers, len: self.len + t })
+    }
+
     /// Caches of one length as one cache of their rows, in order.
     pub fn stack(caches: &[PrefixCache]) -> Result<Self> {
         let first = caches.first().ok_or_else(|| candle_core::Error::Msg("no prefix caches to stack".into()))?;
@@ -492,6 +505,58 @@ impl Llama {
             cache = Some(PrefixCache::for_row(cache.as_ref(), &kvs, 0, len)?);
             input = Tensor::new(&[next], self.device())?.unsqueeze(0)?;
             len = 1;
+        }
+        Ok(out)
+    }
+}
+
+impl Llama {
+    /// [`Llama::generate_greedy`] for many prompts: prompts of one length decode together, one
+    /// batched step per token on their stacked KV caches (a row that has stopped keeps stepping
+    /// until its group is done; what it makes after its stop is dropped). Outputs in input order.
+    pub fn generate_greedy_batch(&self, prompts: &[Vec<u32>], max_new: usize, stop: &[u32], max_rows: usize) -> Result<Vec<Vec<u32>>> {
+        let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+        let mut by_len: Vec<usize> = (0..prompts.len()).filter(|&i| !prompts[i].is_empty()).collect();
+        by_len.sort_by_key(|&i| prompts[i].len());
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for i in by_len {
+            match groups.last_mut() {
+                Some(g) if prompts[g[0]].len() == prompts[i].len() && g.len() < max_rows.max(1) => g.push(i),
+                _ => groups.push(vec![i]),
+            }
+        }
+        for group in groups {
+            let len = prompts[group[0]].len();
+            let ids: Vec<u32> = group.iter().flat_map(|&i| prompts[i].iter().copied()).collect();
+            let mut input = Tensor::from_vec(ids, (group.len(), len), self.device())?;
+            let mut cache: Option<PrefixCache> = None;
+            let mut step_len = len;
+            let mut done = vec![false; group.len()];
+            for _ in 0..max_new {
+                if cache.as_ref().map_or(0, |c| c.len) + step_len >= self.rotary.max_positions() {
+                    break;
+                }
+                let lengths = vec![step_len; group.len()];
+                let (hidden, kvs) = self.forward_with_kv(&Batch { input_ids: &input, lengths: &lengths }, cache.as_ref(), false)?;
+                let last = Llama::last_hidden(&hidden, &lengths)?;
+                let next: Vec<u32> = self.logits(&last)?.argmax(D::Minus1)?.to_vec1()?;
+                for (row, (&i, &tok)) in group.iter().zip(&next).enumerate() {
+                    if done[row] || stop.contains(&tok) {
+                        done[row] = true;
+                    } else {
+                        out[i].push(tok);
+                    }
+                }
+                if done.iter().all(|&d| d) {
+                    break;
+                }
+                cache = Some(match &cache {
+                    None => PrefixCache { layers: kvs, len: step_len },
+                    Some(c) => c.append(&kvs)?,
+                });
+                input = Tensor::from_vec(next, (group.len(), 1), self.device())?;
+                step_len = 1;
+            }
         }
         Ok(out)
     }
