@@ -206,31 +206,26 @@ pub fn prepare_retrieval<'a>(
     dir: &Path,
 ) -> Result<(Baselines<'a>, RetrievalInfo)> {
     let texts = baselines.pool_texts();
+    // An index built here in full (the lexical and MiniLM ones are not cached on disk).
+    let built = |retriever: &str, start: Instant| RetrievalInfo {
+        retriever: retriever.into(),
+        index_size: texts.len(),
+        train_size: texts.len(),
+        index_seconds: start.elapsed().as_secs_f64(),
+        index_from_cache: false,
+        nearest_label_accuracy: None,
+    };
     if cfg.prompt.retriever == "bm25" {
         let start = Instant::now();
         let index = crate::baseline::bm25::Bm25Index::build(&texts);
-        let info = RetrievalInfo {
-            retriever: "bm25".into(),
-            index_size: texts.len(),
-            train_size: texts.len(),
-            index_seconds: start.elapsed().as_secs_f64(),
-            index_from_cache: false,
-            nearest_label_accuracy: None,
-        };
+        let info = built("bm25", start);
         return Ok((baselines.with_bm25(index), info));
     }
     if cfg.prompt.retriever == "minilm" {
         let start = Instant::now();
         let encoder = crate::baseline::minilm::MiniLm::load(&cfg.prompt.retriever_model, loaded.model.device())?;
         let index = crate::baseline::minilm::MiniLmIndex::build(encoder, &texts)?;
-        let info = RetrievalInfo {
-            retriever: "minilm".into(),
-            index_size: texts.len(),
-            train_size: texts.len(),
-            index_seconds: start.elapsed().as_secs_f64(),
-            index_from_cache: false,
-            nearest_label_accuracy: None,
-        };
+        let info = built("minilm", start);
         return Ok((baselines.with_minilm(index), info));
     }
     let (index, info) = cached_index(loaded, cfg, &texts, batch_size, dir)?;
