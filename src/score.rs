@@ -136,7 +136,8 @@ pub fn continuation_logprobs(
     let input = Tensor::from_vec(ids, (1, n, width), device)?.repeat((rows, 1, 1))?.reshape((rows * n, width))?;
     let lengths: Vec<usize> = (0..rows).flat_map(|_| lengths.iter().copied()).collect();
     let cache = cache.repeat_rows(n)?;
-    let hidden = model.forward_hidden(&Batch { input_ids: &input, lengths: &lengths }, Some(&cache), train)?;
+    // Layer by layer under autograd (not as whole-layer ops), which takes a prefix per row.
+    let (hidden, _) = model.forward_with_kv(&Batch { input_ids: &input, lengths: &lengths }, Some(&cache), train)?;
     let logprobs = log_softmax_last_dim(&model.logits(&hidden)?)?;
     let targets = Tensor::from_vec(targets, (1, n, width), device)?.repeat((rows, 1, 1))?.reshape((rows * n, width, 1))?;
     let picked = logprobs.gather(&targets, D::Minus1)?.squeeze(D::Minus1)?;
@@ -147,8 +148,7 @@ pub fn continuation_logprobs(
 /// The verbalizer's whole-word scores for a batch whose first-token scores are `first`
 /// (batch, n_labels): each row's continuation ([`continuation_logprobs`]) on the keys and values
 /// `kvs` of its `lengths[row]` tokens after `shared`, added on, then divided by the word lengths
-/// under `label_norm = "mean"`. Rows of one length share a continuation pass; in training each
-/// row runs alone (the whole-layer op takes a one-row prefix).
+/// under `label_norm = "mean"`. Rows of one length share a continuation pass.
 pub fn add_continuations(
     model: &Llama,
     labels: &LabelTokens,
@@ -160,7 +160,7 @@ pub fn add_continuations(
 ) -> candle_core::Result<Tensor> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (row, &len) in lengths.iter().enumerate() {
-        match groups.iter_mut().find(|g| !train && lengths[g[0]] == len) {
+        match groups.iter_mut().find(|g| lengths[g[0]] == len) {
             Some(g) => g.push(row),
             None => groups.push(vec![row]),
         }
