@@ -570,9 +570,9 @@ impl<'a> Baselines<'a> {
             let reasoned = cot::reason(self.loaded, &prompts, &p.answer_prefix, p.cot_max_tokens)?;
             let mut scored = score(&self.loaded.model, prompter.label_tokens(), &reasoned.prompts, self.score_options(true, usize::MAX))
                 .context(|| "scoring after the reasoning".into())?;
-            for ((s, t), ms) in scored.iter_mut().zip(truncated).zip(&reasoned.generation_ms) {
+            for (s, t) in scored.iter_mut().zip(truncated) {
                 s.truncated |= t;
-                s.latency_ms += ms;
+                s.latency_ms += reasoned.generation_ms_per_prompt;
             }
             memo.reasoning.insert(v, (reasoned.reasoning, reasoned.generated_tokens));
             return Ok(scored);

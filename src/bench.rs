@@ -113,20 +113,30 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Best FLOP/s of `frozen_linear(x, w)` over `reps` timed calls after a warm-up, synchronised
+/// with the device: the GEMM rate wick's own frozen projections get.
+pub fn frozen_linear_flops(x: &Tensor, w: &Tensor, reps: usize) -> candle_core::Result<f64> {
+    let flops = 2.0 * (x.dim(0)? * x.dim(1)? * w.dim(0)?) as f64;
+    frozen_linear(x, w)?;
+    x.device().synchronize()?;
+    let mut best = 0f64;
+    for _ in 0..reps.max(1) {
+        let s = Instant::now();
+        let y = frozen_linear(x, w)?;
+        x.device().synchronize()?;
+        drop(y);
+        best = best.max(flops / s.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
 /// Best GFLOP/s of `frozen_linear` on the MLP's two GEMM shapes for `rows` tokens.
 pub fn gemm_ceiling(rows: usize, hidden: usize, inner: usize, device: &Device) -> candle_core::Result<f64> {
     let mut best = 0f64;
     for (k, n) in [(hidden, inner), (inner, hidden)] {
         let x = Tensor::randn(0f32, 1.0, (rows, k), device)?;
         let w = Tensor::randn(0f32, 1.0, (n, k), device)?;
-        frozen_linear(&x, &w)?;
-        for _ in 0..8 {
-            let s = Instant::now();
-            let y = frozen_linear(&x, &w)?;
-            device.synchronize()?;
-            drop(y);
-            best = best.max(2.0 * (rows * k * n) as f64 / s.elapsed().as_secs_f64() / 1e9);
-        }
+        best = best.max(frozen_linear_flops(&x, &w, 8)? / 1e9);
     }
     Ok(best)
 }

@@ -14,7 +14,7 @@ use crate::baseline::{BaselineOptions, Baselines, Memo, Strategy};
 use crate::config::Config;
 use crate::data::Example;
 use crate::eval::report::{EvalSet, summarize, write_outputs};
-use crate::eval::{Report, ReportOf, prepare_retrieval, run_record, score_tuned, scored_report, strategy_report};
+use crate::eval::{Report, ReportOf, prepare_retrieval, run_record, score_tuned, scored_report, strategy_report, tuned_strategy_runs};
 use crate::metrics::Metrics;
 use crate::model::LoadedModel;
 use crate::report::format::count;
@@ -345,9 +345,8 @@ fn train_and_eval(
 }
 
 /// The tuned model under prompt strategies, on the test examples, with the base model's
-/// demonstrations (few-shot: the same seeded draw; retrieval: the neighbours the base model
-/// found). Main template only; never a choice, so no dev pass. A linear-head checkpoint has no
-/// label words to prompt for: none, with a note.
+/// demonstrations ([`tuned_strategy_runs`]). Main template only; never a choice, so no dev pass.
+/// A linear-head checkpoint has no label words to prompt for: none, with a note.
 fn measure_tuned_prompts(
     cfg: &Config,
     loaded: &mut LoadedModel,
@@ -355,78 +354,62 @@ fn measure_tuned_prompts(
     tuned: &Tuned,
     limit: Option<usize>,
     opts: &CompareOptions,
-) -> anyhow::Result<(Vec<(Report, f64)>, Option<String>)> {
+) -> anyhow::Result<(Vec<(Strategy, Report, f64)>, Option<String>)> {
     let c = &cfg.compare;
     let strategies: Vec<Strategy> = c.tuned_strategies.iter().map(|s| s.parse()).collect::<crate::error::Result<_>>()?;
     if strategies.is_empty() {
         return Ok((Vec::new(), None));
+    }
+    if tuned.eval.method == "linear" {
+        let note = format!(
+            "tuned + {} not measured: the checkpoint has a linear head, which has no label words to prompt for",
+            c.tuned_strategies.join(" / ")
+        );
+        return Ok((Vec::new(), Some(note)));
     }
     let checkpoint = PathBuf::from(&tuned.checkpoint);
     let out_dir = cfg.run_dir().join("compare");
     let key = |s: Strategy| format!("{}|tuned + {s}|{}|pool {}", tuned_key(cfg, limit, 0), tuned.checkpoint, c.retrieval_pool);
     let mut done: Vec<Option<(Report, f64)>> =
         strategies.iter().map(|&s| reuse::<(Report, f64)>(&out_dir, &format!("tuned-{s}"), &key(s), opts.fresh)).collect();
-    if done.iter().all(Option::is_some) {
-        return Ok((done.into_iter().flatten().collect(), None));
-    }
-    let pool = (c.retrieval_pool > 0).then_some(c.retrieval_pool);
-    let bopts = BaselineOptions { batch_size: c.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool: pool };
-    let test_texts = texts(&sets.test);
-    // The base model's neighbours, found before the adapter is attached.
-    let mut memo = Memo::default();
-    let mut retrieval_info = None;
-    if strategies.contains(&Strategy::Retrieval) {
-        let baselines = Baselines::new(loaded, cfg, &sets.train, bopts)?;
-        let (baselines, mut info) = prepare_retrieval(baselines, loaded, cfg, c.batch_size, &cfg.run_dir().join("baseline"))?;
-        info.train_size = sets.train.len();
-        eprintln!("compare: the base model's retrieval neighbours of {} test examples", count(test_texts.len() as u64));
-        memo = Memo::with_neighbours(baselines.neighbours(&test_texts)?);
-        retrieval_info = Some(info);
-    }
-    let head = crate::checkpoint::load_adapter(&checkpoint, &mut loaded.model)?.head;
-    if head.is_some() {
-        loaded.model.clear_lora()?;
-        let note = format!(
-            "tuned + {} not measured: the checkpoint has a linear head, which has no label words to prompt for",
-            c.tuned_strategies.join(" / ")
-        );
-        return Ok((done.into_iter().flatten().collect(), Some(note)));
-    }
-    let result = (|| -> anyhow::Result<()> {
-        let baselines = Baselines::new(loaded, cfg, &sets.train, bopts)?;
-        for (slot, &s) in done.iter_mut().zip(&strategies) {
-            if slot.is_some() {
-                continue;
-            }
-            eprintln!("compare: tuned + {s} on {} test examples", count(test_texts.len() as u64));
-            let run = baselines.run_main(s, &test_texts, &mut memo)?;
-            let info = if s == Strategy::Retrieval { retrieval_info.as_ref() } else { None };
+    let missing: Vec<Strategy> = strategies.iter().zip(&done).filter(|(_, d)| d.is_none()).map(|(&s, _)| s).collect();
+    if !missing.is_empty() {
+        let pool = (c.retrieval_pool > 0).then_some(c.retrieval_pool);
+        let bopts =
+            BaselineOptions { batch_size: c.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool: pool };
+        eprintln!("compare: tuned + {} on {} test examples", c.tuned_strategies.join(" / "), count(sets.test.examples.len() as u64));
+        let (runs, retrieval) = tuned_strategy_runs(loaded, cfg, &checkpoint, &sets.train, &texts(&sets.test), &missing, bopts)?;
+        let step = checkpoint.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
+        for run in runs {
+            let s = run.strategy;
+            let info = if s == Strategy::Retrieval { retrieval.as_ref() } else { None };
             let mut report = strategy_report(&run, &sets.test, limit, cfg, loaded, Strategy::ZeroShot, info, None)?;
             report.method = format!("tuned + {s}");
-            let step = checkpoint.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
-            let dir = cfg.run_dir().join("eval").join(step).join(format!("{s}")).join(&sets.test.name);
+            let dir = cfg.run_dir().join("eval").join(&step).join(s.name()).join(&sets.test.name);
             write_outputs(&dir, &report, &sets.test.examples, &run.variants[0])?;
-            crate::runs::append(
-                &cfg.output.dir,
-                run_record("eval", &format!("{} + {s}", tuned.checkpoint), cfg, &sets.test.name, &report, dir),
-            )?;
+            let name = format!("{} + {s}", tuned.checkpoint);
+            crate::runs::append(&cfg.output.dir, run_record("eval", &name, cfg, &sets.test.name, &report, dir))?;
             store(&out_dir, &format!("tuned-{s}"), &key(s), &(&report, run.seconds))?;
-            *slot = Some((report, run.seconds));
+            let slot = strategies.iter().position(|&t| t == s).context("a strategy that was not asked for")?;
+            done[slot] = Some((report, run.seconds));
         }
-        Ok(())
-    })();
-    loaded.model.clear_lora()?;
-    result?;
-    Ok((done.into_iter().flatten().collect(), None))
+    }
+    Ok((strategies.into_iter().zip(done).filter_map(|(s, d)| d.map(|(r, secs)| (s, r, secs))).collect(), None))
+}
+
+/// Labelled examples a prompt strategy shows the model: its demonstrations (few-shot), or the
+/// pool it retrieves them from.
+fn demonstrations_used(strategy: &str, cfg: &Config, pool: usize) -> usize {
+    match strategy {
+        "few-shot" => cfg.prompt.k_shot,
+        "retrieval" => pool,
+        _ => 0,
+    }
 }
 
 /// One prompt strategy's row: its labelled-example use follows from the strategy.
 fn prompt_row(r: &PromptResult, cfg: &Config, pool: usize) -> StrategyRow {
-    let labelled = match r.test.method.as_str() {
-        "few-shot" => cfg.prompt.k_shot,
-        "retrieval" => pool,
-        _ => 0,
-    };
+    let labelled = demonstrations_used(&r.test.method, cfg, pool);
     StrategyRow {
         name: r.test.method.clone(),
         kind: RowKind::Prompt,
@@ -496,15 +479,9 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
 
     // 2b. The tuned model under prompt strategies: the seed's "combining both".
     let (tuned_prompts, tuned_prompt_note) = measure_tuned_prompts(cfg, loaded, &sets, &tuned, limit, opts)?;
-    for (r, seconds) in &tuned_prompts {
+    for (strategy, r, seconds) in &tuned_prompts {
         stage_seconds.push((format!("{} (test)", r.method), *seconds));
-        let demos = if r.method.ends_with("retrieval") {
-            pool
-        } else if r.method.ends_with("few-shot") {
-            cfg.prompt.k_shot
-        } else {
-            0
-        };
+        let demos = demonstrations_used(strategy.name(), cfg, pool);
         rows.push(StrategyRow {
             name: r.method.clone(),
             kind: RowKind::TunedPrompt,

@@ -5,6 +5,8 @@
 pub mod report;
 mod tuned;
 
+pub use tuned::tuned_strategy_runs;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -183,6 +183,21 @@ pub fn add_continuations(
     total.broadcast_div(&Tensor::new(counts.as_slice(), model.device())?.unsqueeze(0)?)
 }
 
+/// Per-label log-scores (batch, n_labels) of `batch` run after `prefix`: `head` at each row's last
+/// token, plus the rest of every longer label word ([`add_continuations`]). `train` records it
+/// for the backward. Scoring and the training loss both read scores this one way.
+pub fn head_scores(model: &Llama, head: Head, batch: &Batch, prefix: Option<&PrefixCache>, train: bool) -> candle_core::Result<Tensor> {
+    match head.multi_token() {
+        None => head.log_scores(model, &Llama::last_hidden(&model.forward_hidden(batch, prefix, train)?, batch.lengths)?),
+        // The continuations need each row's keys and values (in the graph when training).
+        Some(labels) => {
+            let (hidden, kvs) = model.forward_with_kv(batch, prefix, train)?;
+            let first = head.log_scores(model, &Llama::last_hidden(&hidden, batch.lengths)?)?;
+            add_continuations(model, labels, &first, prefix, &kvs, batch.lengths, train)
+        }
+    }
+}
+
 /// Score every prompt with the verbalizer; results are in input order.
 pub fn score(model: &Llama, labels: &LabelTokens, prompts: &[PromptTokens], opts: ScoreOptions) -> candle_core::Result<Vec<Scored>> {
     score_head(model, Head::Verbalizer(labels), prompts, opts)
@@ -220,16 +235,8 @@ pub fn score_head(model: &Llama, head: Head, prompts: &[PromptTokens], opts: Sco
             ids.resize(ids.len() + width - inputs[i].0.len(), 0);
         }
         let input = Tensor::from_vec(ids, (chunk.len(), width), model.device())?;
-        let batch = Batch { input_ids: &input, lengths: &lengths };
-        let picked: Vec<Vec<f32>> = match head.multi_token() {
-            None => head.log_scores(model, &Llama::last_hidden(&model.forward_hidden(&batch, cache.as_ref(), false)?, &lengths)?)?,
-            Some(labels) => {
-                let (hidden, kvs) = model.forward_with_kv(&batch, cache.as_ref(), false)?;
-                let first = head.log_scores(model, &Llama::last_hidden(&hidden, &lengths)?)?;
-                add_continuations(model, labels, &first, cache.as_ref(), &kvs, &lengths, false)?
-            }
-        }
-        .to_vec2()?;
+        let picked: Vec<Vec<f32>> =
+            head_scores(model, head, &Batch { input_ids: &input, lengths: &lengths }, cache.as_ref(), false)?.to_vec2()?;
         let ms = start.elapsed().as_secs_f64() * 1000.0 / chunk.len() as f64;
         for (row, &i) in chunk.iter().enumerate() {
             out[i] = Some(Scored {

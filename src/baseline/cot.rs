@@ -21,8 +21,8 @@ pub struct Reasoned {
     pub reasoning: Vec<String>,
     /// Tokens generated per prompt (the request's output tokens, with the answer token).
     pub generated_tokens: Vec<usize>,
-    /// Generation wall time per prompt, ms (the whole generation's time shared equally).
-    pub generation_ms: Vec<f64>,
+    /// Generation wall time per prompt, ms: the whole generation's time shared equally.
+    pub generation_ms_per_prompt: f64,
 }
 
 /// The model's end-of-turn tokens: the chat markers its vocabulary has, and its EOS.
@@ -62,14 +62,13 @@ pub fn reason(loaded: &LoadedModel, prompts: &[PromptTokens], answer_prefix: &st
         .model
         .generate_greedy_batch(&full, max_tokens, &stop_tokens(loaded), DECODE_ROWS)
         .map_err(|source| Error::Candle { context: "generating chain-of-thought reasoning".into(), source })?;
-    let ms = start.elapsed().as_secs_f64() * 1000.0 / prompts.len().max(1) as f64;
-    let mut out = Reasoned { prompts: Vec::new(), reasoning: Vec::new(), generated_tokens: Vec::new(), generation_ms: Vec::new() };
+    let generation_ms_per_prompt = start.elapsed().as_secs_f64() * 1000.0 / prompts.len().max(1) as f64;
+    let mut out = Reasoned { prompts: Vec::new(), reasoning: Vec::new(), generated_tokens: Vec::new(), generation_ms_per_prompt };
     for (p, g) in prompts.iter().zip(&generated) {
         let text = loaded.tokenizer.decode(g, true).map_err(|e| Error::Data(format!("decoding reasoning: {e}")))?;
         out.prompts.push(PromptTokens { prefix: p.prefix.clone(), rest: [p.rest.as_slice(), g, &tail].concat() });
         out.reasoning.push(text.trim().to_string());
         out.generated_tokens.push(g.len() + 1);
-        out.generation_ms.push(ms);
     }
     Ok(out)
 }

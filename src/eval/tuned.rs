@@ -1,17 +1,63 @@
-//! `wick eval --checkpoint DIR --strategy S`: the tuned model under a prompt strategy, prompted
-//! with the demonstrations the base model's run of that strategy uses — few-shot's seeded draw,
-//! and for retrieval the neighbours the base model finds (searched before the adapter is
-//! attached, so a decoder retriever's embeddings are the base model's too).
+//! The tuned model under prompt strategies (`wick eval --checkpoint DIR --strategy S`, and
+//! compare's "tuned + S" rows), prompted with the demonstrations the base model's run of that
+//! strategy uses — few-shot's seeded draw, and for retrieval the neighbours the base model finds
+//! (searched with the adapter detached, so a decoder retriever's embeddings are the base model's).
 
-use std::time::Instant;
+use std::path::Path;
 
 use anyhow::Context;
 
-use super::report::{load_eval_set, write_outputs};
+use super::report::{RetrievalInfo, load_eval_set, write_outputs};
 use super::{EvalArgs, Report, load_model, prepare_retrieval, run_record, strategy_report};
-use crate::baseline::{BaselineOptions, Baselines, Memo, Strategy, check_k_shot};
+use crate::baseline::{BaselineOptions, Baselines, Memo, Strategy, StrategyRun, check_k_shot};
 use crate::checkpoint::{load_adapter, resolve_checkpoint_dir, run_config};
+use crate::config::Config;
+use crate::data::Example;
 use crate::metrics::{TableRow, render_table};
+use crate::model::LoadedModel;
+
+/// The checkpoint `dir` under each of `strategies` on `texts` (every template, or the main one,
+/// as `opts.all_variants` says), and the retrieval index's details when retrieval ran. A
+/// linear-head checkpoint is refused before any scoring. The model is the base model again
+/// afterwards, whatever happened.
+pub fn tuned_strategy_runs(
+    loaded: &mut LoadedModel,
+    cfg: &Config,
+    dir: &Path,
+    train: &[Example],
+    texts: &[String],
+    strategies: &[Strategy],
+    opts: BaselineOptions,
+) -> anyhow::Result<(Vec<StrategyRun>, Option<RetrievalInfo>)> {
+    let result = (|| -> anyhow::Result<(Vec<StrategyRun>, Option<RetrievalInfo>)> {
+        let attached = load_adapter(dir, &mut loaded.model)?;
+        eprintln!("{}: {}", dir.display(), attached.check);
+        if attached.head.is_some() {
+            anyhow::bail!("{}: prompt strategies score label words, and this checkpoint has a linear head", dir.display());
+        }
+        let (mut memo, mut retrieval) = (Memo::default(), None);
+        if strategies.contains(&Strategy::Retrieval) {
+            loaded.model.clear_lora()?;
+            let base = Baselines::new(loaded, cfg, train, opts)?;
+            let (base, mut info) = prepare_retrieval(base, loaded, cfg, opts.batch_size, &cfg.run_dir().join("baseline"))?;
+            info.train_size = train.len();
+            eprintln!("{}: the base model's neighbours of {} examples ({} retriever)", dir.display(), texts.len(), info.retriever);
+            memo = Memo::with_neighbours(base.neighbours(texts)?);
+            retrieval = Some(info);
+            load_adapter(dir, &mut loaded.model)?;
+        }
+        let baselines = Baselines::new(loaded, cfg, train, opts)?;
+        let templates = if opts.all_variants { baselines.prompters().len() } else { 1 };
+        let mut runs = Vec::with_capacity(strategies.len());
+        for &s in strategies {
+            eprintln!("{} + {s}: {} examples x {templates} templates", dir.display(), texts.len());
+            runs.push(baselines.run_strategy(s, texts, &mut memo)?);
+        }
+        Ok((runs, retrieval))
+    })();
+    loaded.model.clear_lora()?;
+    result
+}
 
 /// Score the checkpoint of `args` under `strategy` and write its outputs under
 /// `run_dir/eval/<step>/<strategy>/<split>/`.
@@ -31,34 +77,11 @@ pub fn run_eval_strategy(args: &EvalArgs, strategy: Strategy) -> anyhow::Result<
         retrieval_pool: args.retrieval_pool,
     };
     let texts: Vec<String> = set.examples.iter().map(|e| e.text.clone()).collect();
-    let (mut memo, mut retrieval) = (Memo::default(), None);
-    if strategy == Strategy::Retrieval {
-        let base = Baselines::new(&loaded, &cfg, &train, opts)?;
-        let (base, mut info) = prepare_retrieval(base, &loaded, &cfg, args.batch_size, &cfg.run_dir().join("baseline"))?;
-        info.train_size = train.len();
-        eprintln!("{}: the base model's neighbours of {} examples ({} retriever)", dir.display(), texts.len(), info.retriever);
-        memo = Memo::with_neighbours(base.neighbours(&texts)?);
-        retrieval = Some(info);
-    }
-    let attached = load_adapter(&dir, &mut loaded.model)?;
-    eprintln!("{}: {}", dir.display(), attached.check);
-    if attached.head.is_some() {
-        anyhow::bail!("{}: --strategy prompts for label words, and this checkpoint has a linear head", dir.display());
-    }
-    let baselines = Baselines::new(&loaded, &cfg, &train, opts)?;
-    let templates = if args.main_template_only { 1 } else { baselines.prompters().len() };
-    eprintln!("{} + {strategy}: {} examples of {} x {templates} templates", dir.display(), texts.len(), set.source);
-    let start = Instant::now();
-    let run = if args.main_template_only {
-        baselines.run_main(strategy, &texts, &mut memo)?
-    } else {
-        baselines.run_strategy(strategy, &texts, &mut memo)?
-    };
-    let seconds = start.elapsed().as_secs_f64();
+    let (mut runs, retrieval) = tuned_strategy_runs(&mut loaded, &cfg, &dir, &train, &texts, &[strategy], opts)?;
+    let run = runs.pop().context("no strategy was scored")?;
     let mut report = strategy_report(&run, &set, args.limit, &cfg, &loaded, Strategy::ZeroShot, retrieval.as_ref(), None)?;
     report.method = format!("tuned + {strategy}");
     report.checkpoint = Some(dir.display().to_string());
-    report.seconds = seconds;
     let step = dir.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
     let out = cfg.run_dir().join("eval").join(&step).join(strategy.name()).join(&set.name);
     write_outputs(&out, &report, &set.examples, &run.variants[0]).context("writing outputs")?;

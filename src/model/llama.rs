@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{D, DType, Device, IndexOp, Result, Tensor, Var};
+use candle_core::{D, DType, Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -488,31 +488,12 @@ impl Llama {
     /// Greedy decoding of up to `max_new` tokens after `prompt`, one token per step on the KV
     /// cache; stops before any token in `stop` (which is not returned).
     pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>> {
-        let mut out = Vec::new();
-        if prompt.is_empty() || max_new == 0 {
-            return Ok(out);
-        }
-        let mut input = Tensor::new(prompt, self.device())?.unsqueeze(0)?;
-        let mut len = prompt.len();
-        let mut cache: Option<PrefixCache> = None;
-        while out.len() < max_new && cache.as_ref().map_or(0, |c| c.len) + len < self.rotary.max_positions() {
-            let (hidden, kvs) = self.forward_with_kv(&Batch { input_ids: &input, lengths: &[len] }, cache.as_ref(), false)?;
-            let next = self.logits(&hidden.i((0, len - 1))?)?.argmax(D::Minus1)?.to_scalar::<u32>()?;
-            if stop.contains(&next) {
-                break;
-            }
-            out.push(next);
-            cache = Some(PrefixCache::for_row(cache.as_ref(), &kvs, 0, len)?);
-            input = Tensor::new(&[next], self.device())?.unsqueeze(0)?;
-            len = 1;
-        }
-        Ok(out)
+        Ok(self.generate_greedy_batch(&[prompt.to_vec()], max_new, stop, 1)?.swap_remove(0))
     }
-}
 
-impl Llama {
-    /// [`Llama::generate_greedy`] for many prompts: prompts of one length decode together, one
-    /// batched step per token on their stacked KV caches (a row that has stopped keeps stepping
+    /// Greedy decoding of up to `max_new` tokens after each prompt, stopping before any token in
+    /// `stop`: prompts of one length (at most `max_rows`) decode together, one batched step per
+    /// token on their stacked KV caches (a row that has stopped keeps stepping
     /// until its group is done; what it makes after its stop is dropped). Outputs in input order.
     pub fn generate_greedy_batch(&self, prompts: &[Vec<u32>], max_new: usize, stop: &[u32], max_rows: usize) -> Result<Vec<Vec<u32>>> {
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];

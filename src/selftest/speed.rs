@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::training::{TrainingSetup, fixed_batch, random_model};
 use crate::model::{ArchConfig, Batch, Llama};
-use crate::ops::frozen_linear;
 use crate::train::optim::AdamW;
 
 /// Throughput at one batch × sequence size.
@@ -49,17 +48,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 pub fn matmul_tflops(device: &Device, dtype: DType, n: usize, reps: usize) -> candle_core::Result<f64> {
     let x = Tensor::randn(0f32, 1.0, (n, n), device)?.to_dtype(dtype)?;
     let w = Tensor::randn(0f32, 1.0, (n, n), device)?.to_dtype(dtype)?;
-    frozen_linear(&x, &w)?;
-    device.synchronize()?;
-    let mut best = 0f64;
-    for _ in 0..reps.max(1) {
-        let start = Instant::now();
-        let y = frozen_linear(&x, &w)?;
-        device.synchronize()?;
-        drop(y);
-        best = best.max(2.0 * (n * n * n) as f64 / start.elapsed().as_secs_f64() / 1e12);
-    }
-    Ok(best)
+    Ok(crate::bench::frozen_linear_flops(&x, &w, reps)? / 1e12)
 }
 
 /// Training and forward throughput of the random model at `batch` × `seq`, `steps` timed steps.

@@ -116,17 +116,8 @@ pub fn micro_batch_loss(
     let width = lengths.iter().copied().max().unwrap_or(1).max(1);
     let ids: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat(0)).take(width)).collect();
     let input = Tensor::from_vec(ids, (items.len(), width), device)?;
-    let batch = Batch { input_ids: &input, lengths: &lengths };
-    let mut log_scores = match head.multi_token() {
-        None => head.log_scores(model, &Llama::last_hidden(&model.forward_hidden(&batch, prefix.as_ref(), true)?, &lengths)?)?,
-        // Words of several tokens: the same whole-word score as eval, its continuation passes in
-        // the graph (the layers run under autograd so their keys and values stay in it).
-        Some(labels) => {
-            let (hidden, kvs) = model.forward_with_kv(&batch, prefix.as_ref(), true)?;
-            let first = head.log_scores(model, &Llama::last_hidden(&hidden, &lengths)?)?;
-            crate::score::add_continuations(model, labels, &first, prefix.as_ref(), &kvs, &lengths, true)?
-        }
-    };
+    // The same scores as eval, recorded for the backward.
+    let mut log_scores = crate::score::head_scores(model, head, &Batch { input_ids: &input, lengths: &lengths }, prefix.as_ref(), true)?;
     if loss == TrainLoss::LabelWords && matches!(head, Head::Verbalizer(_)) {
         // Renormalising the label words' log-probabilities equals a softmax over their scores:
         // the full-vocabulary normaliser cancels.
