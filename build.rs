@@ -15,6 +15,13 @@ mod cuda {
     pub fn build() {
         println!("cargo::rerun-if-changed=kernels");
         println!("cargo::rerun-if-env-changed=CUDA_COMPUTE_CAP");
+        // scripts/gpu-pack links against a generated stub libcuda. cudarc's build script adds
+        // `lib/stubs` only if it existed when that script first ran (cuda-check may run first),
+        // so the folder is named here, where a change of the variable reruns this script.
+        println!("cargo::rerun-if-env-changed=WICK_CUDA_STUBS");
+        if let Ok(stubs) = std::env::var("WICK_CUDA_STUBS") {
+            println!("cargo::rustc-link-search=native={stubs}");
+        }
         let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
         let result = cudaforge::KernelBuilder::new()
             .source_dir("kernels")

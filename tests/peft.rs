@@ -111,7 +111,9 @@ fn check_adapter(config: serde_json::Value, plan: Plan) {
         let (got, want) = (logits(&model, text), logits(&reference, text));
         let d = max_diff(&got, &want);
         let top = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-        assert!(d < 1e-5, "{text}: adapted logits differ from W + s·B·A by {d} (largest |logit| {top})");
+        // f32 rounding relative to the logits' size: GEMM kernels differ by CPU (AVX2 or AVX-512),
+        // a wrong scale or a missed module differs by far more (the check below needs > 1e-2).
+        assert!(d < 4e-6 * (1.0 + top), "{text}: adapted logits differ from W + s·B·A by {d} (largest |logit| {top})");
         assert!(max_diff(&got, &logits(&plain, text)) > 1e-2, "the adapter changed nothing");
     }
 }
