@@ -182,6 +182,7 @@ def main():
     fwd = median(fwd_times)
     tokens = B * T
     train_flops = 4 * n_params * tokens / step
+    eval_flops = 2 * n_params * tokens / fwd
     import safetensors
 
     out = {
@@ -212,6 +213,8 @@ def main():
         "nonembedding_params": n_params,
         "train_flops_per_s": round(train_flops, 1),
         "train_share_of_gemm": round(train_flops / (gemm_gflops * 1e9), 4),
+        "eval_flops_per_s": round(eval_flops, 1),
+        "eval_share_of_gemm": round(eval_flops / (gemm_gflops * 1e9), 4),
     }
     if args.json:
         print(json.dumps(out), flush=True)
