@@ -1,9 +1,9 @@
 //! Repeat the bench's no-grad forward (16 × 64 tokens, LoRA attached) N times, for `perf record`:
 //! `cargo run --release --example forward_profile -- [N] [batch] [seq] [train]`. With `train`
-//! it repeats the bench's training step (forward, backward) instead.
+//! it repeats the bench's training step (forward, `Llama::backward`) instead.
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use wick::model::{Batch, Llama};
 
 fn main() -> anyhow::Result<()> {
@@ -17,9 +17,7 @@ fn main() -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let mut loaded = wick::model::load("assets/SmolLM2-135M-Instruct.Q4_1.gguf", DType::F32, &dev)?;
     loaded.model.add_lora(&["all-linear".into()], 8, 2.0, 0.0, 1)?;
-    let ids: Vec<u32> = (0..b * t).map(|i| (i as u32).wrapping_mul(7919) % 40_000 + 100).collect();
-    let input = Tensor::from_vec(ids, (b, t), &dev)?;
-    let lengths = vec![t; b];
+    let (input, lengths) = wick::bench::fixed_batch(b, t, &dev)?;
     let label_ids = [2731u32, 3524];
     let mut times = Vec::new();
     for _ in 0..=n {

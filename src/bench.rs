@@ -148,6 +148,12 @@ pub fn gemm_ceiling(rows: usize, hidden: usize, inner: usize, device: &Device) -
     Ok(best)
 }
 
+/// The bench's fixed batch: `rows` × `seq` spread token ids, no padding, with its lengths.
+pub fn fixed_batch(rows: usize, seq: usize, device: &Device) -> candle_core::Result<(Tensor, Vec<usize>)> {
+    let ids: Vec<u32> = (0..rows * seq).map(|i| (i as u32).wrapping_mul(7919) % 40_000 + 100).collect();
+    Ok((Tensor::from_vec(ids, (rows, seq), device)?, vec![seq; rows]))
+}
+
 /// Mean NLL of alternating gold labels (row i: label i mod n) over the label words at each row's
 /// last token: the fixed loss of `wick bench` and `wick selftest`.
 pub fn label_loss(model: &Llama, input: &Tensor, lengths: &[usize], label_ids: &[u32], train: bool) -> candle_core::Result<Tensor> {
@@ -179,9 +185,7 @@ pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<BenchReport
     let mut optimizer = AdamW::new(model.lora_vars(), 0.0).map_err(c("optimizer"))?;
 
     let (b, t) = (args.batch, args.seq);
-    let ids: Vec<u32> = (0..b * t).map(|i| (i as u32).wrapping_mul(7919) % 40_000 + 100).collect();
-    let input = Tensor::from_vec(ids, (b, t), &device).map_err(c("batch"))?;
-    let lengths = vec![t; b];
+    let (input, lengths) = fixed_batch(b, t, &device).map_err(c("batch"))?;
 
     let mut step_times = Vec::new();
     let mut first_step = 0.0;
