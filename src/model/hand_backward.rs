@@ -19,7 +19,7 @@ use candle_core::{D, Result, Tensor};
 use super::config::ArchConfig;
 use super::llama::{DecoderLayer, LayerActivations, attention_scale};
 use crate::lora::{HandState, LoraLinear};
-use crate::ops::fused::{masked_softmax_backward, rms_norm_backward, swiglu_backward};
+use crate::ops::fused::{masked_softmax_backward, rms_norm, rms_norm_backward, swiglu, swiglu_backward};
 use crate::ops::{Rotary, batched_matmul_backward};
 
 /// What a layer's backward reads from its forward.
@@ -84,10 +84,21 @@ pub(super) fn layer_backward(
     let dy = flat(dy)?;
 
     // MLP: y = x2 + down(act), act = swiglu(gate, up), gate = gate(n2), up = up(n2).
-    let d_act = tensor(projection_backward(&layer.down_proj, &a.act, &states[6], &dy, None, &mut adapters)?)?;
+    // What `LayerActivations::slim` dropped is recomputed, bit for bit, from what it kept.
+    let act = match &a.act {
+        Some(act) => act.clone(),
+        None => swiglu(&a.gate, &a.up)?,
+    };
+    let d_act = tensor(projection_backward(&layer.down_proj, &act, &states[6], &dy, None, &mut adapters)?)?;
+    drop(act);
     let (d_gate, d_up) = swiglu_backward(&flat(&a.gate)?, &flat(&a.up)?, &d_act)?;
-    let d_n2 = projection_backward(&layer.gate_proj, &a.n2, &states[4], &d_gate, None, &mut adapters)?;
-    let d_n2 = tensor(projection_backward(&layer.up_proj, &a.n2, &states[5], &d_up, Some(d_n2), &mut adapters)?)?;
+    let n2 = match &a.n2 {
+        Some(n2) => n2.clone(),
+        None => rms_norm(&a.x2, &layer.post_attention_layernorm, eps)?,
+    };
+    let d_n2 = projection_backward(&layer.gate_proj, &n2, &states[4], &d_gate, None, &mut adapters)?;
+    let d_n2 = tensor(projection_backward(&layer.up_proj, &n2, &states[5], &d_up, Some(d_n2), &mut adapters)?)?;
+    drop(n2);
     // n2 = rms(x2); the residual carries dy straight through to x2.
     let d_x2 = rms_norm_backward(&flat(&a.x2)?, &layer.post_attention_layernorm, &d_n2, eps, Some(&dy))?;
 
@@ -113,9 +124,13 @@ pub(super) fn layer_backward(
     let d_q = rotary.to_heads_backward(&d_q.reshape((b, h, t, hd))?, offset)?;
     let d_k = rotary.to_heads_backward(&d_k, offset)?;
     let d_v = d_v.transpose(1, 2)?.contiguous()?;
-    let d_n1 = projection_backward(&layer.q_proj, &a.n1, &states[0], &d_q, None, &mut adapters)?;
-    let d_n1 = projection_backward(&layer.k_proj, &a.n1, &states[1], &d_k, Some(d_n1), &mut adapters)?;
-    let d_n1 = tensor(projection_backward(&layer.v_proj, &a.n1, &states[2], &d_v, Some(d_n1), &mut adapters)?)?;
+    let n1 = match &a.n1 {
+        Some(n1) => n1.clone(),
+        None => rms_norm(x, &layer.input_layernorm, eps)?,
+    };
+    let d_n1 = projection_backward(&layer.q_proj, &n1, &states[0], &d_q, None, &mut adapters)?;
+    let d_n1 = projection_backward(&layer.k_proj, &n1, &states[1], &d_k, Some(d_n1), &mut adapters)?;
+    let d_n1 = tensor(projection_backward(&layer.v_proj, &n1, &states[2], &d_v, Some(d_n1), &mut adapters)?)?;
     // n1 = rms(x); the residual carries d_x2 through to x.
     let dx = rms_norm_backward(&flat(x)?, &layer.input_layernorm, &d_n1, eps, Some(&d_x2))?;
     Ok(LayerGrads { dx: dx.reshape((b, t, d))?, prefix, adapters })
