@@ -138,6 +138,11 @@ struct Tuned {
     dev_examples: usize,
     early_stopped: bool,
     budget_reached: bool,
+    /// The steps the schedule was fitted to under `train.max_minutes`, and those planned.
+    #[serde(default)]
+    budget_steps: Option<usize>,
+    #[serde(default)]
+    planned_steps: usize,
     checkpoint: String,
     eval: Report,
     /// Wall seconds of the test evaluation.
@@ -146,13 +151,15 @@ struct Tuned {
 
 impl Tuned {
     /// What ended the run, for the report.
-    fn ending(&self) -> &'static str {
+    fn ending(&self) -> String {
         if self.early_stopped {
-            "early stopping (dev accuracy stopped improving)"
+            "early stopping (dev accuracy stopped improving)".into()
         } else if self.budget_reached {
-            "the train.max_minutes budget, not a plateau"
+            "the train.max_minutes budget, not a plateau".into()
+        } else if let Some(fit) = self.budget_steps {
+            format!("its schedule, fitted to the train.max_minutes budget ({fit} of {} planned steps)", self.planned_steps)
         } else {
-            "its step/epoch budget"
+            "its step/epoch budget".into()
         }
     }
 }
@@ -338,6 +345,8 @@ fn train_and_eval(
         dev_examples: cfg.train.eval_examples,
         early_stopped: summary.early_stopped,
         budget_reached: summary.budget_reached,
+        budget_steps: summary.budget_steps,
+        planned_steps: summary.planned_steps,
         checkpoint: checkpoint.display().to_string(),
         eval,
         eval_seconds,

@@ -76,7 +76,15 @@ pub struct TrainSummary {
     pub early_stopped: bool,
     /// True when `train.max_minutes` ended the run.
     pub budget_reached: bool,
+    /// Steps the config asked for (`max_steps`, or `epochs` of the train split).
+    pub planned_steps: usize,
+    /// The steps the schedule was laid over, when fewer than planned fit `train.max_minutes`.
+    pub budget_steps: Option<usize>,
 }
+
+/// Steps timed before the schedule is fitted to `train.max_minutes` (inside the default warmup,
+/// so no learning rate already used changes).
+const BUDGET_SIZING_STEPS: usize = 5;
 
 /// Steps between plain progress lines when stderr is not a terminal.
 const PLAIN_LOG_EVERY: usize = 10;
@@ -240,7 +248,8 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
 
     let effective = t.effective_batch();
     let steps_per_epoch = (train_set.len() / effective).max(1);
-    let total_steps = if t.max_steps > 0 { t.max_steps } else { ((t.epochs * steps_per_epoch as f64).ceil() as usize).max(1) };
+    let planned_steps = if t.max_steps > 0 { t.max_steps } else { ((t.epochs * steps_per_epoch as f64).ceil() as usize).max(1) };
+    let mut total_steps = planned_steps;
     let (dropout_seed, pos) = loaded.model.dropout_rng().state();
     let mut st = TrainerState {
         step: 0,
@@ -257,6 +266,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
         evals_since_best: 0,
         tokens_seen: 0,
         train_seconds: 0.0,
+        budget_sized: false,
     };
     if let Some(dir) = &resume_dir {
         let (saved, moments, adapter) = state::load(dir)?;
@@ -268,6 +278,8 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
         let word_pos: u128 =
             saved.dropout_word_pos.parse().map_err(|_| Error::Model(format!("{}: bad dropout_word_pos", dir.display())))?;
         loaded.model.dropout_rng().restore(saved.dropout_seed, word_pos);
+        // A schedule fitted to the time budget stays as fitted; otherwise the config decides.
+        total_steps = if saved.budget_sized { saved.total_steps.min(planned_steps) } else { planned_steps };
         st = TrainerState { total_steps, ..saved };
         eprintln!("wick: resuming from {} (step {} of {total_steps})", dir.display(), st.step);
     }
@@ -299,10 +311,13 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
         Some(h) => Head::Linear(h.as_tensor()),
         None => Head::Verbalizer(&label_tokens),
     };
+    let mut eval_seconds = None;
     if st.step == 0 && st.history.is_empty() && !opts.skip_initial_eval {
         // Step 0 is the untrained model under the same prompt and scoring: the zero-shot baseline
         // (verbalizer head) the adapter has to beat.
+        let eval_start = Instant::now();
         let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels, t.batch_size).map_err(candle("dev evaluation"))?;
+        eval_seconds = Some(eval_start.elapsed().as_secs_f64());
         let record = EvalRecord { step: 0, accuracy, macro_f1, train_loss: None };
         say(format!("step 0 (before training): dev accuracy {accuracy:.4}  macro-F1 {macro_f1:.4}"));
         log_line(&metrics_path, &serde_json::json!({"eval": record}))?;
@@ -362,6 +377,25 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
         loss_since_eval.0 += step_loss;
         loss_since_eval.1 += 1;
         let elapsed = seconds_before + session_start.elapsed().as_secs_f64();
+        if t.max_minutes > 0.0 && !st.budget_sized && st.step - steps_before == BUDGET_SIZING_STEPS && st.step < total_steps {
+            // Lay the schedule over the steps that fit the budget, so a cut run still anneals
+            // (cut at full learning rate, dev accuracy fell from its peak: issue 15's sweep).
+            let step_s = session_start.elapsed().as_secs_f64() / BUDGET_SIZING_STEPS as f64;
+            // Without a timed step-0 evaluation: a forward of a row costs about half a step's
+            // share of it (train step / forward ≈ 2 in `wick bench`).
+            let eval_s = eval_seconds.unwrap_or(dev_set.len() as f64 * step_s / (2.0 * effective as f64));
+            let fits = optim::steps_within_budget(t.max_minutes * 60.0, elapsed, st.step, step_s, eval_s, t.eval_every);
+            if fits < total_steps {
+                say(format!(
+                    "time budget: {} minutes fit about {fits} of {total_steps} steps at {step_s:.2} s a step; the {} schedule now ends at step {fits}",
+                    t.max_minutes, t.schedule
+                ));
+                total_steps = fits;
+                st.total_steps = fits;
+                st.budget_sized = true;
+                bar.set_length(fits as u64);
+            }
+        }
         let tps = st.tokens_seen as f64 / elapsed.max(1e-9);
         bar.set_position(st.step as u64);
         bar.set_message(format!("loss {step_loss:.4}  lr {lr:.2e}  {tps:.0} tok/s"));
@@ -451,6 +485,8 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
         interrupted: was_interrupted,
         early_stopped,
         budget_reached,
+        planned_steps,
+        budget_steps: st.budget_sized.then_some(total_steps),
     };
     tracing::info!("train finished in {:.1}s wall", started.elapsed().as_secs_f64());
     if let Some(b) = &summary.best {

@@ -112,6 +112,17 @@ pub fn learning_rate(step: usize, total: usize, warmup: usize, peak: f64, min_ra
     }
 }
 
+/// The last step of a schedule that fits a wall-clock budget: `steps_done` steps took
+/// `elapsed_s` of `budget_s` seconds, each further step costs `step_s`, and a dev evaluation
+/// (`eval_s`) follows every `eval_every` steps and the last one. Never below `steps_done + 1`.
+pub fn steps_within_budget(budget_s: f64, elapsed_s: f64, steps_done: usize, step_s: f64, eval_s: f64, eval_every: usize) -> usize {
+    // 3% slack: the step time is measured on the first steps of a run, and machines drift.
+    let left = budget_s * 0.97 - elapsed_s - eval_s;
+    let per_step = step_s + eval_s / eval_every.max(1) as f64;
+    let more = if left > 0.0 && per_step > 0.0 { (left / per_step).floor() as usize } else { 0 };
+    steps_done + more.max(1)
+}
+
 /// Sum of squared entries of every gradient, as the global L2 norm.
 pub fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     let mut total = 0f64;
@@ -230,6 +241,17 @@ mod tests {
             assert!((got2 - want2).abs() < 1e-6, "step 2 [{i}]: {got2} vs {want2}");
         }
         Ok(())
+    }
+
+    #[test]
+    fn budget_sizing() {
+        // 1,200 s budget, 5 steps took 20 s, 4 s a step, 40 s an eval every 50 steps:
+        // (1164 − 20 − 40) / (4 + 0.8) = 230 more steps.
+        assert_eq!(steps_within_budget(1200.0, 20.0, 5, 4.0, 40.0, 50), 235);
+        // Already over budget: one more step, so the run still ends on an evaluated step.
+        assert_eq!(steps_within_budget(60.0, 100.0, 5, 4.0, 40.0, 50), 6);
+        // No evaluation cost: the whole budget is steps.
+        assert_eq!(steps_within_budget(100.0, 0.0, 0, 1.0, 0.0, 50), 97);
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct TrainerState {
     pub tokens_seen: u64,
     /// Wall seconds spent training before this process (resumed runs add up).
     pub train_seconds: f64,
+    /// True when `total_steps` was cut to fit `train.max_minutes` (a resume keeps it).
+    #[serde(default)]
+    pub budget_sized: bool,
 }
 
 /// One dev evaluation.
