@@ -84,18 +84,12 @@ pub(super) fn layer_backward(
     let dy = flat(dy)?;
 
     // MLP: y = x2 + down(act), act = swiglu(gate, up), gate = gate(n2), up = up(n2).
-    // What `LayerActivations::slim` dropped is recomputed, bit for bit, from what it kept.
-    let act = match &a.act {
-        Some(act) => act.clone(),
-        None => swiglu(&a.gate, &a.up)?,
-    };
+    // act, n2 and n1 are not kept (see `LayerActivations`): recomputed, bit for bit, from what is.
+    let act = swiglu(&a.gate, &a.up)?;
     let d_act = tensor(projection_backward(&layer.down_proj, &act, &states[6], &dy, None, &mut adapters)?)?;
     drop(act);
     let (d_gate, d_up) = swiglu_backward(&flat(&a.gate)?, &flat(&a.up)?, &d_act)?;
-    let n2 = match &a.n2 {
-        Some(n2) => n2.clone(),
-        None => rms_norm(&a.x2, &layer.post_attention_layernorm, eps)?,
-    };
+    let n2 = rms_norm(&a.x2, &layer.post_attention_layernorm, eps)?;
     let d_n2 = projection_backward(&layer.gate_proj, &n2, &states[4], &d_gate, None, &mut adapters)?;
     let d_n2 = tensor(projection_backward(&layer.up_proj, &n2, &states[5], &d_up, Some(d_n2), &mut adapters)?)?;
     drop(n2);
@@ -124,10 +118,7 @@ pub(super) fn layer_backward(
     let d_q = rotary.to_heads_backward(&d_q.reshape((b, h, t, hd))?, offset)?;
     let d_k = rotary.to_heads_backward(&d_k, offset)?;
     let d_v = d_v.transpose(1, 2)?.contiguous()?;
-    let n1 = match &a.n1 {
-        Some(n1) => n1.clone(),
-        None => rms_norm(x, &layer.input_layernorm, eps)?,
-    };
+    let n1 = rms_norm(x, &layer.input_layernorm, eps)?;
     let d_n1 = projection_backward(&layer.q_proj, &n1, &states[0], &d_q, None, &mut adapters)?;
     let d_n1 = projection_backward(&layer.k_proj, &n1, &states[1], &d_k, Some(d_n1), &mut adapters)?;
     let d_n1 = tensor(projection_backward(&layer.v_proj, &n1, &states[2], &d_v, Some(d_n1), &mut adapters)?)?;

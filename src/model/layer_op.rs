@@ -82,7 +82,6 @@ impl LayerRun {
     fn op_forward(&self, x: &Tensor, prefix: Option<&(Tensor, Tensor)>) -> Result<Tensor> {
         let (y, saved) = self.forward(x, prefix)?;
         if !self.checkpoint {
-            let saved = saved.map(|s| Saved { acts: s.acts.slim(), ..s });
             *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = saved;
         }
         Ok(y)

@@ -567,9 +567,12 @@ impl Projector<'_> {
 }
 
 /// A layer's intermediate values, (b, t, ·) unless noted: what the hand-written backward reads.
+///
+/// Not kept: the two norms' outputs and the SwiGLU product. Each is one element-wise pass over
+/// what is kept (x, x2, gate, up), and together they are 32% of a layer's activations (2,688 of
+/// 8,448 floats per token in SmolLM2-135M), so the backward recomputes them rather than hold them
+/// across the whole step.
 pub(super) struct LayerActivations {
-    /// input_layernorm(x); dropped by [`LayerActivations::slim`].
-    pub n1: Option<Tensor>,
     /// Rotated queries, (b, heads, t, head_dim).
     pub q: Tensor,
     /// Keys and values with any prefix in front, (b, kv_heads, prefix + t, head_dim).
@@ -581,22 +584,9 @@ pub(super) struct LayerActivations {
     pub attn: Tensor,
     /// x + o_proj(attn).
     pub x2: Tensor,
-    /// post_attention_layernorm(x2); dropped by [`LayerActivations::slim`].
-    pub n2: Option<Tensor>,
-    /// gate_proj(n2), up_proj(n2) and swiglu of the two (the last dropped by `slim`).
+    /// gate_proj(n2) and up_proj(n2).
     pub gate: Tensor,
     pub up: Tensor,
-    pub act: Option<Tensor>,
-}
-
-impl LayerActivations {
-    /// Without the two norms' outputs and the SwiGLU product: each is one element-wise pass
-    /// over what is kept (x, x2, gate, up), and together they are 32% of a layer's activations
-    /// (2,688 of 8,448 floats per token in SmolLM2-135M), so the backward recomputes them
-    /// rather than hold them across the whole step.
-    pub fn slim(self) -> Self {
-        Self { n1: None, n2: None, act: None, ..self }
-    }
 }
 
 /// One decoder layer: x + attn(norm(x)), then + mlp(norm(·)); also returns the layer's new
@@ -643,7 +633,7 @@ pub(super) fn layer_forward(
     let up = proj.project(&layer.up_proj, &n2)?;
     let act = swiglu(&gate, &up)?;
     let y = (&x2 + proj.project(&layer.down_proj, &act)?)?;
-    Ok((y, new_kv, LayerActivations { n1: Some(n1), q, keys, values, probs, attn, x2, n2: Some(n2), gate, up, act: Some(act) }))
+    Ok((y, new_kv, LayerActivations { q, keys, values, probs, attn, x2, gate, up }))
 }
 
 /// The attention logits' scale, 1/√head_dim.
