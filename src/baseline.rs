@@ -209,6 +209,13 @@ pub struct BaselineOptions {
     pub retrieval_pool: Option<usize>,
 }
 
+/// The retrieval pool a command uses: its `--retrieval-pool`, else the config's
+/// `compare.retrieval_pool`, so `baseline` and `eval` figures match the compare report's rows;
+/// 0 means the whole train split.
+pub fn retrieval_pool(flag: Option<usize>, cfg: &Config) -> Option<usize> {
+    Some(flag.unwrap_or(cfg.compare.retrieval_pool)).filter(|&n| n > 0)
+}
+
 impl Default for BaselineOptions {
     fn default() -> Self {
         Self { batch_size: 16, calibrate_on: Strategy::ZeroShot, all_variants: true, retrieval_pool: None }

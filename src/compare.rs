@@ -230,7 +230,7 @@ fn measure_prompts(
             c.retrieval_pool
         )
     };
-    let pool = (c.retrieval_pool > 0).then_some(c.retrieval_pool);
+    let pool = crate::baseline::retrieval_pool(None, cfg);
     let bopts = BaselineOptions { batch_size: c.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: true, retrieval_pool: pool };
     let mut baselines = Baselines::new(loaded, cfg, &sets.train, bopts)?;
     baselines.check(strategies)?;
@@ -383,7 +383,7 @@ fn measure_tuned_prompts(
         strategies.iter().map(|&s| reuse::<(Report, f64)>(&out_dir, &format!("tuned-{s}"), &key(s), opts.fresh)).collect();
     let missing: Vec<Strategy> = strategies.iter().zip(&done).filter(|(_, d)| d.is_none()).map(|(&s, _)| s).collect();
     if !missing.is_empty() {
-        let pool = (c.retrieval_pool > 0).then_some(c.retrieval_pool);
+        let pool = crate::baseline::retrieval_pool(None, cfg);
         let bopts =
             BaselineOptions { batch_size: c.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool: pool };
         eprintln!("compare: tuned + {} on {} test examples", c.tuned_strategies.join(" / "), count(sets.test.examples.len() as u64));

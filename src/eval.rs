@@ -51,7 +51,8 @@ pub struct BaselineArgs {
     /// What `calibrated` calibrates: zero-shot or few-shot.
     #[arg(long, default_value = "zero-shot")]
     pub calibrate_on: String,
-    /// Retrieve from a seeded sample of N train examples (default: the whole train split).
+    /// Retrieve from a seeded sample of N train examples (default: the config's
+    /// compare.retrieval_pool, as the compare report does; 0: the whole train split).
     #[arg(long, value_name = "N")]
     pub retrieval_pool: Option<usize>,
     /// Skip the prefix-cache self-check (it scores the first 16 examples again without the cache).
@@ -92,7 +93,8 @@ pub struct EvalArgs {
     /// demonstrations as the base-model run (retrieval: the base model's neighbours).
     #[arg(long)]
     pub strategy: Option<String>,
-    /// With --strategy retrieval: retrieve from a seeded sample of N train examples.
+    /// With --strategy retrieval: retrieve from a seeded sample of N train examples (default: the
+    /// config's compare.retrieval_pool; 0: the whole train split).
     #[arg(long, value_name = "N", requires = "strategy")]
     pub retrieval_pool: Option<usize>,
 }
@@ -118,7 +120,8 @@ pub struct PredictArgs {
     /// What `calibrated` calibrates: zero-shot or few-shot.
     #[arg(long, default_value = "zero-shot")]
     pub calibrate_on: String,
-    /// Retrieve from a seeded sample of N train examples (default: the whole train split).
+    /// Retrieve from a seeded sample of N train examples (default: the config's
+    /// compare.retrieval_pool, as the compare report does; 0: the whole train split).
     #[arg(long, value_name = "N")]
     pub retrieval_pool: Option<usize>,
     /// Texts to label.
@@ -352,7 +355,12 @@ pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
         crate::baseline::check_k_shot(cfg.prompt.k_shot, train.len())?;
     }
     let loaded = load_model(&cfg.model)?;
-    let opts = BaselineOptions { batch_size: args.batch_size, calibrate_on, all_variants: true, retrieval_pool: args.retrieval_pool };
+    let opts = BaselineOptions {
+        batch_size: args.batch_size,
+        calibrate_on,
+        all_variants: true,
+        retrieval_pool: crate::baseline::retrieval_pool(args.retrieval_pool, &cfg),
+    };
     let mut baselines = Baselines::new(&loaded, &cfg, &train, opts)?;
     baselines.check(&strategies)?;
     let base_dir = cfg.run_dir().join("baseline");
@@ -565,8 +573,12 @@ pub fn run_predict(args: &PredictArgs) -> anyhow::Result<()> {
                 || (strategy == Strategy::Calibrated && calibrate_on == Strategy::FewShot);
             let train = if needs_train { crate::data::load_splits(&cfg.data, crate::data::ReadMode::Strict)?.0.train } else { Vec::new() };
             let loaded = load_model(&cfg.model)?;
-            let opts =
-                BaselineOptions { batch_size: args.batch_size, calibrate_on, all_variants: false, retrieval_pool: args.retrieval_pool };
+            let opts = BaselineOptions {
+                batch_size: args.batch_size,
+                calibrate_on,
+                all_variants: false,
+                retrieval_pool: crate::baseline::retrieval_pool(args.retrieval_pool, &cfg),
+            };
             let mut baselines = Baselines::new(&loaded, &cfg, &train, opts)?;
             baselines.check(&[strategy])?;
             if strategy == Strategy::Retrieval {

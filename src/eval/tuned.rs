@@ -74,7 +74,7 @@ pub fn run_eval_strategy(args: &EvalArgs, strategy: Strategy) -> anyhow::Result<
         batch_size: args.batch_size,
         calibrate_on: Strategy::ZeroShot,
         all_variants: !args.main_template_only,
-        retrieval_pool: args.retrieval_pool,
+        retrieval_pool: crate::baseline::retrieval_pool(args.retrieval_pool, &cfg),
     };
     let texts: Vec<String> = set.examples.iter().map(|e| e.text.clone()).collect();
     let (mut runs, retrieval) = tuned_strategy_runs(&mut loaded, &cfg, &dir, &train, &texts, &[strategy], opts)?;

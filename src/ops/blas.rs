@@ -147,9 +147,19 @@ fn amd_cpu() -> bool {
     false
 }
 
+/// `WICK_BLAS` as set, with an empty or blank value read as unset (a shell's `WICK_BLAS=` must
+/// not become a library path that fails to load and silently leaves wick without BLAS).
+fn blas_choice() -> Option<String> {
+    choice_from(std::env::var("WICK_BLAS").ok())
+}
+
+fn choice_from(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
 /// The libraries to try, in order: `WICK_BLAS`'s choice, else MKL first (OpenBLAS first on AMD).
 fn candidates() -> Option<Vec<String>> {
-    Some(match std::env::var("WICK_BLAS").ok().as_deref() {
+    Some(match blas_choice().as_deref() {
         Some("off") => return None,
         Some("mkl") => mkl_candidates(),
         Some("openblas") => openblas_candidates(),
@@ -160,7 +170,14 @@ fn candidates() -> Option<Vec<String>> {
 }
 
 fn load() -> Option<Blas> {
-    candidates()?.iter().find_map(|path| open(path))
+    let found = candidates()?.iter().find_map(|path| open(path));
+    if found.is_none()
+        && let Some(choice) = blas_choice()
+    {
+        // An explicit choice that cannot load is worth a line: the fallback is several times slower.
+        tracing::warn!("WICK_BLAS={choice}: no usable BLAS library loaded; using candle's matmul");
+    }
+    found
 }
 
 /// What the tests must find, from `WICK_REQUIRE_BLAS`: "1" any BLAS, "mkl" MKL with hgemm. CI
@@ -464,6 +481,14 @@ mod tests {
                 c[i * n + j] = alpha * dot as f32 + beta * c[i * n + j];
             }
         }
+    }
+
+    #[test]
+    fn an_empty_wick_blas_means_unset() {
+        assert_eq!(choice_from(None), None);
+        assert_eq!(choice_from(Some(String::new())), None);
+        assert_eq!(choice_from(Some("  ".into())), None);
+        assert_eq!(choice_from(Some(" openblas ".into())).as_deref(), Some("openblas"));
     }
 
     /// Every transpose case, with alpha and beta, on shapes that take the row split (m ≥ 128),

@@ -249,11 +249,10 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
     let effective = t.effective_batch();
     let steps_per_epoch = (train_set.len() / effective).max(1);
     let planned_steps = if t.max_steps > 0 { t.max_steps } else { ((t.epochs * steps_per_epoch as f64).ceil() as usize).max(1) };
-    let mut total_steps = planned_steps;
     let (dropout_seed, pos) = loaded.model.dropout_rng().state();
     let mut st = TrainerState {
         step: 0,
-        total_steps,
+        total_steps: planned_steps,
         epoch: 0,
         cursor: 0,
         dropout_seed,
@@ -279,7 +278,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
             saved.dropout_word_pos.parse().map_err(|_| Error::Model(format!("{}: bad dropout_word_pos", dir.display())))?;
         loaded.model.dropout_rng().restore(saved.dropout_seed, word_pos);
         // A schedule fitted to the time budget stays as fitted; otherwise the config decides.
-        total_steps = if saved.budget_sized { saved.total_steps.min(planned_steps) } else { planned_steps };
+        let total_steps = if saved.budget_sized { saved.total_steps.min(planned_steps) } else { planned_steps };
         st = TrainerState { total_steps, ..saved };
         eprintln!("wick: resuming from {} (step {} of {total_steps})", dir.display(), st.step);
     }
@@ -297,7 +296,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
     let mut order = epoch_batches(&lengths, effective, t.seed, st.epoch);
     let label_tokens = prompter.label_tokens().clone();
     let train_loss = TrainLoss::from_name(&t.loss);
-    let bar = if opts.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total_steps as u64) };
+    let bar = if opts.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(st.total_steps as u64) };
     // Off a terminal indicatif draws nothing, so a log gets plain lines instead of the bar.
     let plain = !opts.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let say = |line: String| if plain { eprintln!("{line}") } else { bar.println(line) };
@@ -331,7 +330,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
     let mut was_interrupted = false;
     let mut budget_reached = false;
 
-    while st.step < total_steps {
+    while st.step < st.total_steps {
         if st.cursor >= order.len() {
             st.epoch += 1;
             st.cursor = 0;
@@ -361,7 +360,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
                 run_dir.display()
             )));
         }
-        let lr = learning_rate(st.step, total_steps, t.warmup_steps, t.lr, t.min_lr_ratio, &t.schedule);
+        let lr = learning_rate(st.step, st.total_steps, t.warmup_steps, t.lr, t.min_lr_ratio, &t.schedule);
         let mut grad_norm = f64::NAN;
         if finite {
             grad_norm = global_norm(&grads).map_err(candle("gradient norm"))?;
@@ -377,7 +376,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
         loss_since_eval.0 += step_loss;
         loss_since_eval.1 += 1;
         let elapsed = seconds_before + session_start.elapsed().as_secs_f64();
-        if t.max_minutes > 0.0 && !st.budget_sized && st.step - steps_before == BUDGET_SIZING_STEPS && st.step < total_steps {
+        if t.max_minutes > 0.0 && !st.budget_sized && st.step - steps_before == BUDGET_SIZING_STEPS && st.step < st.total_steps {
             // Lay the schedule over the steps that fit the budget, so a cut run still anneals
             // (cut at full learning rate, dev accuracy fell from its peak: issue 15's sweep).
             let step_s = session_start.elapsed().as_secs_f64() / BUDGET_SIZING_STEPS as f64;
@@ -385,12 +384,11 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
             // share of it (train step / forward ≈ 2 in `wick bench`).
             let eval_s = eval_seconds.unwrap_or(dev_set.len() as f64 * step_s / (2.0 * effective as f64));
             let fits = optim::steps_within_budget(t.max_minutes * 60.0, elapsed, st.step, step_s, eval_s, t.eval_every);
-            if fits < total_steps {
+            if fits < st.total_steps {
                 say(format!(
-                    "time budget: {} minutes fit about {fits} of {total_steps} steps at {step_s:.2} s a step; the {} schedule now ends at step {fits}",
-                    t.max_minutes, t.schedule
+                    "time budget: {} minutes fit about {fits} of {} steps at {step_s:.2} s a step; the {} schedule now ends at step {fits}",
+                    t.max_minutes, st.total_steps, t.schedule
                 ));
-                total_steps = fits;
                 st.total_steps = fits;
                 st.budget_sized = true;
                 bar.set_length(fits as u64);
@@ -399,11 +397,12 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
         let tps = st.tokens_seen as f64 / elapsed.max(1e-9);
         bar.set_position(st.step as u64);
         bar.set_message(format!("loss {step_loss:.4}  lr {lr:.2e}  {tps:.0} tok/s"));
-        if plain && (st.step % PLAIN_LOG_EVERY == 0 || st.step == total_steps) {
-            let left = (total_steps - st.step) as f64 * session_start.elapsed().as_secs_f64() / (st.step - steps_before).max(1) as f64;
+        if plain && (st.step % PLAIN_LOG_EVERY == 0 || st.step == st.total_steps) {
+            let left = (st.total_steps - st.step) as f64 * session_start.elapsed().as_secs_f64() / (st.step - steps_before).max(1) as f64;
             say(format!(
-                "step {}/{total_steps}: loss {step_loss:.4}  lr {lr:.2e}  {tps:.0} tok/s  ETA {}",
+                "step {}/{}: loss {step_loss:.4}  lr {lr:.2e}  {tps:.0} tok/s  ETA {}",
                 st.step,
+                st.total_steps,
                 crate::report::format::duration(left)
             ));
         }
@@ -414,7 +413,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
 
         let stop_now = interrupted.load(Ordering::SeqCst);
         let out_of_time = t.max_minutes > 0.0 && elapsed >= t.max_minutes * 60.0;
-        if st.step % t.eval_every == 0 || st.step == total_steps || stop_now || out_of_time {
+        if st.step % t.eval_every == 0 || st.step == st.total_steps || stop_now || out_of_time {
             let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels, t.batch_size).map_err(candle("dev evaluation"))?;
             let record =
                 EvalRecord { step: st.step, accuracy, macro_f1, train_loss: Some(loss_since_eval.0 / loss_since_eval.1.max(1) as f64) };
@@ -455,7 +454,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
                 was_interrupted = true;
                 break;
             }
-            if out_of_time && st.step < total_steps {
+            if out_of_time && st.step < st.total_steps {
                 say(format!("time budget of {} minutes reached at step {}", t.max_minutes, st.step));
                 budget_reached = true;
                 break;
@@ -486,7 +485,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
         early_stopped,
         budget_reached,
         planned_steps,
-        budget_steps: st.budget_sized.then_some(total_steps),
+        budget_steps: st.budget_sized.then_some(st.total_steps),
     };
     tracing::info!("train finished in {:.1}s wall", started.elapsed().as_secs_f64());
     if let Some(b) = &summary.best {
