@@ -148,7 +148,7 @@ fn batched_greedy_generation_equals_one_prompt_at_a_time() {
     let im_end = loaded.tokenizer.token_to_id("<|im_end|>").unwrap();
     let chat = |q: &str| format!("<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n");
     let encode = |q: &str| loaded.tokenizer.encode(chat(q), false).unwrap().get_ids().to_vec();
-    // Two prompts of one length (one decoding batch) and two of others.
+    // Two prompts of one length and two of others: one left-padded decoding batch of four.
     let short: Vec<Vec<u32>> =
         ["Say hi.", "Say yo.", "Say hello.", "Say thanks.", "Say bye.", "Say yes.", "Say no."].iter().map(|q| encode(q)).collect();
     let (i, j) = (0..short.len())

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::LoadedModel;
 use crate::prompt::{PromptTokens, Prompter};
 
-/// Generation prompts grouped at most this many rows to a decoding batch.
+/// Generation prompts (sorted by length, left-padded) at most this many rows to a decoding batch.
 const DECODE_ROWS: usize = 16;
 
 /// What the model reasoned for each prompt, and the prompts to score after it.

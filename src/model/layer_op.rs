@@ -19,7 +19,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shap
 
 use super::config::ArchConfig;
 use super::hand_backward::{Saved, layer_backward};
-use super::llama::{DecoderLayer, Llama, Projector, layer_forward};
+use super::llama::{AttentionMask, DecoderLayer, Llama, Projector, layer_forward};
 use crate::lora::DropoutRng;
 use crate::ops::Rotary;
 
@@ -65,14 +65,15 @@ impl LayerRun {
     fn forward(&self, x: &Tensor, prefix: Option<&(Tensor, Tensor)>) -> Result<(Tensor, Option<Saved>)> {
         let rng = DropoutRng::new(0);
         rng.restore(self.dropout_state.0, self.dropout_state.1);
+        let mask = AttentionMask::Lengths(&self.lengths);
         let (y, saved) = if self.hand {
             let mut proj = Projector::Hand { rng: &rng, states: Vec::with_capacity(7) };
-            let (y, _, acts) = layer_forward(&self.cfg, &self.rotary, &self.layer, x, &self.lengths, prefix, self.offset, &mut proj)?;
+            let (y, _, acts) = layer_forward(&self.cfg, &self.rotary, &self.layer, x, &mask, prefix, self.offset, &mut proj)?;
             let Projector::Hand { states, .. } = proj else { unreachable!("built as Hand above") };
             (y, Some(Saved { acts, projections: states }))
         } else {
             let mut proj = Projector::Autograd(Some(&rng));
-            (layer_forward(&self.cfg, &self.rotary, &self.layer, x, &self.lengths, prefix, self.offset, &mut proj)?.0, None)
+            (layer_forward(&self.cfg, &self.rotary, &self.layer, x, &mask, prefix, self.offset, &mut proj)?.0, None)
         };
         *self.end_state.lock().unwrap_or_else(|e| e.into_inner()) = Some(rng.state());
         Ok((y, saved))

@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 
-use candle_core::{D, DType, Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::config::ArchConfig;
 use crate::lora::{DropoutRng, HandState, LoraLinear, expand_targets};
-use crate::ops::fused::{masked_softmax, rms_norm, swiglu};
+use crate::ops::fused::{biased_softmax, masked_softmax, rms_norm, swiglu};
 use crate::ops::{Rotary, batched_matmul, frozen_linear};
 
 /// Keys and values of a prompt prefix, per layer, each (1, kv_heads, prefix_len, head_dim).
@@ -41,19 +41,6 @@ impl PrefixCache {
             })
             .collect::<Result<_>>()?;
         Ok(Self { layers, len: shared.map_or(0, |p| p.len) + len })
-    }
-
-    /// Each row's keys and values followed by the new ones of one more pass, `kvs` (per layer,
-    /// (rows, kv_heads, t, head_dim), every row t tokens long).
-    pub fn append(&self, kvs: &[(Tensor, Tensor)]) -> Result<Self> {
-        let t = kvs.first().map_or(Ok(0), |(k, _)| k.dim(2))?;
-        let layers = self
-            .layers
-            .iter()
-            .zip(kvs)
-            .map(|((pk, pv), (k, v))| Ok((Tensor::cat(&[pk, k], 2)?, Tensor::cat(&[pv, v], 2)?)))
-            .collect::<Result<_>>()?;
-        Ok(Self { layers, len: self.len + t })
     }
 
     /// Caches of one length as one cache of their rows, in order.
@@ -411,6 +398,7 @@ impl Llama {
         }
         let hand = as_op && self.hand_backward && self.hand_backward_applies(&x);
         let checkpoint = as_op && self.gradient_checkpointing && x.device().is_cpu();
+        let mask = AttentionMask::Lengths(batch.lengths);
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_prefix = prefix.map(|p| &p.layers[i]);
             if hand || checkpoint {
@@ -422,12 +410,49 @@ impl Llama {
                 x = super::layer_op::layer_op(self, layer, &x, batch.lengths, layer_prefix, offset, hand, checkpoint)?;
             } else {
                 let (out, kv, _) =
-                    layer_forward(&self.cfg, &self.rotary, layer, &x, batch.lengths, layer_prefix, offset, &mut Projector::Autograd(drop))?;
+                    layer_forward(&self.cfg, &self.rotary, layer, &x, &mask, layer_prefix, offset, &mut Projector::Autograd(drop))?;
                 x = out;
                 kvs.push(kv);
             }
         }
         Ok((rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?, kvs))
+    }
+
+    /// Final-normed hidden states (batch, seq, hidden) of an inference pass whose attention is
+    /// masked by an additive `bias` (batch, 1, seq, cached + seq) over the keys, for positions
+    /// `offset..offset + seq`; `cache` holds each layer's keys and values so far (empty on the first
+    /// pass) and gets this pass's appended. What batched generation of ragged prompts runs.
+    pub(super) fn forward_biased(
+        &self,
+        input_ids: &Tensor,
+        bias: &Tensor,
+        cache: &mut Vec<(Tensor, Tensor)>,
+        offset: usize,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        if offset + t > self.rotary.max_positions() {
+            candle_core::bail!("sequence of {} tokens exceeds the model's {} positions", offset + t, self.rotary.max_positions());
+        }
+        let mut x = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        let first = cache.is_empty();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let mask = AttentionMask::Bias(bias);
+            let (y, kv, acts) =
+                layer_forward(&self.cfg, &self.rotary, layer, &x, &mask, cache.get(i), offset, &mut Projector::Autograd(None))?;
+            x = y;
+            if first {
+                cache.push(kv);
+            } else {
+                // With a cache, the layer has already joined it to the new keys and values.
+                cache[i] = (acts.keys, acts.values);
+            }
+        }
+        rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)
+    }
+
+    /// Positions the rotary tables cover: the longest sequence the model runs.
+    pub fn max_positions(&self) -> usize {
+        self.rotary.max_positions()
     }
 
     /// Final-normed hidden states (batch, seq, hidden). `train` enables adapter dropout and
@@ -484,63 +509,15 @@ impl Llama {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         project(hidden, self.lm_head.as_ref().unwrap_or(&self.embed_tokens))
     }
+}
 
-    /// Greedy decoding of up to `max_new` tokens after `prompt`, one token per step on the KV
-    /// cache; stops before any token in `stop` (which is not returned).
-    pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>> {
-        Ok(self.generate_greedy_batch(&[prompt.to_vec()], max_new, stop, 1)?.swap_remove(0))
-    }
-
-    /// Greedy decoding of up to `max_new` tokens after each prompt, stopping before any token in
-    /// `stop`: prompts of one length (at most `max_rows`) decode together, one batched step per
-    /// token on their stacked KV caches (a row that has stopped keeps stepping
-    /// until its group is done; what it makes after its stop is dropped). Outputs in input order.
-    pub fn generate_greedy_batch(&self, prompts: &[Vec<u32>], max_new: usize, stop: &[u32], max_rows: usize) -> Result<Vec<Vec<u32>>> {
-        let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
-        let mut by_len: Vec<usize> = (0..prompts.len()).filter(|&i| !prompts[i].is_empty()).collect();
-        by_len.sort_by_key(|&i| prompts[i].len());
-        let mut groups: Vec<Vec<usize>> = Vec::new();
-        for i in by_len {
-            match groups.last_mut() {
-                Some(g) if prompts[g[0]].len() == prompts[i].len() && g.len() < max_rows.max(1) => g.push(i),
-                _ => groups.push(vec![i]),
-            }
-        }
-        for group in groups {
-            let len = prompts[group[0]].len();
-            let ids: Vec<u32> = group.iter().flat_map(|&i| prompts[i].iter().copied()).collect();
-            let mut input = Tensor::from_vec(ids, (group.len(), len), self.device())?;
-            let mut cache: Option<PrefixCache> = None;
-            let mut step_len = len;
-            let mut done = vec![false; group.len()];
-            for _ in 0..max_new {
-                if cache.as_ref().map_or(0, |c| c.len) + step_len >= self.rotary.max_positions() {
-                    break;
-                }
-                let lengths = vec![step_len; group.len()];
-                let (hidden, kvs) = self.forward_with_kv(&Batch { input_ids: &input, lengths: &lengths }, cache.as_ref(), false)?;
-                let last = Llama::last_hidden(&hidden, &lengths)?;
-                let next: Vec<u32> = self.logits(&last)?.argmax(D::Minus1)?.to_vec1()?;
-                for (row, (&i, &tok)) in group.iter().zip(&next).enumerate() {
-                    if done[row] || stop.contains(&tok) {
-                        done[row] = true;
-                    } else {
-                        out[i].push(tok);
-                    }
-                }
-                if done.iter().all(|&d| d) {
-                    break;
-                }
-                cache = Some(match &cache {
-                    None => PrefixCache { layers: kvs, len: step_len },
-                    Some(c) => c.append(&kvs)?,
-                });
-                input = Tensor::from_vec(next, (group.len(), 1), self.device())?;
-                step_len = 1;
-            }
-        }
-        Ok(out)
-    }
+/// Which keys each query of a layer may attend to.
+pub(super) enum AttentionMask<'a> {
+    /// Causal after any prefix, with right padding: `lengths[b]` real tokens in row b.
+    Lengths(&'a [usize]),
+    /// An additive bias over the keys, (b, 1, t, prefix + t), 0 where allowed and −1e30 where
+    /// not: batched generation's left padding ([`super::generate`]).
+    Bias(&'a Tensor),
 }
 
 /// How a layer's forward runs its seven projections: recorded by candle's autograd, or
@@ -598,7 +575,7 @@ pub(super) fn layer_forward(
     rotary: &Rotary,
     layer: &DecoderLayer,
     x: &Tensor,
-    lengths: &[usize],
+    mask: &AttentionMask,
     prefix: Option<&(Tensor, Tensor)>,
     offset: usize,
     proj: &mut Projector,
@@ -624,7 +601,10 @@ pub(super) fn layer_forward(
     // head are stacked along the sequence axis, so one matmul per KV head serves them all.
     let rep = h / kvh;
     let scores = batched_matmul(&q.reshape((b, kvh, rep * t, hd))?, &keys, false, true)?.reshape((b, h, t, s))?;
-    let probs = masked_softmax(&scores, lengths, attention_scale(cfg))?;
+    let probs = match mask {
+        AttentionMask::Lengths(lengths) => masked_softmax(&scores, lengths, attention_scale(cfg))?,
+        AttentionMask::Bias(bias) => biased_softmax(&scores, bias, attention_scale(cfg))?,
+    };
     let attn = batched_matmul(&probs.reshape((b, kvh, rep * t, s))?, &values, false, false)?;
     let attn = attn.reshape((b, h, t, hd))?.transpose(1, 2)?.reshape((b, t, h * hd))?;
     let x2 = (x + proj.project(&layer.o_proj, &attn)?)?;

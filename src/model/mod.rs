@@ -1,6 +1,7 @@
 //! The model every job runs: a Llama-family decoder plus its tokenizer, from any supported source.
 
 pub mod config;
+mod generate;
 mod hand_backward;
 mod layer_op;
 pub mod llama;

@@ -30,6 +30,11 @@ const MKL_THREADING_SEQUENTIAL: i32 = 1;
 
 /// Rows per block below which a GEMM is not split across threads.
 const MIN_SPLIT_ROWS: usize = 64;
+/// Columns per block below which a GEMM with too few rows for the row split is not split by
+/// columns either.
+const MIN_SPLIT_COLS: usize = 64;
+/// Multiply-adds below which a column split costs more in hand-off than it saves.
+const MIN_SPLIT_MACS: usize = 1 << 18;
 
 const ROW_MAJOR: i32 = 101;
 const NO_TRANS: i32 = 111;
@@ -216,6 +221,22 @@ fn checked_dims(
     (m, n, k)
 }
 
+/// The output of a column-split GEMM, written by every block at its own columns.
+struct SharedOut(*mut f32);
+
+// SAFETY: the blocks that share it write disjoint columns (see `run_col_split`).
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The address of element `offset`.
+    ///
+    /// # Safety
+    /// `offset` must lie inside the buffer.
+    unsafe fn at(&self, offset: usize) -> *mut f32 {
+        unsafe { self.0.add(offset) }
+    }
+}
+
 impl Blas {
     /// c (m, n) = alpha · op(a) · op(b) + beta · c, every matrix row-major and contiguous; `a` is
     /// stored (a_rows, a_cols) and op transposes it when `ta` (likewise `b`, `tb`).
@@ -285,6 +306,7 @@ impl Blas {
             || self
                 .run_split(a, c, m, n, k, ta, |a, rows, c| unsafe { self.gemm_uninit(a, (rows, k), false, b, b_dims, tb, alpha, beta, c) })
             || self.run_k_split(a, b, (m, n, k), ta, tb, alpha, beta, c)
+            || self.run_col_split(a, a_dims, ta, b, b_dims, tb, (m, n, k), alpha, beta, c)
         {
             return;
         }
@@ -386,6 +408,68 @@ impl Blas {
                 // SAFETY: with beta ≠ 0 the caller guarantees c is initialised.
                 v.write(if beta == 0.0 { sum } else { beta * unsafe { v.assume_init_read() } + sum });
             }
+        });
+        true
+    }
+
+    /// Run c = alpha·op(a)·op(b) + beta·c on column blocks of b and c in rayon's pool and return
+    /// true, when neither the row nor the k split applied and the product is large enough: the
+    /// shape of a decoding step (a few rows through every projection and the LM head), which
+    /// would otherwise run on one core. Each block reads all of a and its own share of b, the
+    /// weight, so the threads also share the reading of the weights. False: the caller runs the
+    /// call whole.
+    #[allow(clippy::too_many_arguments)]
+    fn run_col_split(
+        &self,
+        a: &[f32],
+        a_dims: (usize, usize),
+        ta: bool,
+        b: &[f32],
+        b_dims: (usize, usize),
+        tb: bool,
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+        beta: f32,
+        c: &mut [MaybeUninit<f32>],
+    ) -> bool {
+        use rayon::prelude::*;
+        let Some(threads) = self.split_threads() else { return false };
+        if n < 2 * MIN_SPLIT_COLS || m * n * k < MIN_SPLIT_MACS {
+            return false;
+        }
+        let blocks = threads.min(n / MIN_SPLIT_COLS);
+        let cols = n.div_ceil(blocks);
+        let flag = |t: bool| if t { TRANS } else { NO_TRANS };
+        let (lda, ldb) = (a_dims.1.max(1) as i32, b_dims.1.max(1) as i32);
+        // The blocks of c are strided (every row holds a piece of each), so each block gets its
+        // first element and c's full row length as its leading dimension.
+        let c_at = SharedOut(c.as_mut_ptr().cast::<f32>());
+        (0..blocks).into_par_iter().for_each(|i| {
+            let j0 = i * cols;
+            let nb = cols.min(n - j0);
+            // b's block: rows j0.. of a stored (n, k) when transposed, else its columns j0...
+            let b_start = if tb { j0 * k } else { j0 };
+            // SAFETY: checked_dims verified a, b and c against (m, n, k); the block's columns
+            // j0..j0 + nb lie inside b and c, blocks are disjoint, and with beta = 0 the BLAS
+            // does not read c.
+            unsafe {
+                (self.sgemm)(
+                    ROW_MAJOR,
+                    flag(ta),
+                    flag(tb),
+                    m as i32,
+                    nb as i32,
+                    k as i32,
+                    alpha,
+                    a.as_ptr(),
+                    lda,
+                    b.as_ptr().add(b_start),
+                    ldb,
+                    beta,
+                    c_at.at(j0),
+                    n as i32,
+                )
+            };
         });
         true
     }
@@ -492,7 +576,8 @@ mod tests {
     }
 
     /// Every transpose case, with alpha and beta, on shapes that take the row split (m ≥ 128),
-    /// the k split (aᵀ·b with k ≥ 128 and a small output) and neither; beta = 0 ignores NaNs in c.
+    /// the k split (aᵀ·b with k ≥ 128 and a small output), the column split (few rows, n ≥ 128,
+    /// n not a multiple of the block) and none; beta = 0 ignores NaNs in c.
     #[test]
     fn gemm_matches_the_definition_on_every_split() {
         let Some(blas) = blas() else {
@@ -501,7 +586,7 @@ mod tests {
         };
         let fill =
             |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5) - 1.0).collect() };
-        for (m, n, k) in [(150, 9, 33), (8, 21, 300), (300, 8, 257), (5, 7, 11)] {
+        for (m, n, k) in [(150, 9, 33), (8, 21, 300), (300, 8, 257), (5, 7, 11), (16, 389, 96), (1, 1031, 300)] {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 for (alpha, beta) in [(1.0, 0.0), (1.3, 0.5)] {
                     let a_dims = if ta { (k, m) } else { (m, k) };

@@ -453,6 +453,14 @@ fn fused_masked_softmax(scores: &Tensor, lengths: &[usize], scale: f64) -> Resul
     maybe_broken(Kernel::MaskedSoftmax, scores.contiguous()?.apply_op1(op)?)
 }
 
+/// Attention probabilities from raw scores (b, h, t, s) and an additive bias (b, 1, t, s) of 0
+/// (allowed) and −1e30 (masked): scaled, biased and softmaxed in f32, as composite ops. For masks
+/// that [`masked_softmax`]'s lengths cannot express (generation's left padding); inference only.
+pub fn biased_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+    let logits = (scores.to_dtype(DType::F32)? * scale)?.broadcast_add(bias)?;
+    super::softmax_last_dim(&logits)?.to_dtype(scores.dtype())
+}
+
 /// The reference: an additive bias and the composite softmax, in f32. The bias is finite
 /// (−1e30, not −inf) so a fully masked row yields a uniform row, zeroed by the row mask, instead
 /// of NaN values and NaN gradients.
