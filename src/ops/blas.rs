@@ -310,28 +310,35 @@ impl Blas {
         {
             return;
         }
-        let flag = |t: bool| if t { TRANS } else { NO_TRANS };
-        let (lda, ldb) = (a_dims.1.max(1) as i32, b_dims.1.max(1) as i32);
         // SAFETY: the assert above checks every slice holds what its leading dimension describes;
         // with beta = 0 the BLAS does not read c.
         unsafe {
-            (self.sgemm)(
-                ROW_MAJOR,
-                flag(ta),
-                flag(tb),
-                m as i32,
-                n as i32,
-                k as i32,
-                alpha,
-                a.as_ptr(),
-                lda,
-                b.as_ptr(),
-                ldb,
-                beta,
-                c.as_mut_ptr().cast(),
-                n.max(1) as i32,
-            )
+            self.sgemm_raw((ta, tb), (m, n, k), alpha, (a.as_ptr(), a_dims.1), (b.as_ptr(), b_dims.1), beta, (c.as_mut_ptr().cast(), n))
         };
+    }
+
+    /// One sgemm call, row-major, on operands given as (first element, leading dimension).
+    ///
+    /// # Safety
+    /// a, b and c must hold op(a) (m, k), op(b) (k, n) and c (m, n) at their leading dimensions,
+    /// and c must be initialised when beta ≠ 0.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn sgemm_raw(
+        &self,
+        (ta, tb): (bool, bool),
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+        (a, lda): (*const f32, usize),
+        (b, ldb): (*const f32, usize),
+        beta: f32,
+        (c, ldc): (*mut f32, usize),
+    ) {
+        let flag = |t: bool| if t { TRANS } else { NO_TRANS };
+        let ld = |l: usize| l.max(1) as i32;
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            (self.sgemm)(ROW_MAJOR, flag(ta), flag(tb), m as i32, n as i32, k as i32, alpha, a, ld(lda), b, ld(ldb), beta, c, ld(ldc))
+        }
     }
 
     /// rayon's thread count when wick splits GEMMs itself: a single-threaded library, at least
@@ -439,8 +446,6 @@ impl Blas {
         }
         let blocks = threads.min(n / MIN_SPLIT_COLS);
         let cols = n.div_ceil(blocks);
-        let flag = |t: bool| if t { TRANS } else { NO_TRANS };
-        let (lda, ldb) = (a_dims.1.max(1) as i32, b_dims.1.max(1) as i32);
         // The blocks of c are strided (every row holds a piece of each), so each block gets its
         // first element and c's full row length as its leading dimension.
         let c_at = SharedOut(c.as_mut_ptr().cast::<f32>());
@@ -453,22 +458,8 @@ impl Blas {
             // j0..j0 + nb lie inside b and c, blocks are disjoint, and with beta = 0 the BLAS
             // does not read c.
             unsafe {
-                (self.sgemm)(
-                    ROW_MAJOR,
-                    flag(ta),
-                    flag(tb),
-                    m as i32,
-                    nb as i32,
-                    k as i32,
-                    alpha,
-                    a.as_ptr(),
-                    lda,
-                    b.as_ptr().add(b_start),
-                    ldb,
-                    beta,
-                    c_at.at(j0),
-                    n as i32,
-                )
+                let b_block = b.as_ptr().add(b_start);
+                self.sgemm_raw((ta, tb), (m, nb, k), alpha, (a.as_ptr(), a_dims.1), (b_block, b_dims.1), beta, (c_at.at(j0), n))
             };
         });
         true
