@@ -170,11 +170,24 @@ pub(crate) fn accuracy_chart(report: &CompareReport) -> String {
             label_top = label_top.min(hi);
         }
         text(&mut out, centre, label_top - 8.0, "middle", 14, INK, &percent(row.metrics.accuracy));
-        text(&mut out, centre, HEIGHT - BOTTOM + 22.0, "middle", 14, INK, &row.name);
+        // Eight rows leave a slot ~70 px wide: a longer name goes on two lines.
+        for (i, line) in name_lines(&row.name).iter().enumerate() {
+            text(&mut out, centre, HEIGHT - BOTTOM + 22.0 + 16.0 * i as f64, "middle", 14, INK, line);
+        }
     }
     axis_titles(&mut out, "error bars: 95% Wilson interval on the test split", "accuracy");
     out.push_str("</svg>");
     out
+}
+
+/// A bar's name as one line, or two split at the space nearest its middle when it is longer than
+/// ten characters ("fine-tuned (LoRA)" → "fine-tuned", "(LoRA)").
+fn name_lines(name: &str) -> Vec<&str> {
+    let middle = name.len() / 2;
+    match name.match_indices(' ').map(|(i, _)| i).min_by_key(|&i| i.abs_diff(middle)) {
+        Some(i) if name.chars().count() > 10 => vec![&name[..i], &name[i + 1..]],
+        _ => vec![name],
+    }
 }
 
 /// Each paired difference (tuned − prompt, best prompt − other prompt) as a point with its 95%
@@ -353,4 +366,17 @@ pub(crate) fn cost_chart(report: &CompareReport) -> String {
     axis_titles(&mut out, "requests per month (log scale)", "cost per month (log scale)");
     out.push_str("</svg>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_lines;
+
+    #[test]
+    fn long_bar_names_split_at_the_space_nearest_their_middle() {
+        assert_eq!(name_lines("zero-shot"), vec!["zero-shot"]);
+        assert_eq!(name_lines("fine-tuned (LoRA)"), vec!["fine-tuned", "(LoRA)"]);
+        assert_eq!(name_lines("tuned + retrieval"), vec!["tuned +", "retrieval"]);
+        assert_eq!(name_lines("calibrated-but-long"), vec!["calibrated-but-long"]);
+    }
 }
