@@ -378,16 +378,13 @@ impl Llama {
     }
 
     fn run(&self, batch: &Batch, prefix: Option<&PrefixCache>, train: bool, want_kv: bool) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
-        let (b, t) = batch.input_ids.dims2()?;
+        let b = batch.input_ids.dim(0)?;
         if batch.lengths.len() != b {
             candle_core::bail!("{} lengths for a batch of {b}", batch.lengths.len());
         }
         let offset = prefix.map_or(0, |p| p.len);
-        if offset + t > self.rotary.max_positions() {
-            candle_core::bail!("sequence of {} tokens exceeds the model's {} positions", offset + t, self.rotary.max_positions());
-        }
         let drop = if train { Some(&self.dropout) } else { None };
-        let mut x = self.embed_tokens.index_select(&batch.input_ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        let mut x = self.embed(batch.input_ids, offset)?;
         let mut kvs = Vec::with_capacity(self.layers.len());
         // Training layers run as one op each (hand-written backward and/or checkpointing), except
         // where the layers' keys and values are wanted (a prefix pass).
@@ -429,14 +426,10 @@ impl Llama {
         cache: &mut Vec<(Tensor, Tensor)>,
         offset: usize,
     ) -> Result<Tensor> {
-        let (b, t) = input_ids.dims2()?;
-        if offset + t > self.rotary.max_positions() {
-            candle_core::bail!("sequence of {} tokens exceeds the model's {} positions", offset + t, self.rotary.max_positions());
-        }
-        let mut x = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?;
+        let mut x = self.embed(input_ids, offset)?;
         let first = cache.is_empty();
+        let mask = AttentionMask::Bias(bias);
         for (i, layer) in self.layers.iter().enumerate() {
-            let mask = AttentionMask::Bias(bias);
             let (y, kv, acts) =
                 layer_forward(&self.cfg, &self.rotary, layer, &x, &mask, cache.get(i), offset, &mut Projector::Autograd(None))?;
             x = y;
@@ -448,6 +441,16 @@ impl Llama {
             }
         }
         rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)
+    }
+
+    /// Token embeddings (batch, seq, hidden) of ids (batch, seq) placed after `offset` positions,
+    /// refused when they would run past the rotary tables.
+    fn embed(&self, input_ids: &Tensor, offset: usize) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        if offset + t > self.rotary.max_positions() {
+            candle_core::bail!("sequence of {} tokens exceeds the model's {} positions", offset + t, self.rotary.max_positions());
+        }
+        self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))
     }
 
     /// Positions the rotary tables cover: the longest sequence the model runs.
