@@ -242,6 +242,7 @@ fn measure_prompts(
     let labels = &cfg.data.labels;
     let (mut memo_dev, mut memo_test, mut memo_sample) = (Memo::default(), Memo::default(), Memo::default());
     let mut results = Vec::new();
+    let mut measured_any = false;
     for &s in strategies {
         let name = format!("prompt-{s}");
         if let Some(r) = reuse::<PromptResult>(&out_dir, &name, &key(s), opts.fresh) {
@@ -275,13 +276,23 @@ fn measure_prompts(
             test.orders = on_sample.orders;
             test.order_consistency = on_sample.order_consistency;
             test.seconds = test_run.seconds;
-            let dir = base_dir.join(s.name()).join(&sets.test.name);
-            write_outputs(&dir, &test, &sets.test.examples, &test_run.variants[0])?;
-            crate::runs::append(&cfg.output.dir, run_record("baseline", s.name(), cfg, &sets.test.name, &test, dir))?;
+            write_outputs(&base_dir.join(s.name()).join(&sets.test.name), &test, &sets.test.examples, &test_run.variants[0])?;
+            measured_any = true;
             PromptResult { dev, test, seconds: [dev_run.seconds, test_run.seconds, sample_run.seconds] }
         };
         store(&out_dir, &name, &key(s), &result)?;
         results.push(result);
+    }
+    // The strategies of one compare are one prompt version in the run history (as one `wick
+    // baseline` run's are): the plateau rule compares prompt iterations, and recording each
+    // strategy as its own version made it compare one strategy with another.
+    if measured_any {
+        let runs = strategies
+            .iter()
+            .zip(&results)
+            .map(|(s, r)| run_record("baseline", s.name(), cfg, &sets.test.name, &r.test, base_dir.join(s.name()).join(&sets.test.name)))
+            .collect();
+        crate::runs::append_all(&cfg.output.dir, runs)?;
     }
     Ok(results)
 }

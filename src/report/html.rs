@@ -55,6 +55,8 @@ ol.steps li.decided { font-weight: 600; }
 .answer { display: inline-block; border-radius: 999px; padding: 0 10px; margin-left: 6px; font-size: 13px; background: var(--line); }
 li.decided .answer { background: var(--ink); color: #fff; }
 .measured { display: block; color: var(--muted); font-weight: 400; font-size: 14px; }
+.scroll { overflow-x: auto; }
+table.wide td, table.wide th { white-space: normal; }
 .matrices { display: flex; flex-wrap: wrap; gap: 20px 32px; }
 .matrix h3 { font-size: 14px; margin: 0 0 6px; }
 .matrix table { width: auto; font-size: 13px; }
@@ -173,7 +175,9 @@ fn verdict(report: &CompareReport, out: &mut String) {
 }
 
 fn comparison(report: &CompareReport, out: &mut String) {
-    out.push_str("<section class=\"card\"><h2>Side by side</h2><table><thead><tr><th></th>");
+    // One column per row of the report: cells may wrap (an interval only as a whole, after its
+    // point estimate) so that eight or more rows fit the page, and the table scrolls past that.
+    out.push_str("<section class=\"card\"><h2>Side by side</h2><div class=\"scroll\"><table class=\"wide\"><thead><tr><th></th>");
     for row in &report.rows {
         let class = if row.kind == RowKind::Prompt { "prompt" } else { "tuned" };
         let _ = write!(out, "<th class=\"{class}\">{}</th>", escape(&row.name));
@@ -183,11 +187,11 @@ fn comparison(report: &CompareReport, out: &mut String) {
         let key = line.label.starts_with("Accuracy [") || line.label.starts_with("Monthly cost");
         let _ = write!(out, "<tr{}><td>{}</td>", if key { " class=\"key\"" } else { "" }, escape(&line.label));
         for value in &line.values {
-            let _ = write!(out, "<td>{}</td>", escape(value));
+            let _ = write!(out, "<td>{}</td>", escape(value).replace(", ", ",&nbsp;"));
         }
         out.push_str("</tr>");
     }
-    out.push_str("</tbody></table></section>");
+    out.push_str("</tbody></table></div></section>");
 }
 
 fn paired_tests(report: &CompareReport, out: &mut String) {

@@ -198,7 +198,8 @@ pub(crate) fn difference_chart(report: &CompareReport) -> String {
     let rows = &report.comparisons;
     let reach = rows.iter().flat_map(|c| [c.interval.lo.abs(), c.interval.hi.abs()]).fold(0.02f64, f64::max) * 100.0;
     let span = (reach / 5.0).ceil() * 5.0;
-    let (x0, x1) = (LEFT + 170.0, WIDTH - RIGHT - 10.0);
+    let label = |c: &crate::stats::PairedComparison| format!("{} − {}", c.a.trim_end_matches(" (LoRA)"), c.b.trim_end_matches(" (LoRA)"));
+    let (x0, x1) = (plot_left(rows.iter().map(label)), WIDTH - RIGHT - 10.0);
     let x = |pts: f64| x0 + (pts + span) / (2.0 * span) * (x1 - x0);
     let top = TOP + 10.0;
     let pitch = ((HEIGHT - BOTTOM - top) / rows.len().max(1) as f64).min(44.0);
@@ -212,7 +213,7 @@ pub(crate) fn difference_chart(report: &CompareReport) -> String {
     for (i, c) in rows.iter().enumerate() {
         let yy = top + pitch * (i as f64 + 0.5);
         let colour = if c.a.starts_with("fine-tuned") { TUNED_COLOUR } else { PROMPT_COLOUR };
-        text(&mut out, x0 - 10.0, yy + 5.0, "end", 13, INK, &format!("{} − {}", c.a.trim_end_matches(" (LoRA)"), c.b));
+        text(&mut out, x0 - 10.0, yy + 5.0, "end", 13, INK, &label(c));
         let _ = write!(
             out,
             r#"<g class="difference"><title>{} − {}: {}</title>"#,
@@ -229,6 +230,13 @@ pub(crate) fn difference_chart(report: &CompareReport) -> String {
     axis_titles(&mut out, "accuracy difference A − B in points (an interval crossing 0: indistinguishable)", "");
     out.push_str("</svg>");
     out
+}
+
+/// Where the difference chart's plot starts: right of its widest label (~7.2 px a character at
+/// 13 px, right-aligned 10 px before the plot), within a third to a half of the chart's width.
+fn plot_left(labels: impl Iterator<Item = String>) -> f64 {
+    let widest = labels.map(|l| l.chars().count()).max().unwrap_or(0) as f64;
+    (24.0 + widest * 7.2).clamp(LEFT + 120.0, WIDTH / 2.0)
 }
 
 /// Fine-tuned accuracy against labels used (log x), with the best prompt strategy as a dashed line.
@@ -370,7 +378,18 @@ pub(crate) fn cost_chart(report: &CompareReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::name_lines;
+    use super::{name_lines, plot_left};
+
+    #[test]
+    fn difference_labels_fit_left_of_the_plot() {
+        let short = plot_left(["fine-tuned − zero-shot".to_string()].into_iter());
+        assert_eq!(short, super::LEFT + 120.0, "short labels keep the default plot width");
+        // The label of a tuned + prompt row (cut off at its left edge before).
+        let long = "fine-tuned + retrieval − fine-tuned".to_string();
+        let left = plot_left([long.clone()].into_iter());
+        assert!(left - 10.0 - long.chars().count() as f64 * 7.2 >= 8.0, "label starts at {left}");
+        assert!(left <= super::WIDTH / 2.0);
+    }
 
     #[test]
     fn long_bar_names_split_at_the_space_nearest_their_middle() {
