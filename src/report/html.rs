@@ -56,7 +56,8 @@ ol.steps li.decided { font-weight: 600; }
 li.decided .answer { background: var(--ink); color: #fff; }
 .measured { display: block; color: var(--muted); font-weight: 400; font-size: 14px; }
 .scroll { overflow-x: auto; }
-table.wide td, table.wide th { white-space: normal; }
+table.wide { font-size: 14px; }
+table.wide td, table.wide th { white-space: normal; padding: 7px 6px; }
 .matrices { display: flex; flex-wrap: wrap; gap: 20px 32px; }
 .matrix h3 { font-size: 14px; margin: 0 0 6px; }
 .matrix table { width: auto; font-size: 13px; }
