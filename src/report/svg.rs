@@ -274,7 +274,11 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
         line(&mut out, (LEFT, by), (WIDTH - RIGHT, by), PROMPT_COLOUR, 2.0, Some("7 5"));
         let label = format!("best prompt ({}): {}", b.name, percent(b.metrics.accuracy));
         // Left end: the curve usually starts low on the left and climbs past the line on the right.
-        text(&mut out, LEFT + 6.0, by - 8.0, "start", 13, PROMPT_COLOUR, &label);
+        // Above the line, unless a point sits just above it under the label's ~7.2 px characters
+        // (a first point a point or two over the prompt): then below it.
+        let right_end = LEFT + 6.0 + label.chars().count() as f64 * 7.2;
+        let crowded = points.iter().any(|&(l, a)| x.at(l) - 30.0 < right_end && (0.0..40.0).contains(&(by - y(a))));
+        text(&mut out, LEFT + 6.0, if crowded { by + 20.0 } else { by - 8.0 }, "start", 13, PROMPT_COLOUR, &label);
     }
     let path: Vec<String> = points.iter().map(|&(l, a)| format!("{:.1},{:.1}", x.at(l), y(a))).collect();
     let _ = write!(out, r#"<polyline points="{}" fill="none" stroke="{TUNED_COLOUR}" stroke-width="2.5"/>"#, path.join(" "));
