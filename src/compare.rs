@@ -243,6 +243,7 @@ fn measure_prompts(
     let (mut memo_dev, mut memo_test, mut memo_sample) = (Memo::default(), Memo::default(), Memo::default());
     let mut results = Vec::new();
     let mut measured_any = false;
+    let test_dir = |s: Strategy| base_dir.join(s.name()).join(&sets.test.name);
     for &s in strategies {
         let name = format!("prompt-{s}");
         if let Some(r) = reuse::<PromptResult>(&out_dir, &name, &key(s), opts.fresh) {
@@ -276,7 +277,7 @@ fn measure_prompts(
             test.orders = on_sample.orders;
             test.order_consistency = on_sample.order_consistency;
             test.seconds = test_run.seconds;
-            write_outputs(&base_dir.join(s.name()).join(&sets.test.name), &test, &sets.test.examples, &test_run.variants[0])?;
+            write_outputs(&test_dir(s), &test, &sets.test.examples, &test_run.variants[0])?;
             measured_any = true;
             PromptResult { dev, test, seconds: [dev_run.seconds, test_run.seconds, sample_run.seconds] }
         };
@@ -290,7 +291,7 @@ fn measure_prompts(
         let runs = strategies
             .iter()
             .zip(&results)
-            .map(|(s, r)| run_record("baseline", s.name(), cfg, &sets.test.name, &r.test, base_dir.join(s.name()).join(&sets.test.name)))
+            .map(|(&s, r)| run_record("baseline", s.name(), cfg, &sets.test.name, &r.test, test_dir(s)))
             .collect();
         crate::runs::append_all(&cfg.output.dir, runs)?;
     }

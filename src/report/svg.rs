@@ -232,11 +232,15 @@ pub(crate) fn difference_chart(report: &CompareReport) -> String {
     out
 }
 
-/// Where the difference chart's plot starts: right of its widest label (~7.2 px a character at
-/// 13 px, right-aligned 10 px before the plot), within a third to a half of the chart's width.
+/// Where the difference chart's plot starts: right of its widest label (right-aligned 10 px before
+/// the plot), within a third to a half of the chart's width.
 fn plot_left(labels: impl Iterator<Item = String>) -> f64 {
-    let widest = labels.map(|l| l.chars().count()).max().unwrap_or(0) as f64;
-    (24.0 + widest * 7.2).clamp(LEFT + 120.0, WIDTH / 2.0)
+    (24.0 + labels.map(|l| label_width(&l)).fold(0.0, f64::max)).clamp(LEFT + 120.0, WIDTH / 2.0)
+}
+
+/// About how wide a 13 px label is drawn (~7.2 px a character in the report's sans-serif).
+fn label_width(label: &str) -> f64 {
+    label.chars().count() as f64 * 7.2
 }
 
 /// Fine-tuned accuracy against labels used (log x), with the best prompt strategy as a dashed line.
@@ -274,9 +278,9 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
         line(&mut out, (LEFT, by), (WIDTH - RIGHT, by), PROMPT_COLOUR, 2.0, Some("7 5"));
         let label = format!("best prompt ({}): {}", b.name, percent(b.metrics.accuracy));
         // Left end: the curve usually starts low on the left and climbs past the line on the right.
-        // Above the line, unless a point sits just above it under the label's ~7.2 px characters
-        // (a first point a point or two over the prompt): then below it.
-        let right_end = LEFT + 6.0 + label.chars().count() as f64 * 7.2;
+        // Above the line, unless a point sits just above it under the label (a first point a
+        // point or two over the prompt): then below it.
+        let right_end = LEFT + 6.0 + label_width(&label);
         let crowded = points.iter().any(|&(l, a)| x.at(l) - 30.0 < right_end && (0.0..40.0).contains(&(by - y(a))));
         text(&mut out, LEFT + 6.0, if crowded { by + 20.0 } else { by - 8.0 }, "start", 13, PROMPT_COLOUR, &label);
     }
@@ -382,7 +386,7 @@ pub(crate) fn cost_chart(report: &CompareReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{name_lines, plot_left};
+    use super::{label_width, name_lines, plot_left};
 
     #[test]
     fn difference_labels_fit_left_of_the_plot() {
@@ -391,7 +395,7 @@ mod tests {
         // The label of a tuned + prompt row (cut off at its left edge before).
         let long = "fine-tuned + retrieval − fine-tuned".to_string();
         let left = plot_left([long.clone()].into_iter());
-        assert!(left - 10.0 - long.chars().count() as f64 * 7.2 >= 8.0, "label starts at {left}");
+        assert!(left - 10.0 - label_width(&long) >= 8.0, "label starts at {left}");
         assert!(left <= super::WIDTH / 2.0);
     }
 
