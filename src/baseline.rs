@@ -23,7 +23,7 @@ use crate::data::Example;
 use crate::error::{CandleContext, Error, Result};
 use crate::model::LoadedModel;
 use crate::prompt::{Demo, PromptTokens, Prompter};
-use crate::score::{ScoreOptions, Scored, argmax, fit, score};
+use crate::score::{Head, ScoreOptions, Scored, argmax, fit, score};
 
 pub use demos::{check_k_shot, demo_orders, sample_demos};
 pub use retrieval::RetrievalIndex;
@@ -575,8 +575,28 @@ impl<'a> Baselines<'a> {
             let (prompts, truncated) = self.prompts(&self.cot_prompters[v], &|_| Vec::new(), texts)?;
             let p = &self.cfg.prompt;
             let reasoned = cot::reason(self.loaded, &prompts, &p.answer_prefix, p.cot_max_tokens)?;
-            let mut scored = score(&self.loaded.model, prompter.label_tokens(), &reasoned.prompts, self.score_options(true, usize::MAX))
-                .context(|| "scoring after the reasoning".into())?;
+            let labels = prompter.label_tokens();
+            let mut scored = match &reasoned.answer_hidden {
+                // One-token label words are read where the generation left off.
+                Some(hidden) if labels.single_token() => {
+                    let logprobs: Vec<Vec<f32>> = Head::Verbalizer(labels)
+                        .log_scores(&self.loaded.model, hidden)
+                        .and_then(|t| t.to_vec2())
+                        .context(|| "reading the answer after the reasoning".into())?;
+                    logprobs
+                        .into_iter()
+                        .zip(&reasoned.prompts)
+                        .map(|(label_logprobs, p)| Scored {
+                            label_logprobs,
+                            prompt_tokens: p.full().len(),
+                            truncated: false,
+                            latency_ms: 0.0,
+                        })
+                        .collect()
+                }
+                _ => score(&self.loaded.model, labels, &reasoned.prompts, self.score_options(true, usize::MAX))
+                    .context(|| "scoring after the reasoning".into())?,
+            };
             for (s, t) in scored.iter_mut().zip(truncated) {
                 s.truncated |= t;
                 s.latency_ms += reasoned.generation_ms_per_prompt;

@@ -169,3 +169,40 @@ fn batched_greedy_generation_equals_one_prompt_at_a_time() {
     let long = loaded.model.generate_greedy_batch(&prompts[..1], 60, &[im_end], 16).unwrap();
     assert!(long[0].len() < 60, "{:?}", loaded.tokenizer.decode(&long[0], false));
 }
+
+/// The answer state read off the generation's cache equals a fresh pass over prompt, reasoning
+/// and tail, for rows that stop (the stop token is not fed) and rows cut at the limit (their last
+/// token is), in one left-padded batch that drops rows as they finish.
+#[test]
+fn reading_the_answer_off_the_generation_cache_equals_a_fresh_pass() {
+    let loaded = load();
+    let im_end = loaded.tokenizer.token_to_id("<|im_end|>").unwrap();
+    let encode = |q: &str| {
+        loaded.tokenizer.encode(format!("<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"), false).unwrap().get_ids().to_vec()
+    };
+    let prompts: Vec<Vec<u32>> =
+        ["Say hi.", "Name a fruit, in one word.", "What is two plus two? Answer briefly.", "Describe a rainy day in a sentence or two."]
+            .iter()
+            .map(|q| encode(q))
+            .collect();
+    let tail = loaded.tokenizer.encode("\nAnswer:", false).unwrap().get_ids().to_vec();
+    for max_new in [3usize, 24] {
+        let Some((made, hidden)) = loaded.model.generate_then_read(&prompts, max_new, &[im_end], &tail, 16).unwrap() else {
+            // No fused attention here (no single-threaded BLAS): nothing to compare.
+            assert!(!wick::ops::blas::required_by_env().1, "WICK_REQUIRE_BLAS=mkl but the cached path did not apply");
+            return;
+        };
+        assert_eq!(made, loaded.model.generate_greedy_batch(&prompts, max_new, &[im_end], 16).unwrap(), "max_new {max_new}");
+        for (row, (p, m)) in prompts.iter().zip(&made).enumerate() {
+            let ids = [p.as_slice(), m, &tail].concat();
+            let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+            let fresh = loaded.model.forward_hidden(&Batch { input_ids: &input, lengths: &[ids.len()] }, None, false).unwrap();
+            let fresh = fresh.i((0, ids.len() - 1)).unwrap();
+            let diff = (hidden.get(row).unwrap() - fresh).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 2e-3, "max_new {max_new}, row {row}: hidden states differ by {diff}");
+        }
+        if max_new == 24 {
+            assert!(made.iter().any(|m| m.len() < 24) && made.iter().any(|m| m.len() == 24), "want rows that stop and rows cut: {made:?}");
+        }
+    }
+}

@@ -10,7 +10,9 @@ use crate::model::LoadedModel;
 use crate::prompt::{PromptTokens, Prompter};
 
 /// Generation prompts (sorted by length, left-padded) at most this many rows to a decoding batch.
-const DECODE_ROWS: usize = 16;
+/// A step reads every weight once for all its rows: on a 2-core Zen 3, 64 rows of 120-token
+/// prompts cost 3.0 ms per row and step against 5.1 ms for 16.
+const DECODE_ROWS: usize = 64;
 
 /// What the model reasoned for each prompt, and the prompts to score after it.
 #[derive(Debug, Clone)]
@@ -23,6 +25,10 @@ pub struct Reasoned {
     pub generated_tokens: Vec<usize>,
     /// Generation wall time per prompt, ms: the whole generation's time shared equally.
     pub generation_ms_per_prompt: f64,
+    /// The final-normed hidden state (n, hidden) after each full prompt, read off the
+    /// generation's own cache (the label words' first tokens follow it); None where
+    /// [`crate::model::Llama::generate_then_read`] does not apply, so the prompts are scored anew.
+    pub answer_hidden: Option<candle_core::Tensor>,
 }
 
 /// The model's end-of-turn tokens: the chat markers its vocabulary has, and its EOS.
@@ -58,12 +64,24 @@ pub fn reason(loaded: &LoadedModel, prompts: &[PromptTokens], answer_prefix: &st
         .to_vec();
     let full: Vec<Vec<u32>> = prompts.iter().map(PromptTokens::full).collect();
     let start = Instant::now();
-    let generated = loaded
+    let context = || "generating chain-of-thought reasoning".to_string();
+    let read = loaded
         .model
-        .generate_greedy_batch(&full, max_tokens, &stop_tokens(loaded), DECODE_ROWS)
-        .map_err(|source| Error::Candle { context: "generating chain-of-thought reasoning".into(), source })?;
+        .generate_then_read(&full, max_tokens, &stop_tokens(loaded), &tail, DECODE_ROWS)
+        .map_err(|source| Error::Candle { context: context(), source })?;
+    let (generated, answer_hidden) = match read {
+        Some((generated, hidden)) => (generated, Some(hidden)),
+        None => (
+            loaded
+                .model
+                .generate_greedy_batch(&full, max_tokens, &stop_tokens(loaded), DECODE_ROWS)
+                .map_err(|source| Error::Candle { context: context(), source })?,
+            None,
+        ),
+    };
     let generation_ms_per_prompt = start.elapsed().as_secs_f64() * 1000.0 / prompts.len().max(1) as f64;
-    let mut out = Reasoned { prompts: Vec::new(), reasoning: Vec::new(), generated_tokens: Vec::new(), generation_ms_per_prompt };
+    let mut out =
+        Reasoned { prompts: Vec::new(), reasoning: Vec::new(), generated_tokens: Vec::new(), generation_ms_per_prompt, answer_hidden };
     for (p, g) in prompts.iter().zip(&generated) {
         let text = loaded.tokenizer.decode(g, true).map_err(|e| Error::Data(format!("decoding reasoning: {e}")))?;
         out.prompts.push(PromptTokens { prefix: p.prefix.clone(), rest: [p.rest.as_slice(), g, &tail].concat() });

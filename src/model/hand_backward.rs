@@ -101,8 +101,10 @@ pub(super) fn layer_backward(
     let d_attn = d_attn.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?.reshape((b, kvh, rep * t, hd))?;
     let s = a.keys.dim(2)?;
     // attn = probs · values, probs = softmax(scale · q · keysᵀ).
-    let (d_probs, d_values) = batched_matmul_backward(&a.probs.reshape((b, kvh, rep * t, s))?, &a.values, false, false, &d_attn)?;
-    let d_scores = masked_softmax_backward(&a.probs, &d_probs.reshape((b, h, t, s))?, attention_scale(cfg))?;
+    let probs =
+        a.probs.as_ref().ok_or_else(|| candle_core::Error::Msg("hand backward: a layer ran without its attention probabilities".into()))?;
+    let (d_probs, d_values) = batched_matmul_backward(&probs.reshape((b, kvh, rep * t, s))?, &a.values, false, false, &d_attn)?;
+    let d_scores = masked_softmax_backward(probs, &d_probs.reshape((b, h, t, s))?, attention_scale(cfg))?;
     let q = a.q.reshape((b, kvh, rep * t, hd))?;
     let (d_q, d_keys) = batched_matmul_backward(&q, &a.keys, false, true, &d_scores.reshape((b, kvh, rep * t, s))?)?;
 

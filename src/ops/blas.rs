@@ -323,7 +323,7 @@ impl Blas {
     /// a, b and c must hold op(a) (m, k), op(b) (k, n) and c (m, n) at their leading dimensions,
     /// and c must be initialised when beta ≠ 0.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn sgemm_raw(
+    pub(super) unsafe fn sgemm_raw(
         &self,
         (ta, tb): (bool, bool),
         (m, n, k): (usize, usize, usize),

@@ -6,6 +6,7 @@
 //! CustomOps with their own backward (the fast path), [`frozen_linear`] skips frozen weights' dW,
 //! and [`lora_linear`] runs a frozen projection and its adapter as one op.
 
+mod attention;
 pub mod blas;
 mod bmm;
 #[cfg(feature = "cuda")]
@@ -16,6 +17,7 @@ pub mod half_gemm;
 mod lora_linear;
 pub mod self_check;
 
+pub use attention::{inference_attention, inference_attention_applies, inference_attention_cached};
 pub use bmm::{batched_matmul, batched_matmul_applies, batched_matmul_backward};
 pub use frozen::{frozen_linear, frozen_linear_backward, frozen_linear_bounded, half_bounds};
 pub use half_gemm::{HalfBounds, half_gemm_available};
