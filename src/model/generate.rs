@@ -53,12 +53,7 @@ impl Llama {
         let probe = Tensor::zeros(1, self.projection_dtype(), self.device())?;
         let cached = crate::ops::inference_attention_applies(&probe);
         for group in by_len.chunks(max_rows.max(1)) {
-            let longest = group.iter().map(|&i| prompts[i].len()).max().unwrap_or(0);
-            let pads: Vec<usize> = group.iter().map(|&i| longest - prompts[i].len()).collect();
-            // Pad tokens are never seen by a real query; any id will do.
-            let ids: Vec<u32> =
-                group.iter().zip(&pads).flat_map(|(&i, &pad)| std::iter::repeat_n(0, pad).chain(prompts[i].iter().copied())).collect();
-            let input = Tensor::from_vec(ids, (group.len(), longest), self.device())?;
+            let (input, pads) = self.left_padded(prompts, group)?;
             let made = if cached {
                 self.decode_cached(input, pads, max_new, stop, None)?.0
             } else {
@@ -100,11 +95,7 @@ impl Llama {
         let mut by_len: Vec<usize> = (0..prompts.len()).collect();
         by_len.sort_by_key(|&i| prompts[i].len());
         for group in by_len.chunks(max_rows.max(1)) {
-            let longest = group.iter().map(|&i| prompts[i].len()).max().unwrap_or(0);
-            let pads: Vec<usize> = group.iter().map(|&i| longest - prompts[i].len()).collect();
-            let ids: Vec<u32> =
-                group.iter().zip(&pads).flat_map(|(&i, &pad)| std::iter::repeat_n(0, pad).chain(prompts[i].iter().copied())).collect();
-            let input = Tensor::from_vec(ids, (group.len(), longest), self.device())?;
+            let (input, pads) = self.left_padded(prompts, group)?;
             let (tokens, states) = self.decode_cached(input, pads, max_new, stop, Some(tail))?;
             for ((&i, tok), state) in group.iter().zip(tokens).zip(states) {
                 made[i] = tok;
@@ -116,6 +107,17 @@ impl Llama {
             .collect::<Option<_>>()
             .ok_or_else(|| candle_core::Error::Msg("generation left a prompt without its answer state".into()))?;
         Ok(Some((made, Tensor::stack(&hidden, 0)?)))
+    }
+
+    /// The prompts `group` (indices into `prompts`) as one batch (rows, longest) left-padded to
+    /// the longest, and each row's padding.
+    fn left_padded(&self, prompts: &[Vec<u32>], group: &[usize]) -> Result<(Tensor, Vec<usize>)> {
+        let longest = group.iter().map(|&i| prompts[i].len()).max().unwrap_or(0);
+        let pads: Vec<usize> = group.iter().map(|&i| longest - prompts[i].len()).collect();
+        // Pad tokens are never seen by a real query; any id will do.
+        let ids: Vec<u32> =
+            group.iter().zip(&pads).flat_map(|(&i, &pad)| std::iter::repeat_n(0, pad).chain(prompts[i].iter().copied())).collect();
+        Ok((Tensor::from_vec(ids, (group.len(), longest), self.device())?, pads))
     }
 
     /// One group's greedy decoding on a preallocated cache ([`Llama::forward_cached`]); a row
