@@ -413,7 +413,9 @@ pub(crate) fn run_record(kind: &str, name: &str, cfg: &Config, split: &str, r: &
     crate::runs::NewRun {
         kind: kind.into(),
         name: name.into(),
-        config_hash: cfg.results_hash(),
+        // A prompt result depends on the prompt-side config only: a changed [train] is no new
+        // prompt iteration for the plateau rule.
+        config_hash: if crate::runs::family(kind) == "prompt" { cfg.prompt_results_hash() } else { cfg.results_hash() },
         split: split.into(),
         accuracy: r.metrics.accuracy,
         macro_f1: r.metrics.macro_f1,

@@ -36,7 +36,8 @@ pub struct NewRun {
     pub kind: String,
     /// Strategy or checkpoint.
     pub name: String,
-    /// Hash of the config that produced it.
+    /// Hash of the config that produced it: `prompt_results_hash` for baselines (prompt-side
+    /// sections only), `results_hash` otherwise.
     pub config_hash: String,
     /// Split it was measured on.
     pub split: String,
@@ -157,18 +158,20 @@ pub fn render_runs(records: &[RunRecord]) -> String {
 
 /// The seed's rule "switch to fine-tuning when the last prompt improvement is below `points`":
 /// the best accuracy of the last two prompt versions measured on the latest prompt run's split.
+/// Versions just before the last with its config hash are re-runs of the same prompts, not an
+/// iteration, so the previous version is the newest one whose config differs.
 pub fn plateau(records: &[RunRecord], points: f64) -> Option<PlateauCheck> {
     let prompts: Vec<&RunRecord> = records.iter().filter(|r| family(&r.run.kind) == "prompt").collect();
     let split = &prompts.last()?.run.split;
-    let mut best: BTreeMap<u64, (&str, f64)> = BTreeMap::new();
+    let mut best: BTreeMap<u64, (&str, f64, &str)> = BTreeMap::new();
     for r in prompts.iter().filter(|r| &r.run.split == split) {
         let Some(n) = version_number(&r.version) else { continue };
-        let entry = best.entry(n).or_insert((&r.version, f64::NEG_INFINITY));
+        let entry = best.entry(n).or_insert((&r.version, f64::NEG_INFINITY, &r.run.config_hash));
         entry.1 = entry.1.max(r.run.accuracy);
     }
     let mut newest = best.values().rev();
-    let (last, last_acc) = *newest.next()?;
-    let (previous, previous_acc) = *newest.next()?;
+    let (last, last_acc, last_hash) = *newest.next()?;
+    let (previous, previous_acc, _) = *newest.find(|v| v.2 != last_hash)?;
     let improvement_points = (last_acc - previous_acc) * 100.0;
     Some(PlateauCheck {
         last: last.to_string(),

@@ -248,7 +248,7 @@ fn prompt_plateau_is_reported_before_the_accuracy_question() {
 fn runs_plateau(previous: f64, last: f64) -> report::PlateauCheck {
     let dir = tempfile::tempdir().unwrap();
     runs::append(dir.path(), run("baseline", "few-shot", "dev", previous)).unwrap();
-    runs::append(dir.path(), run("baseline", "few-shot", "dev", last)).unwrap();
+    runs::append(dir.path(), NewRun { config_hash: "def456".into(), ..run("baseline", "few-shot", "dev", last) }).unwrap();
     runs::plateau(&runs::read_all(dir.path()).unwrap(), DecisionConfig::default().plateau_points).unwrap()
 }
 
@@ -426,13 +426,21 @@ fn plateau_compares_the_last_two_prompt_versions_on_one_split() {
     // A test-split measurement in between must not count as the previous dev version.
     runs::append(dir.path(), run("baseline", "few-shot", "test", 0.99)).unwrap();
     runs::append(dir.path(), run("train", "step-100", "dev", 0.95)).unwrap();
-    runs::append_all(dir.path(), vec![run("baseline", "few-shot", "dev", 0.82), run("baseline", "zero-shot", "dev", 0.71)]).unwrap();
+    // Each prompt iteration is a changed config (another hash).
+    let v = |hash: &str, name: &str, acc: f64| NewRun { config_hash: hash.into(), ..run("baseline", name, "dev", acc) };
+    runs::append_all(dir.path(), vec![v("h2", "few-shot", 0.82), v("h2", "zero-shot", 0.71)]).unwrap();
     let p = runs::plateau(&runs::read_all(dir.path()).unwrap(), 3.0).unwrap();
     assert_eq!((p.last.as_str(), p.previous.as_str()), ("prompt_v3", "prompt_v1"));
     assert!((p.improvement_points - 2.0).abs() < 1e-9, "{}", p.improvement_points);
     assert!(p.plateaued);
-    runs::append(dir.path(), run("baseline", "retrieval", "dev", 0.87)).unwrap();
+    runs::append(dir.path(), v("h3", "retrieval", 0.87)).unwrap();
     let p = runs::plateau(&runs::read_all(dir.path()).unwrap(), 3.0).unwrap();
+    assert!(!p.plateaued && (p.improvement_points - 5.0).abs() < 1e-9, "{p:?}");
+    // The same prompts run again (same hash) are not an iteration: the last version is still
+    // compared with the newest one whose config differs.
+    runs::append_all(dir.path(), vec![v("h3", "retrieval", 0.87), v("h3", "zero-shot", 0.71)]).unwrap();
+    let p = runs::plateau(&runs::read_all(dir.path()).unwrap(), 3.0).unwrap();
+    assert_eq!((p.last.as_str(), p.previous.as_str()), ("prompt_v5", "prompt_v3"), "{p:?}");
     assert!(!p.plateaued && (p.improvement_points - 5.0).abs() < 1e-9, "{p:?}");
 }
 
