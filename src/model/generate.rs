@@ -17,6 +17,10 @@ use candle_core::{D, Device, Result, Tensor};
 
 use super::Llama;
 
+/// A decoding group's output per row: the tokens made, and the final-normed hidden state after
+/// its tail (none without a tail).
+type Decoded = (Vec<Vec<u32>>, Vec<Option<Tensor>>);
+
 /// Bias value of a masked key: finite, so a query with no visible key (a pad row) stays finite.
 const MASKED: f32 = -1e30;
 
@@ -132,7 +136,7 @@ impl Llama {
         max_new: usize,
         stop: &[u32],
         tail: Option<&[u32]>,
-    ) -> Result<(Vec<Vec<u32>>, Vec<Option<Tensor>>)> {
+    ) -> Result<Decoded> {
         let rows = starts.len();
         if max_new == 0 {
             return Ok((vec![Vec::new(); rows], vec![None; rows]));
