@@ -63,18 +63,19 @@ pub fn reason(loaded: &LoadedModel, prompts: &[PromptTokens], answer_prefix: &st
         .get_ids()
         .to_vec();
     let full: Vec<Vec<u32>> = prompts.iter().map(PromptTokens::full).collect();
+    let stop = stop_tokens(loaded);
     let start = Instant::now();
     let context = || "generating chain-of-thought reasoning".to_string();
     let read = loaded
         .model
-        .generate_then_read(&full, max_tokens, &stop_tokens(loaded), &tail, DECODE_ROWS)
+        .generate_then_read(&full, max_tokens, &stop, &tail, DECODE_ROWS)
         .map_err(|source| Error::Candle { context: context(), source })?;
     let (generated, answer_hidden) = match read {
         Some((generated, hidden)) => (generated, Some(hidden)),
         None => (
             loaded
                 .model
-                .generate_greedy_batch(&full, max_tokens, &stop_tokens(loaded), DECODE_ROWS)
+                .generate_greedy_batch(&full, max_tokens, &stop, DECODE_ROWS)
                 .map_err(|source| Error::Candle { context: context(), source })?,
             None,
         ),

@@ -51,23 +51,7 @@ impl Llama {
     /// the group's longest, one batched step per token on the group's KV cache. Outputs in
     /// input order.
     pub fn generate_greedy_batch(&self, prompts: &[Vec<u32>], max_new: usize, stop: &[u32], max_rows: usize) -> Result<Vec<Vec<u32>>> {
-        let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
-        let mut by_len: Vec<usize> = (0..prompts.len()).filter(|&i| !prompts[i].is_empty()).collect();
-        by_len.sort_by_key(|&i| prompts[i].len());
-        let probe = Tensor::zeros(1, self.projection_dtype(), self.device())?;
-        let cached = crate::ops::inference_attention_applies(&probe);
-        for group in by_len.chunks(max_rows.max(1)) {
-            let (input, pads) = self.left_padded(prompts, group)?;
-            let made = if cached {
-                self.decode_cached(input, pads, max_new, stop, None)?.0
-            } else {
-                self.decode_biased(input, &pads, max_new, stop)?
-            };
-            for (&i, tokens) in group.iter().zip(made) {
-                out[i] = tokens;
-            }
-        }
-        Ok(out)
+        Ok(self.decode_groups(prompts, max_new, stop, None, max_rows)?.0)
     }
 
     /// [`Llama::generate_greedy_batch`], then each prompt's `tail` fed after what it made (in
@@ -84,9 +68,8 @@ impl Llama {
         tail: &[u32],
         max_rows: usize,
     ) -> Result<Option<(Vec<Vec<u32>>, Tensor)>> {
-        let probe = Tensor::zeros(1, self.projection_dtype(), self.device())?;
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        if !crate::ops::inference_attention_applies(&probe)
+        if !self.cached_decoding_applies()?
             || tail.is_empty()
             || max_new == 0
             || prompts.iter().any(Vec::is_empty)
@@ -94,23 +77,42 @@ impl Llama {
         {
             return Ok(None);
         }
-        let mut made: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
-        let mut hidden: Vec<Option<Tensor>> = vec![None; prompts.len()];
-        let mut by_len: Vec<usize> = (0..prompts.len()).collect();
-        by_len.sort_by_key(|&i| prompts[i].len());
-        for group in by_len.chunks(max_rows.max(1)) {
-            let (input, pads) = self.left_padded(prompts, group)?;
-            let (tokens, states) = self.decode_cached(input, pads, max_new, stop, Some(tail))?;
-            for ((&i, tok), state) in group.iter().zip(tokens).zip(states) {
-                made[i] = tok;
-                hidden[i] = state;
-            }
-        }
+        let (made, hidden) = self.decode_groups(prompts, max_new, stop, Some(tail), max_rows)?;
         let hidden: Vec<Tensor> = hidden
             .into_iter()
             .collect::<Option<_>>()
             .ok_or_else(|| candle_core::Error::Msg("generation left a prompt without its answer state".into()))?;
         Ok(Some((made, Tensor::stack(&hidden, 0)?)))
+    }
+
+    /// True when generation runs on a preallocated cache with the fused attention
+    /// ([`Llama::decode_cached`]) for this model's device and dtype.
+    fn cached_decoding_applies(&self) -> Result<bool> {
+        Ok(crate::ops::inference_attention_applies(&Tensor::zeros(1, self.projection_dtype(), self.device())?))
+    }
+
+    /// Every prompt decoded in groups of at most `max_rows` (sorted by length, left-padded),
+    /// outputs in input order: [`Llama::decode_cached`] where it applies (with the `tail`, if
+    /// any), else [`Llama::decode_biased`]. An empty prompt makes nothing.
+    fn decode_groups(&self, prompts: &[Vec<u32>], max_new: usize, stop: &[u32], tail: Option<&[u32]>, max_rows: usize) -> Result<Decoded> {
+        let mut made: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+        let mut states: Vec<Option<Tensor>> = vec![None; prompts.len()];
+        let mut by_len: Vec<usize> = (0..prompts.len()).filter(|&i| !prompts[i].is_empty()).collect();
+        by_len.sort_by_key(|&i| prompts[i].len());
+        let cached = self.cached_decoding_applies()?;
+        for group in by_len.chunks(max_rows.max(1)) {
+            let (input, pads) = self.left_padded(prompts, group)?;
+            let (tokens, hidden) = if cached {
+                self.decode_cached(input, pads, max_new, stop, tail)?
+            } else {
+                (self.decode_biased(input, &pads, max_new, stop)?, vec![None; group.len()])
+            };
+            for ((&i, tok), state) in group.iter().zip(tokens).zip(hidden) {
+                made[i] = tok;
+                states[i] = state;
+            }
+        }
+        Ok((made, states))
     }
 
     /// The prompts `group` (indices into `prompts`) as one batch (rows, longest) left-padded to

@@ -472,7 +472,6 @@ impl Llama {
             return Tensor::cat(&hidden, 0);
         }
         let mut x = self.embed(input_ids, cached)?;
-        let t = x.dim(1)?;
         let proj = &mut Projector::Autograd(None);
         for (layer, (keys, values)) in self.layers.iter().zip(cache) {
             let (q, k, v) = attention_inputs(&self.cfg, &self.rotary, layer, &x, cached, proj)?;

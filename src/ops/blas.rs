@@ -192,6 +192,15 @@ pub fn required_by_env() -> (bool, bool) {
     (v == "1" || v == "mkl", v == "mkl")
 }
 
+/// For the tests of the single-threaded BLAS paths: true when they can run; false (skip) when no
+/// library runs single-threaded, a failure instead under `WICK_REQUIRE_BLAS=mkl`.
+#[cfg(test)]
+pub(crate) fn single_threaded_for_tests() -> bool {
+    let ready = blas().is_some_and(|b| b.single_threaded());
+    assert!(ready || !required_by_env().1, "WICK_REQUIRE_BLAS=mkl but MKL is not in single-threaded mode");
+    ready
+}
+
 /// The BLAS library, when one could be loaded and is worth using.
 pub fn blas() -> Option<&'static Blas> {
     BLAS.get_or_init(load).as_ref()
