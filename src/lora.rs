@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::ops::DropoutMask;
 
@@ -65,16 +66,24 @@ impl DropoutRng {
     /// Which of `n` inputs dropout keeps (each dropped with probability p), from 32 random bits
     /// per input drawn in bulk: a per-element float draw was ~10% of a training step.
     pub fn keep_mask(&self, n: usize, p: f64) -> crate::ops::DropoutMask {
+        // Words per parallel block: each block's generator is moved to its own place in the
+        // stream, so the mask is the one a single pass draws (bit for bit), made on every core.
+        const BLOCK: usize = 1 << 16;
         let threshold = (p * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
         let mut guard = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        let rng = &mut guard.1;
+        let (base, start) = (guard.1.clone(), guard.1.get_word_pos());
         let mut keep = vec![0u8; n];
-        let mut words = [0u32; 1024];
-        for chunk in keep.chunks_mut(words.len()) {
-            let words = &mut words[..chunk.len()];
-            rng.fill(words);
-            chunk.iter_mut().zip(words.iter()).for_each(|(k, &w)| *k = u8::from(w >= threshold));
-        }
+        keep.par_chunks_mut(BLOCK).enumerate().for_each(|(i, block)| {
+            let mut rng = base.clone();
+            rng.set_word_pos(start + (i * BLOCK) as u128);
+            let mut words = [0u32; 1024];
+            for chunk in block.chunks_mut(words.len()) {
+                let words = &mut words[..chunk.len()];
+                rng.fill(words);
+                chunk.iter_mut().zip(words.iter()).for_each(|(k, &w)| *k = u8::from(w >= threshold));
+            }
+        });
+        guard.1.set_word_pos(start + n as u128);
         crate::ops::DropoutMask { keep, scale: (1.0 / (1.0 - p)) as f32 }
     }
 }
@@ -339,6 +348,28 @@ mod tests {
         again.restore(seed, pos);
         assert_eq!(again.mask_like(&x, 0.5)?.to_vec2::<f32>()?, next);
         Ok(())
+    }
+
+    /// Masks drawn in parallel blocks are the masks of one sequential pass over the stream (a
+    /// mask spanning several blocks, then one after it), and the generator ends where that pass
+    /// would leave it.
+    #[test]
+    fn parallel_masks_are_the_sequential_draw() {
+        let (n, p) = (3 * (1 << 16) + 1_234, 0.3);
+        let threshold = (p * 4_294_967_296.0f64).round() as u32;
+        let mut stream = ChaCha8Rng::seed_from_u64(5);
+        let mut sequential = |len: usize| -> Vec<u8> {
+            let mut words = vec![0u32; len];
+            stream.fill(words.as_mut_slice());
+            words.iter().map(|&w| u8::from(w >= threshold)).collect()
+        };
+        let (first, second) = (sequential(n), sequential(777));
+        let rng = DropoutRng::new(5);
+        assert_eq!(rng.keep_mask(n, p).keep, first);
+        assert_eq!(rng.keep_mask(777, p).keep, second);
+        assert_eq!(rng.state().1, (n + 777) as u128);
+        let kept = first.iter().filter(|&&k| k == 1).count() as f64 / n as f64;
+        assert!((kept - 0.7).abs() < 0.01, "kept {kept}");
     }
 
     #[test]

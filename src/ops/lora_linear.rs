@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
 
 use super::blas::{Blas, blas};
 use super::frozen::{blas_dy_w, blas_x_wt};
@@ -74,7 +75,7 @@ impl LoraMatmul {
     /// x∘m, or x itself without dropout.
     fn adapter_input<'a>(&self, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
         match &self.mask {
-            Some(m) => x.iter().zip(&m.keep).map(|(v, &k)| v * f32::from(k) * m.scale).collect::<Vec<_>>().into(),
+            Some(m) => x.par_iter().with_min_len(1 << 14).zip(&m.keep).map(|(v, &k)| v * f32::from(k) * m.scale).collect::<Vec<_>>().into(),
             None => x.into(),
         }
     }
