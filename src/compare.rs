@@ -65,6 +65,8 @@ pub fn quick_look(cfg: &mut Config) {
     c.retrieval_pool = if c.retrieval_pool == 0 { 300 } else { c.retrieval_pool.min(300) };
     // 70 of the 587 s a quick look took on a 2-core Zen 3: past ten minutes on a slower day.
     c.tuned_strategies.retain(|s| s != "retrieval");
+    // The quick look's own training budget below stands in for a share of the full one.
+    c.max_minutes = 0.0;
     let t = &mut cfg.train;
     t.max_minutes = if t.max_minutes > 0.0 { t.max_minutes.min(2.5) } else { 2.5 };
     t.eval_examples = 100;
@@ -148,9 +150,36 @@ struct Tuned {
     planned_steps: usize,
     checkpoint: String,
     eval: Report,
-    /// Wall seconds of the test evaluation.
+    /// Wall seconds of the test evaluation (and of the consistency sample's, when there is one).
     eval_seconds: f64,
+    /// The run's share of `compare.max_minutes`, when there is that budget.
+    #[serde(default)]
+    share: Option<TrainingShare>,
 }
+
+/// The fine-tuning run's share of `compare.max_minutes`: what the other stages left.
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+struct TrainingShare {
+    /// `compare.max_minutes`.
+    budget_minutes: f64,
+    /// Minutes of the stages before training (measured now or when first stored).
+    before_minutes: f64,
+    /// Estimated minutes of the stages after training.
+    after_minutes: f64,
+    /// The training budget given to the run (at most `train.max_minutes`, at least
+    /// [`MIN_TRAINING_SHARE`] of the budget).
+    minutes: f64,
+    /// True when the other stages left less than that least share.
+    floored: bool,
+}
+
+/// The least share of `compare.max_minutes` the fine-tuning run gets, even when the other stages
+/// already used the budget: the tuned arm is what the report is for.
+const MIN_TRAINING_SHARE: f64 = 0.1;
+
+/// Minutes of a comparison spent outside its stages (loading the model and data, the retrieval
+/// index, writing the report), kept out of training's share.
+const OVERHEAD_MINUTES: f64 = 1.5;
 
 impl Tuned {
     /// What ended the run, for the report.
@@ -158,13 +187,50 @@ impl Tuned {
         if self.early_stopped {
             "early stopping (dev accuracy stopped improving)".into()
         } else if self.budget_reached {
-            "the train.max_minutes budget, not a plateau".into()
+            format!("{}, not a plateau", self.budget_name())
         } else if let Some(fit) = self.budget_steps {
-            format!("its schedule, fitted to the train.max_minutes budget ({fit} of {} planned steps)", self.planned_steps)
+            format!("its schedule, fitted to {} ({fit} of {} planned steps)", self.budget_name(), self.planned_steps)
         } else {
             "its step/epoch budget".into()
         }
     }
+
+    /// The time budget the run had, as the report names it.
+    fn budget_name(&self) -> String {
+        match &self.share {
+            Some(s) => format!("its {}-minute share of the compare.max_minutes = {} budget", one_decimal(s.minutes), s.budget_minutes),
+            None => "the train.max_minutes budget".into(),
+        }
+    }
+}
+
+fn one_decimal(x: f64) -> String {
+    format!("{:.1}", x)
+}
+
+/// Training's share of `compare.max_minutes` (none without that budget): the budget less the
+/// stages already measured (`before`, every stage but the fine-tuning run and those scoring its
+/// checkpoint) and less an estimate of those after training. The tuned model on test and on the
+/// consistency sample costs what zero-shot did (the same prompts, plus a rank-r adapter), and
+/// tuned + s what s did on test.
+/// `prompt_seconds`: each prompt strategy's wall seconds on dev, test and the consistency sample.
+fn training_share(cfg: &Config, prompt_seconds: &[(String, [f64; 3])], before: &[(String, f64)]) -> Option<TrainingShare> {
+    let c = &cfg.compare;
+    if c.max_minutes <= 0.0 {
+        return None;
+    }
+    let seconds_of = |method: &str| prompt_seconds.iter().find(|(m, _)| m == method).map(|(_, s)| *s);
+    let tuned_eval = seconds_of("zero-shot").or_else(|| seconds_of("calibrated")).map_or(0.0, |s| s[1] + s[2]);
+    let tuned_prompts: f64 = c.tuned_strategies.iter().filter_map(|s| seconds_of(s)).map(|s| s[1]).sum();
+    let before_minutes = before.iter().map(|(_, s)| s).sum::<f64>() / 60.0;
+    let after_minutes = (tuned_eval + tuned_prompts) / 60.0;
+    let left = c.max_minutes - OVERHEAD_MINUTES - before_minutes - after_minutes;
+    let least = MIN_TRAINING_SHARE * c.max_minutes;
+    let mut minutes = left.max(least);
+    if cfg.train.max_minutes > 0.0 {
+        minutes = minutes.min(cfg.train.max_minutes);
+    }
+    Some(TrainingShare { budget_minutes: c.max_minutes, before_minutes, after_minutes, minutes, floored: left < least })
 }
 
 /// The data `compare` scores: the dev sample that makes the choices, the test examples that
@@ -308,12 +374,19 @@ fn train_and_eval(
     cfg: &Config,
     loaded: &mut LoadedModel,
     train_limit: Option<usize>,
+    share: Option<TrainingShare>,
     test: &EvalSet,
     consistency_n: usize,
     limit: Option<usize>,
 ) -> anyhow::Result<Tuned> {
     // A curve run (train_limit) needs only its best model, not the untrained model's dev score.
-    let opts = TrainOptions { resume: None, train_limit, quiet: false, skip_initial_eval: train_limit.is_some() };
+    let opts = TrainOptions {
+        resume: None,
+        train_limit,
+        quiet: false,
+        skip_initial_eval: train_limit.is_some(),
+        max_minutes: share.as_ref().map(|s| s.minutes),
+    };
     let summary: TrainSummary = crate::train::train_model(cfg, loaded, &opts)?;
     if summary.interrupted {
         anyhow::bail!("training was interrupted; run `wick compare` again to continue");
@@ -328,6 +401,7 @@ fn train_and_eval(
         let test_texts = texts(test);
         eprintln!("compare: {} ({method}) on {} test examples", checkpoint.display(), count(test_texts.len() as u64));
         let start = Instant::now();
+        let stage_start = start;
         let main = score_tuned(&baselines, loaded, head.as_ref(), &test_texts, batch, false)?;
         let seconds = start.elapsed().as_secs_f64();
         let of = ReportOf { command: "eval", method, checkpoint: Some(checkpoint.display().to_string()) };
@@ -346,7 +420,7 @@ fn train_and_eval(
         write_outputs(&dir, &report, &test.examples, &main[0])?;
         let name = checkpoint.display().to_string();
         crate::runs::append(&cfg.output.dir, run_record("eval", &name, cfg, &test.name, &report, dir))?;
-        (report, seconds)
+        (report, stage_start.elapsed().as_secs_f64())
     };
     loaded.model.clear_lora()?;
     Ok(Tuned {
@@ -365,6 +439,7 @@ fn train_and_eval(
         checkpoint: checkpoint.display().to_string(),
         eval,
         eval_seconds,
+        share,
     })
 }
 
@@ -377,7 +452,7 @@ fn measure_tuned_prompts(
     sets: &Sets,
     tuned: &Tuned,
     limit: Option<usize>,
-    opts: &CompareOptions,
+    fresh: bool,
 ) -> anyhow::Result<(Vec<(Strategy, Report, f64)>, Option<String>)> {
     let c = &cfg.compare;
     let strategies: Vec<Strategy> = c.tuned_strategies.iter().map(|s| s.parse()).collect::<crate::error::Result<_>>()?;
@@ -395,7 +470,7 @@ fn measure_tuned_prompts(
     let out_dir = cfg.run_dir().join("compare");
     let key = |s: Strategy| format!("{}|tuned + {s}|{}|pool {}", tuned_key(cfg, limit, 0), tuned.checkpoint, c.retrieval_pool);
     let mut done: Vec<Option<(Report, f64)>> =
-        strategies.iter().map(|&s| reuse::<(Report, f64)>(&out_dir, &format!("tuned-{s}"), &key(s), opts.fresh)).collect();
+        strategies.iter().map(|&s| reuse::<(Report, f64)>(&out_dir, &format!("tuned-{s}"), &key(s), fresh)).collect();
     let missing: Vec<Strategy> = strategies.iter().zip(&done).filter(|(_, d)| d.is_none()).map(|(&s, _)| s).collect();
     if !missing.is_empty() {
         let pool = crate::baseline::retrieval_pool(None, cfg);
@@ -459,6 +534,12 @@ fn tuned_key(cfg: &Config, limit: Option<usize>, consistency_n: usize) -> String
     format!("{}|{}|{limit:?}|consistency {consistency_n}", cfg.results_hash(), cfg.compare.split)
 }
 
+/// The key of the full fine-tuning run: [`tuned_key`], and the compare budget it shares.
+fn finetune_key(cfg: &Config, limit: Option<usize>, consistency_n: usize) -> String {
+    let key = tuned_key(cfg, limit, consistency_n);
+    if cfg.compare.max_minutes > 0.0 { format!("{key}|compare budget {}", cfg.compare.max_minutes) } else { key }
+}
+
 /// Run the comparison over one loaded base model (see the module doc) and assemble the report.
 pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) -> anyhow::Result<CompareReport> {
     let c = &cfg.compare;
@@ -479,10 +560,29 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     }
     let mut rows: Vec<StrategyRow> = prompts.iter().map(|p| prompt_row(p, cfg, pool)).collect();
 
-    // 2. The fine-tuning run on all labels, its best dev checkpoint scored on the test examples.
-    let key = tuned_key(cfg, limit, sets.consistency_n);
-    let tuned: Tuned =
-        cached(&out_dir, "finetune", &key, opts.fresh, || train_and_eval(cfg, loaded, None, &sets.test, sets.consistency_n, limit))?;
+    // 2. Learning curve: the same training on nested prefixes of the train split, several seeds
+    // below 1,000 labels. It runs before the full run, so that under compare.max_minutes the full
+    // run gets what every other stage left.
+    let (mut curve, curve_notes) = learning_curve(cfg, loaded, &sets, limit, opts, &mut stage_seconds)?;
+
+    // 3. The fine-tuning run on all labels, its best dev checkpoint scored on the test examples.
+    let key = finetune_key(cfg, limit, sets.consistency_n);
+    let prompt_seconds: Vec<(String, [f64; 3])> = prompts.iter().map(|p| (p.test.method.clone(), p.seconds)).collect();
+    let share = training_share(cfg, &prompt_seconds, &stage_seconds);
+    if let Some(s) = &share {
+        eprintln!(
+            "compare: {} of the compare.max_minutes = {} budget spent, ~{} min estimated after training: the fine-tuning run gets {} min",
+            one_decimal(s.before_minutes),
+            s.budget_minutes,
+            one_decimal(s.after_minutes),
+            one_decimal(s.minutes)
+        );
+    }
+    let mut trained_now = false;
+    let tuned: Tuned = cached(&out_dir, "finetune", &key, opts.fresh, || {
+        trained_now = true;
+        train_and_eval(cfg, loaded, None, share, &sets.test, sets.consistency_n, limit)
+    })?;
     stage_seconds.push(("fine-tuning run".into(), tuned.train_seconds));
     stage_seconds.push(("tuned model on test".into(), tuned.eval_seconds));
     rows.push(StrategyRow {
@@ -500,9 +600,17 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
         accuracy_ci: None,
         macro_f1_ci: None,
     });
+    curve.push(CurvePoint {
+        labels: tuned.labels_seen,
+        accuracy: tuned.eval.metrics.accuracy,
+        macro_f1: tuned.eval.metrics.macro_f1,
+        train_time_s: tuned.train_seconds,
+        seed_accuracies: vec![tuned.eval.metrics.accuracy],
+    });
 
-    // 2b. The tuned model under prompt strategies: the seed's "combining both".
-    let (tuned_prompts, tuned_prompt_note) = measure_tuned_prompts(cfg, loaded, &sets, &tuned, limit, opts)?;
+    // 3b. The tuned model under prompt strategies: the seed's "combining both". A new checkpoint
+    // may sit at the same path as the stored rows' one, so they are measured again after training.
+    let (tuned_prompts, tuned_prompt_note) = measure_tuned_prompts(cfg, loaded, &sets, &tuned, limit, opts.fresh || trained_now)?;
     for (strategy, r, seconds) in &tuned_prompts {
         stage_seconds.push((format!("{} (test)", r.method), *seconds));
         let demos = demonstrations_used(strategy.name(), cfg, pool);
@@ -522,11 +630,6 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
             macro_f1_ci: None,
         });
     }
-
-    // 3. Learning curve: the same training on nested prefixes of the train split, several seeds
-    // below 1,000 labels. With a step budget the full run draws only max_steps × batch examples;
-    // a subset at least that large would repeat the full run's point.
-    let (curve, curve_notes) = learning_curve(cfg, loaded, &sets, &tuned, limit, opts, &mut stage_seconds)?;
 
     let plateau = crate::runs::plateau(&crate::runs::read_all(&cfg.output.dir)?, cfg.decision.plateau_points);
     let header = ReportHeader {
@@ -629,18 +732,37 @@ fn notes(
         tuned.ending(),
         tuned.best_step
     ));
+    if let Some(s) = &tuned.share {
+        let cap = if cfg.train.max_minutes > 0.0 { format!(", at most train.max_minutes = {}", cfg.train.max_minutes) } else { String::new() };
+        let floor = if s.floored {
+            format!(" (the other stages left less than {:.0}% of it, so training got that floor and the comparison ran past its budget)", MIN_TRAINING_SHARE * 100.0)
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "compare.max_minutes = {}: the stages before training took {} min, those after it were estimated at {} min and {OVERHEAD_MINUTES} min was kept for loading and writing, so the fine-tuning run got {} min{cap}{floor}.",
+            s.budget_minutes,
+            one_decimal(s.before_minutes),
+            one_decimal(s.after_minutes),
+            one_decimal(s.minutes)
+        ));
+    }
     let stages: Vec<String> = stage_seconds.iter().map(|(s, t)| format!("{s} {}", crate::report::format::duration(*t))).collect();
-    out.push(format!("Measured now or when first stored: {}.", stages.join("; ")));
+    let total: f64 = stage_seconds.iter().map(|(_, t)| t).sum();
+    out.push(format!(
+        "Measured now or when first stored: {}; {} in all.",
+        stages.join("; "),
+        crate::report::format::duration(total)
+    ));
     out
 }
 
-/// The learning-curve points: runs on nested label subsets (several seeds below 1,000 labels),
-/// then the full run; configured points that would repeat the full run are noted, not run.
+/// The learning-curve points below the full run: runs on nested label subsets (several seeds
+/// below 1,000 labels); configured points that would repeat the full run are noted, not run.
 fn learning_curve(
     cfg: &Config,
     loaded: &mut LoadedModel,
     sets: &Sets,
-    tuned: &Tuned,
     limit: Option<usize>,
     opts: &CompareOptions,
     stage_seconds: &mut Vec<(String, f64)>,
@@ -650,7 +772,7 @@ fn learning_curve(
     let draws = t.max_steps * t.effective_batch();
     let mut curve = Vec::new();
     let mut notes = Vec::new();
-    for &n in cfg.compare.learning_curve.iter().filter(|&&n| n > 0 && n < tuned.train_examples) {
+    for &n in cfg.compare.learning_curve.iter().filter(|&&n| n > 0 && n < sets.train.len()) {
         if t.max_steps > 0 && n >= draws {
             notes.push(format!(
                 "{} labels not run: {} steps × {} examples draw {}, so that run would train on as many distinct labels as the full run.",
@@ -675,7 +797,7 @@ fn learning_curve(
             sub.train.eval_every = if t.max_steps > 0 { t.max_steps } else { t.eval_every.min(steps_per_epoch) };
             let key = tuned_key(&sub, limit, 0);
             let name = format!("curve-{n}-seed-{}", sub.train.seed);
-            let run = cached(&out_dir, &name, &key, opts.fresh, || train_and_eval(&sub, loaded, Some(n), &sets.test, 0, limit))?;
+            let run = cached(&out_dir, &name, &key, opts.fresh, || train_and_eval(&sub, loaded, Some(n), None, &sets.test, 0, limit))?;
             stage_seconds.push((format!("learning curve {n} labels, seed {}", sub.train.seed), run.train_seconds + run.eval_seconds));
             runs.push(run);
         }
@@ -688,13 +810,6 @@ fn learning_curve(
             seed_accuracies: runs.iter().map(|r| r.eval.metrics.accuracy).collect(),
         });
     }
-    curve.push(CurvePoint {
-        labels: tuned.labels_seen,
-        accuracy: tuned.eval.metrics.accuracy,
-        macro_f1: tuned.eval.metrics.macro_f1,
-        train_time_s: tuned.train_seconds,
-        seed_accuracies: vec![tuned.eval.metrics.accuracy],
-    });
     Ok((curve, notes))
 }
 
@@ -728,5 +843,37 @@ mod tests {
         assert_eq!(cfg.compare.tuned_strategies, ["few-shot"]);
         assert_eq!(cfg.train.max_minutes, 2.5);
         assert_eq!(cfg.output.run_name, "rt-quick");
+        assert_eq!(cfg.compare.max_minutes, 0.0);
+    }
+
+    #[test]
+    fn training_gets_what_the_other_stages_leave_of_the_compare_budget() {
+        let text = "[train]\nmax_minutes = 45.0\n[compare]\nmax_minutes = 90.0\ntuned_strategies = [\"few-shot\"]\n";
+        let mut cfg = Config::parse(text).unwrap();
+        // Dev, test and consistency seconds of each prompt strategy.
+        let prompts = [("zero-shot", [32.0, 82.0, 30.0]), ("few-shot", [40.0, 106.0, 64.0]), ("retrieval", [293.0, 603.0, 194.0])]
+            .map(|(m, s)| (m.to_string(), s));
+        let before = |minutes: f64| vec![("stages".to_string(), minutes * 60.0)];
+        // 60 min spent; after training: tuned on test and consistency as zero-shot (82 + 30 s),
+        // tuned + few-shot as few-shot on test (106 s): 3.633 min; 1.5 min overhead.
+        let share = training_share(&cfg, &prompts, &before(60.0)).unwrap();
+        assert!((share.after_minutes - 218.0 / 60.0).abs() < 1e-9);
+        assert!((share.minutes - (90.0 - 1.5 - 60.0 - 218.0 / 60.0)).abs() < 1e-9, "{share:?}");
+        assert!(!share.floored);
+        // Little spent: train.max_minutes caps the share.
+        assert_eq!(training_share(&cfg, &prompts, &before(10.0)).unwrap().minutes, 45.0);
+        // The budget already spent: the least share, flagged.
+        let over = training_share(&cfg, &prompts, &before(100.0)).unwrap();
+        assert!((over.minutes - 9.0).abs() < 1e-9 && over.floored);
+        // Retrieval's test time counts once it is a tuned strategy.
+        cfg.compare.tuned_strategies.push("retrieval".into());
+        assert!((training_share(&cfg, &prompts, &before(60.0)).unwrap().after_minutes - 821.0 / 60.0).abs() < 1e-9);
+        // No compare budget, no share: train.max_minutes alone decides.
+        cfg.compare.max_minutes = 0.0;
+        assert!(training_share(&cfg, &prompts, &before(60.0)).is_none());
+        let mut bad = Config::parse(include_str!("../configs/rotten-tomatoes.toml")).unwrap();
+        bad.compare.max_minutes = -1.0;
+        let bad = bad.validate().unwrap_err();
+        assert!(bad.contains("compare.max_minutes"), "{bad}");
     }
 }

@@ -399,6 +399,9 @@ pub struct CompareConfig {
     pub consistency_examples: usize,
     /// Bootstrap resamples of every interval (≥ 1,000).
     pub resamples: usize,
+    /// Wall-clock budget of the whole comparison in minutes (0: none). The fine-tuning run runs
+    /// last among the long stages and gets what the others leave (at most `train.max_minutes`).
+    pub max_minutes: f64,
 }
 
 impl Default for CompareConfig {
@@ -416,6 +419,7 @@ impl Default for CompareConfig {
             dev_examples: 500,
             consistency_examples: 300,
             resamples: crate::stats::DEFAULT_RESAMPLES,
+            max_minutes: 0.0,
         }
     }
 }
@@ -580,6 +584,9 @@ impl Config {
         }
         if !(cmp.curve_epochs > 0.0 && cmp.curve_epochs.is_finite()) {
             return Err(format!("compare.curve_epochs = {} must be a positive number", cmp.curve_epochs));
+        }
+        if !(cmp.max_minutes >= 0.0 && cmp.max_minutes.is_finite()) {
+            return Err(format!("compare.max_minutes = {} must be a number of minutes (0: no budget)", cmp.max_minutes));
         }
         if cmp.curve_seeds == 0 {
             return Err("compare.curve_seeds must be at least 1".into());

@@ -216,6 +216,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
                 train_limit: args.train_limit,
                 quiet: args.quiet,
                 skip_initial_eval: false,
+                max_minutes: None,
             };
             let summary = wick::train::train(&cfg, &opts).context("train")?;
             println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -42,6 +42,9 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Skip the dev evaluation of the untrained model at step 0.
     pub skip_initial_eval: bool,
+    /// Wall-clock budget in minutes in place of `train.max_minutes` (compare's share of
+    /// `compare.max_minutes`); `None`: the config's.
+    pub max_minutes: Option<f64>,
 }
 
 /// What a finished run reports.
@@ -85,6 +88,11 @@ pub struct TrainSummary {
 /// Steps timed before the schedule is fitted to `train.max_minutes` (inside the default warmup,
 /// so no learning rate already used changes).
 const BUDGET_SIZING_STEPS: usize = 5;
+
+/// A budget in minutes as a person writes it: 45, 27.5.
+fn minutes(m: f64) -> String {
+    format!("{}", (m * 10.0).round() / 10.0)
+}
 
 /// Steps between plain progress lines when stderr is not a terminal.
 const PLAIN_LOG_EVERY: usize = 10;
@@ -195,6 +203,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
     let dtype = model::resolve_dtype(&cfg.model.dtype, &device)?;
     let run_dir = cfg.run_dir();
     let t = &cfg.train;
+    let max_minutes = opts.max_minutes.unwrap_or(t.max_minutes);
     let resume_dir = resume_dir(cfg, opts)?;
 
     loaded.model.clear_lora().map_err(candle("detaching adapters"))?;
@@ -329,6 +338,8 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
     let mut early_stopped = false;
     let mut was_interrupted = false;
     let mut budget_reached = false;
+    let mut session_eval_seconds = 0.0;
+    let mut refitted = false;
 
     while st.step < st.total_steps {
         if st.cursor >= order.len() {
@@ -376,18 +387,18 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
         loss_since_eval.0 += step_loss;
         loss_since_eval.1 += 1;
         let elapsed = seconds_before + session_start.elapsed().as_secs_f64();
-        if t.max_minutes > 0.0 && !st.budget_sized && st.step - steps_before == BUDGET_SIZING_STEPS && st.step < st.total_steps {
+        if max_minutes > 0.0 && !st.budget_sized && st.step - steps_before == BUDGET_SIZING_STEPS && st.step < st.total_steps {
             // Lay the schedule over the steps that fit the budget, so a cut run still anneals
             // (cut at full learning rate, dev accuracy fell from its peak: issue 15's sweep).
             let step_s = session_start.elapsed().as_secs_f64() / BUDGET_SIZING_STEPS as f64;
             // Without a timed step-0 evaluation: a forward of a row costs about half a step's
             // share of it (train step / forward ≈ 2 in `wick bench`).
             let eval_s = eval_seconds.unwrap_or(dev_set.len() as f64 * step_s / (2.0 * effective as f64));
-            let fits = optim::steps_within_budget(t.max_minutes * 60.0, elapsed, st.step, step_s, eval_s, t.eval_every);
+            let fits = optim::steps_within_budget(max_minutes * 60.0, elapsed, st.step, step_s, eval_s, t.eval_every);
             if fits < st.total_steps {
                 say(format!(
                     "time budget: {} minutes fit about {fits} of {} steps at {step_s:.2} s a step; the {} schedule now ends at step {fits}",
-                    t.max_minutes, st.total_steps, t.schedule
+                    minutes(max_minutes), st.total_steps, t.schedule
                 ));
                 st.total_steps = fits;
                 st.budget_sized = true;
@@ -412,9 +423,12 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
         )?;
 
         let stop_now = interrupted.load(Ordering::SeqCst);
-        let out_of_time = t.max_minutes > 0.0 && elapsed >= t.max_minutes * 60.0;
+        let out_of_time = max_minutes > 0.0 && elapsed >= max_minutes * 60.0;
         if st.step % t.eval_every == 0 || st.step == st.total_steps || stop_now || out_of_time {
+            let eval_start = Instant::now();
             let (accuracy, macro_f1) = evaluate(&loaded.model, head, &dev_set, labels, t.batch_size).map_err(candle("dev evaluation"))?;
+            let eval_s = eval_start.elapsed().as_secs_f64();
+            session_eval_seconds += eval_s;
             let record =
                 EvalRecord { step: st.step, accuracy, macro_f1, train_loss: Some(loss_since_eval.0 / loss_since_eval.1.max(1) as f64) };
             loss_since_eval = (0.0, 0);
@@ -435,6 +449,27 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
             ));
             log_line(&metrics_path, &serde_json::json!({"eval": record}))?;
             st.history.push(record);
+            if max_minutes > 0.0 && !refitted && !stop_now && !out_of_time && st.step < st.total_steps {
+                // Fit the schedule again on this session's own step and evaluation times: the
+                // first steps and the step-0 evaluation run slower than the rest (a 45-minute
+                // budget sized at step 5 left 7 of its minutes unused), and the learning rate
+                // has barely left its peak, so moving the schedule's end now changes little.
+                refitted = true;
+                let steps_now = (st.step - steps_before).max(1);
+                let step_s = (session_start.elapsed().as_secs_f64() - session_eval_seconds).max(0.0) / steps_now as f64;
+                let now = seconds_before + session_start.elapsed().as_secs_f64();
+                let fits = optim::steps_within_budget(max_minutes * 60.0, now, st.step, step_s, eval_s, t.eval_every).min(planned_steps);
+                if fits != st.total_steps {
+                    say(format!(
+                        "time budget: at {step_s:.2} s a step and {eval_s:.0} s an evaluation, {} minutes fit about {fits} of {planned_steps} steps; the {} schedule now ends at step {fits}",
+                        minutes(max_minutes),
+                        t.schedule
+                    ));
+                    st.total_steps = fits;
+                    st.budget_sized = fits < planned_steps;
+                    bar.set_length(fits as u64);
+                }
+            }
             let (seed, pos) = loaded.model.dropout_rng().state();
             st.dropout_seed = seed;
             st.dropout_word_pos = pos.to_string();
@@ -455,7 +490,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
                 break;
             }
             if out_of_time && st.step < st.total_steps {
-                say(format!("time budget of {} minutes reached at step {}", t.max_minutes, st.step));
+                say(format!("time budget of {} minutes reached at step {}", minutes(max_minutes), st.step));
                 budget_reached = true;
                 break;
             }
