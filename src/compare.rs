@@ -48,6 +48,9 @@ pub struct CompareOptions {
     pub fresh: bool,
     /// The config was cut down by [`quick_look`].
     pub quick: bool,
+    /// When the command started, model load included (`compare.max_minutes` counts from it);
+    /// `None`: when [`compare`] is called.
+    pub started: Option<Instant>,
 }
 
 /// Test examples of a quick look.
@@ -157,12 +160,27 @@ struct Tuned {
     share: Option<TrainingShare>,
 }
 
+/// One stage of a comparison and its wall time.
+struct Stage {
+    name: String,
+    seconds: f64,
+    /// Measured by this process (else reused from a stored result).
+    now: bool,
+}
+
+impl Stage {
+    fn new(name: impl Into<String>, seconds: f64, now: bool) -> Self {
+        Self { name: name.into(), seconds, now }
+    }
+}
+
 /// The fine-tuning run's share of `compare.max_minutes`: what the other stages left.
 #[derive(Debug, Clone, serde::Deserialize, Serialize)]
 struct TrainingShare {
     /// `compare.max_minutes`.
     budget_minutes: f64,
-    /// Minutes of the stages before training (measured now or when first stored).
+    /// Minutes of the stages before training (measured now or when first stored), plus what this
+    /// process spent outside them (loading the model and data, building the retrieval index).
     before_minutes: f64,
     /// Estimated minutes of the stages after training.
     after_minutes: f64,
@@ -177,9 +195,19 @@ struct TrainingShare {
 /// already used the budget: the tuned arm is what the report is for.
 const MIN_TRAINING_SHARE: f64 = 0.1;
 
-/// Minutes of a comparison spent outside its stages (loading the model and data, the retrieval
-/// index, writing the report), kept out of training's share.
-const OVERHEAD_MINUTES: f64 = 1.5;
+/// Minutes kept out of training's share for writing the report after the last stage.
+const WRITE_MINUTES: f64 = 0.5;
+
+/// Part of `compare.max_minutes` kept back for what the estimates miss: a budget-cut run ends on
+/// the evaluation after the step that crosses its share, and a 2-core box drifts by more than
+/// the 3% slack of the step fit. A fresh default compare given its share by the whole budget
+/// took 90 min 35 s on the Zen 3 (training 25.6 min of a 25.1-minute share).
+const BUDGET_MARGIN: f64 = 0.03;
+
+/// A scoring stage with the adapter attached, relative to the same prompts on the base model
+/// (unmerged rank-8 factors on every projection): the tuned model on test and its consistency
+/// sample took 2.2 min against zero-shot's 1.9, tuned + few-shot 113 s against few-shot's 106.
+const ADAPTER_SCORING_COST: f64 = 1.15;
 
 impl Tuned {
     /// What ended the run, for the report.
@@ -210,11 +238,12 @@ fn one_decimal(x: f64) -> String {
 
 /// Training's share of `compare.max_minutes` (none without that budget): the budget less the
 /// stages already measured (`before`, every stage but the fine-tuning run and those scoring its
-/// checkpoint) and less an estimate of those after training. The tuned model on test and on the
+/// checkpoint), less `outside_s`, the seconds this process spent outside its stages so far, and
+/// less an estimate of the stages after training. The tuned model on test and on the
 /// consistency sample costs what zero-shot did (the same prompts, plus a rank-r adapter), and
-/// tuned + s what s did on test.
-/// `prompt_seconds`: each prompt strategy's wall seconds on dev, test and the consistency sample.
-fn training_share(cfg: &Config, prompt_seconds: &[(String, [f64; 3])], before: &[(String, f64)]) -> Option<TrainingShare> {
+/// tuned + s what s did on test. `prompt_seconds`: each prompt strategy's wall seconds on dev,
+/// test and the consistency sample.
+fn training_share(cfg: &Config, prompt_seconds: &[(String, [f64; 3])], before: &[Stage], outside_s: f64) -> Option<TrainingShare> {
     let c = &cfg.compare;
     if c.max_minutes <= 0.0 {
         return None;
@@ -222,9 +251,9 @@ fn training_share(cfg: &Config, prompt_seconds: &[(String, [f64; 3])], before: &
     let seconds_of = |method: &str| prompt_seconds.iter().find(|(m, _)| m == method).map(|(_, s)| *s);
     let tuned_eval = seconds_of("zero-shot").or_else(|| seconds_of("calibrated")).map_or(0.0, |s| s[1] + s[2]);
     let tuned_prompts: f64 = c.tuned_strategies.iter().filter_map(|s| seconds_of(s)).map(|s| s[1]).sum();
-    let before_minutes = before.iter().map(|(_, s)| s).sum::<f64>() / 60.0;
-    let after_minutes = (tuned_eval + tuned_prompts) / 60.0;
-    let left = c.max_minutes - OVERHEAD_MINUTES - before_minutes - after_minutes;
+    let before_minutes = (before.iter().map(|s| s.seconds).sum::<f64>() + outside_s.max(0.0)) / 60.0;
+    let after_minutes = ADAPTER_SCORING_COST * (tuned_eval + tuned_prompts) / 60.0;
+    let left = c.max_minutes * (1.0 - BUDGET_MARGIN) - WRITE_MINUTES - before_minutes - after_minutes;
     let least = MIN_TRAINING_SHARE * c.max_minutes;
     let mut minutes = left.max(least);
     if cfg.train.max_minutes > 0.0 {
@@ -285,7 +314,7 @@ fn measure_prompts(
     sets: &Sets,
     limit: Option<usize>,
     opts: &CompareOptions,
-) -> anyhow::Result<Vec<PromptResult>> {
+) -> anyhow::Result<Vec<(PromptResult, bool)>> {
     let c = &cfg.compare;
     let out_dir = cfg.run_dir().join("compare");
     let base_dir = cfg.run_dir().join("baseline");
@@ -316,7 +345,7 @@ fn measure_prompts(
     for &s in strategies {
         let name = format!("prompt-{s}");
         if let Some(r) = reuse::<PromptResult>(&out_dir, &name, &key(s), opts.fresh) {
-            results.push(r);
+            results.push((r, false));
             continue;
         }
         if s == Strategy::Retrieval && retrieval_info.is_none() {
@@ -351,7 +380,7 @@ fn measure_prompts(
             PromptResult { dev, test, seconds: [dev_run.seconds, test_run.seconds, sample_run.seconds] }
         };
         store(&out_dir, &name, &key(s), &result)?;
-        results.push(result);
+        results.push((result, true));
     }
     // The strategies of one compare are one prompt version in the run history (as one `wick
     // baseline` run's are): the plateau rule compares prompt iterations, and recording each
@@ -360,7 +389,7 @@ fn measure_prompts(
         let runs = strategies
             .iter()
             .zip(&results)
-            .map(|(&s, r)| run_record("baseline", s.name(), cfg, &sets.test.name, &r.test, test_dir(s)))
+            .map(|(&s, (r, _))| run_record("baseline", s.name(), cfg, &sets.test.name, &r.test, test_dir(s)))
             .collect();
         crate::runs::append_all(&cfg.output.dir, runs)?;
     }
@@ -453,7 +482,7 @@ fn measure_tuned_prompts(
     tuned: &Tuned,
     limit: Option<usize>,
     fresh: bool,
-) -> anyhow::Result<(Vec<(Strategy, Report, f64)>, Option<String>)> {
+) -> anyhow::Result<(Vec<(Strategy, Report, f64, bool)>, Option<String>)> {
     let c = &cfg.compare;
     let strategies: Vec<Strategy> = c.tuned_strategies.iter().map(|s| s.parse()).collect::<crate::error::Result<_>>()?;
     if strategies.is_empty() {
@@ -493,7 +522,8 @@ fn measure_tuned_prompts(
             done[slot] = Some((report, run.seconds));
         }
     }
-    Ok((strategies.into_iter().zip(done).filter_map(|(s, d)| d.map(|(r, secs)| (s, r, secs))).collect(), None))
+    let rows = strategies.into_iter().zip(done).filter_map(|(s, d)| d.map(|(r, secs)| (s, r, secs, missing.contains(&s)))).collect();
+    Ok((rows, None))
 }
 
 /// Labelled examples a prompt strategy shows the model: its demonstrations (few-shot), or the
@@ -551,24 +581,27 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     let sets = load_sets(cfg, limit)?;
     let strategies: Vec<Strategy> = c.strategies.iter().map(|s| s.parse()).collect::<crate::error::Result<_>>()?;
     let pool = if c.retrieval_pool == 0 { sets.train.len() } else { c.retrieval_pool.min(sets.train.len()) };
-    let mut stage_seconds: Vec<(String, f64)> = Vec::new();
+    let started = opts.started.unwrap_or_else(Instant::now);
+    let mut stages: Vec<Stage> = Vec::new();
 
     // 1. Prompt strategies on the frozen model: dev (choice), test (report), consistency sample.
     let prompts = measure_prompts(cfg, loaded, &strategies, &sets, limit, opts)?;
-    for p in &prompts {
-        stage_seconds.push((format!("{} (dev, test, consistency)", p.test.method), p.seconds.iter().sum()));
+    for (p, now) in &prompts {
+        stages.push(Stage::new(format!("{} (dev, test, consistency)", p.test.method), p.seconds.iter().sum(), *now));
     }
+    let prompts: Vec<PromptResult> = prompts.into_iter().map(|(p, _)| p).collect();
     let mut rows: Vec<StrategyRow> = prompts.iter().map(|p| prompt_row(p, cfg, pool)).collect();
 
     // 2. Learning curve: the same training on nested prefixes of the train split, several seeds
     // below 1,000 labels. It runs before the full run, so that under compare.max_minutes the full
     // run gets what every other stage left.
-    let (mut curve, curve_notes) = learning_curve(cfg, loaded, &sets, limit, opts, &mut stage_seconds)?;
+    let (mut curve, curve_notes) = learning_curve(cfg, loaded, &sets, limit, opts, &mut stages)?;
 
     // 3. The fine-tuning run on all labels, its best dev checkpoint scored on the test examples.
     let key = finetune_key(cfg, limit, sets.consistency_n);
     let prompt_seconds: Vec<(String, [f64; 3])> = prompts.iter().map(|p| (p.test.method.clone(), p.seconds)).collect();
-    let share = training_share(cfg, &prompt_seconds, &stage_seconds);
+    let outside = started.elapsed().as_secs_f64() - stages.iter().filter(|s| s.now).map(|s| s.seconds).sum::<f64>();
+    let share = training_share(cfg, &prompt_seconds, &stages, outside);
     if let Some(s) = &share {
         eprintln!(
             "compare: {} of the compare.max_minutes = {} budget spent, ~{} min estimated after training: the fine-tuning run gets {} min",
@@ -583,8 +616,8 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
         trained_now = true;
         train_and_eval(cfg, loaded, None, share, &sets.test, sets.consistency_n, limit)
     })?;
-    stage_seconds.push(("fine-tuning run".into(), tuned.train_seconds));
-    stage_seconds.push(("tuned model on test".into(), tuned.eval_seconds));
+    stages.push(Stage::new("fine-tuning run", tuned.train_seconds, trained_now));
+    stages.push(Stage::new("tuned model on test", tuned.eval_seconds, trained_now));
     rows.push(StrategyRow {
         name: "fine-tuned (LoRA)".into(),
         kind: RowKind::FineTuned,
@@ -611,8 +644,8 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     // 3b. The tuned model under prompt strategies: the seed's "combining both". A new checkpoint
     // may sit at the same path as the stored rows' one, so they are measured again after training.
     let (tuned_prompts, tuned_prompt_note) = measure_tuned_prompts(cfg, loaded, &sets, &tuned, limit, opts.fresh || trained_now)?;
-    for (strategy, r, seconds) in &tuned_prompts {
-        stage_seconds.push((format!("{} (test)", r.method), *seconds));
+    for (strategy, r, seconds, now) in &tuned_prompts {
+        stages.push(Stage::new(format!("{} (test)", r.method), *seconds, *now));
         let demos = demonstrations_used(strategy.name(), cfg, pool);
         rows.push(StrategyRow {
             name: r.method.clone(),
@@ -646,7 +679,7 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     let mut report = CompareReport::new(header, rows, curve, plateau, &cfg.cost, &cfg.decision);
     report.learning_curve_notes = curve_notes;
     report.selections = selections(&report, &sets, &tuned, cfg);
-    report.notes = notes(cfg, &sets, &tuned, limit, opts, &stage_seconds);
+    report.notes = notes(cfg, &sets, &tuned, limit, opts, &stages);
     if !tuned_prompts.is_empty() {
         report.notes.push(
             "tuned + prompt rows: the tuned checkpoint under those prompts with the base model's demonstrations \
@@ -702,7 +735,7 @@ fn notes(
     tuned: &Tuned,
     limit: Option<usize>,
     opts: &CompareOptions,
-    stage_seconds: &[(String, f64)],
+    stages: &[Stage],
 ) -> Vec<String> {
     let mut out = Vec::new();
     if opts.quick {
@@ -733,27 +766,26 @@ fn notes(
         tuned.best_step
     ));
     if let Some(s) = &tuned.share {
-        let cap = if cfg.train.max_minutes > 0.0 { format!(", at most train.max_minutes = {}", cfg.train.max_minutes) } else { String::new() };
+        let cap = if cfg.train.max_minutes > 0.0 { format!(" (at most train.max_minutes = {})", cfg.train.max_minutes) } else { String::new() };
         let floor = if s.floored {
             format!(" (the other stages left less than {:.0}% of it, so training got that floor and the comparison ran past its budget)", MIN_TRAINING_SHARE * 100.0)
         } else {
             String::new()
         };
         out.push(format!(
-            "compare.max_minutes = {}: the stages before training took {} min, those after it were estimated at {} min and {OVERHEAD_MINUTES} min was kept for loading and writing, so the fine-tuning run got {} min{cap}{floor}.",
+            "compare.max_minutes = {}: the stages before training and the loading between them took {} min, those after it were estimated at {} min and {WRITE_MINUTES} min for writing the report, and {:.0}% of the budget was kept back, so the fine-tuning run got {} min{cap}{floor}.",
             s.budget_minutes,
             one_decimal(s.before_minutes),
             one_decimal(s.after_minutes),
+            BUDGET_MARGIN * 100.0,
             one_decimal(s.minutes)
         ));
     }
-    let stages: Vec<String> = stage_seconds.iter().map(|(s, t)| format!("{s} {}", crate::report::format::duration(*t))).collect();
-    let total: f64 = stage_seconds.iter().map(|(_, t)| t).sum();
-    out.push(format!(
-        "Measured now or when first stored: {}; {} in all.",
-        stages.join("; "),
-        crate::report::format::duration(total)
-    ));
+    let duration = crate::report::format::duration;
+    let listed: Vec<String> =
+        stages.iter().map(|s| format!("{} {}{}", s.name, duration(s.seconds), if s.now { "" } else { " (stored)" })).collect();
+    let total: f64 = stages.iter().map(|s| s.seconds).sum();
+    out.push(format!("Stage times, measured by this run or, marked stored, by the run that stored them: {}; {} in all.", listed.join("; "), duration(total)));
     out
 }
 
@@ -765,7 +797,7 @@ fn learning_curve(
     sets: &Sets,
     limit: Option<usize>,
     opts: &CompareOptions,
-    stage_seconds: &mut Vec<(String, f64)>,
+    stages: &mut Vec<Stage>,
 ) -> anyhow::Result<(Vec<CurvePoint>, Vec<String>)> {
     let out_dir = cfg.run_dir().join("compare");
     let t = &cfg.train;
@@ -797,8 +829,12 @@ fn learning_curve(
             sub.train.eval_every = if t.max_steps > 0 { t.max_steps } else { t.eval_every.min(steps_per_epoch) };
             let key = tuned_key(&sub, limit, 0);
             let name = format!("curve-{n}-seed-{}", sub.train.seed);
-            let run = cached(&out_dir, &name, &key, opts.fresh, || train_and_eval(&sub, loaded, Some(n), None, &sets.test, 0, limit))?;
-            stage_seconds.push((format!("learning curve {n} labels, seed {}", sub.train.seed), run.train_seconds + run.eval_seconds));
+            let mut now = false;
+            let run = cached(&out_dir, &name, &key, opts.fresh, || {
+                now = true;
+                train_and_eval(&sub, loaded, Some(n), None, &sets.test, 0, limit)
+            })?;
+            stages.push(Stage::new(format!("learning curve {n} labels, seed {}", sub.train.seed), run.train_seconds + run.eval_seconds, now));
             runs.push(run);
         }
         let mean = |f: &dyn Fn(&Tuned) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
@@ -821,7 +857,7 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     if args.quick {
         quick_look(&mut cfg);
     }
-    let opts = CompareOptions { limit: args.limit, fresh: args.fresh, quick: args.quick };
+    let opts = CompareOptions { limit: args.limit, fresh: args.fresh, quick: args.quick, started: Some(started) };
     let mut loaded = crate::eval::load_model(&cfg.model)?;
     let report = compare(&cfg, &mut loaded, &opts)?;
     let paths = crate::report::write_report(&report, &cfg.run_dir().join("compare"))?;
@@ -853,24 +889,26 @@ mod tests {
         // Dev, test and consistency seconds of each prompt strategy.
         let prompts = [("zero-shot", [32.0, 82.0, 30.0]), ("few-shot", [40.0, 106.0, 64.0]), ("retrieval", [293.0, 603.0, 194.0])]
             .map(|(m, s)| (m.to_string(), s));
-        let before = |minutes: f64| vec![("stages".to_string(), minutes * 60.0)];
-        // 60 min spent; after training: tuned on test and consistency as zero-shot (82 + 30 s),
-        // tuned + few-shot as few-shot on test (106 s): 3.633 min; 1.5 min overhead.
-        let share = training_share(&cfg, &prompts, &before(60.0)).unwrap();
-        assert!((share.after_minutes - 218.0 / 60.0).abs() < 1e-9);
-        assert!((share.minutes - (90.0 - 1.5 - 60.0 - 218.0 / 60.0)).abs() < 1e-9, "{share:?}");
+        let before = |minutes: f64| vec![Stage::new("stored", minutes * 60.0 - 600.0, false), Stage::new("now", 600.0, true)];
+        // 60 min of stages and 1 min outside them; after training, with the adapter's 15%: tuned
+        // on test and consistency as zero-shot (82 + 30 s), tuned + few-shot as few-shot on test
+        // (106 s): 1.15 × 3.633 min; 0.5 min to write the report; 3% of 90 min kept back.
+        let share = training_share(&cfg, &prompts, &before(60.0), 60.0).unwrap();
+        assert!((share.before_minutes - 61.0).abs() < 1e-9);
+        assert!((share.after_minutes - 1.15 * 218.0 / 60.0).abs() < 1e-9);
+        assert!((share.minutes - (87.3 - 0.5 - 61.0 - 1.15 * 218.0 / 60.0)).abs() < 1e-9, "{share:?}");
         assert!(!share.floored);
         // Little spent: train.max_minutes caps the share.
-        assert_eq!(training_share(&cfg, &prompts, &before(10.0)).unwrap().minutes, 45.0);
+        assert_eq!(training_share(&cfg, &prompts, &before(10.0), 0.0).unwrap().minutes, 45.0);
         // The budget already spent: the least share, flagged.
-        let over = training_share(&cfg, &prompts, &before(100.0)).unwrap();
+        let over = training_share(&cfg, &prompts, &before(100.0), 0.0).unwrap();
         assert!((over.minutes - 9.0).abs() < 1e-9 && over.floored);
         // Retrieval's test time counts once it is a tuned strategy.
         cfg.compare.tuned_strategies.push("retrieval".into());
-        assert!((training_share(&cfg, &prompts, &before(60.0)).unwrap().after_minutes - 821.0 / 60.0).abs() < 1e-9);
+        assert!((training_share(&cfg, &prompts, &before(60.0), 0.0).unwrap().after_minutes - 1.15 * 821.0 / 60.0).abs() < 1e-9);
         // No compare budget, no share: train.max_minutes alone decides.
         cfg.compare.max_minutes = 0.0;
-        assert!(training_share(&cfg, &prompts, &before(60.0)).is_none());
+        assert!(training_share(&cfg, &prompts, &before(60.0), 0.0).is_none());
         let mut bad = Config::parse(include_str!("../configs/rotten-tomatoes.toml")).unwrap();
         bad.compare.max_minutes = -1.0;
         let bad = bad.validate().unwrap_err();
