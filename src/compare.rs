@@ -84,20 +84,21 @@ struct Stored<T> {
     value: T,
 }
 
-/// Reuse `dir/name.json` when its key matches, else measure and store it (atomically).
+/// Reuse `dir/name.json` when its key matches, else measure and store it (atomically); true
+/// when it was measured now.
 fn cached<T: Serialize + DeserializeOwned>(
     dir: &Path,
     name: &str,
     key: &str,
     fresh: bool,
     measure: impl FnOnce() -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
+) -> anyhow::Result<(T, bool)> {
     if let Some(value) = reuse(dir, name, key, fresh) {
-        return Ok(value);
+        return Ok((value, false));
     }
     let value = measure()?;
     store(dir, name, key, &value)?;
-    Ok(value)
+    Ok((value, true))
 }
 
 /// The value stored in `dir/name.json` under `key`, unless `fresh` or absent or stale.
@@ -226,14 +227,10 @@ impl Tuned {
     /// The time budget the run had, as the report names it.
     fn budget_name(&self) -> String {
         match &self.share {
-            Some(s) => format!("its {}-minute share of the compare.max_minutes = {} budget", one_decimal(s.minutes), s.budget_minutes),
+            Some(s) => format!("its {:.1}-minute share of the compare.max_minutes = {} budget", s.minutes, s.budget_minutes),
             None => "the train.max_minutes budget".into(),
         }
     }
-}
-
-fn one_decimal(x: f64) -> String {
-    format!("{:.1}", x)
 }
 
 /// Training's share of `compare.max_minutes` (none without that budget): the budget less the
@@ -430,7 +427,6 @@ fn train_and_eval(
         let test_texts = texts(test);
         eprintln!("compare: {} ({method}) on {} test examples", checkpoint.display(), count(test_texts.len() as u64));
         let start = Instant::now();
-        let stage_start = start;
         let main = score_tuned(&baselines, loaded, head.as_ref(), &test_texts, batch, false)?;
         let seconds = start.elapsed().as_secs_f64();
         let of = ReportOf { command: "eval", method, checkpoint: Some(checkpoint.display().to_string()) };
@@ -449,7 +445,7 @@ fn train_and_eval(
         write_outputs(&dir, &report, &test.examples, &main[0])?;
         let name = checkpoint.display().to_string();
         crate::runs::append(&cfg.output.dir, run_record("eval", &name, cfg, &test.name, &report, dir))?;
-        (report, stage_start.elapsed().as_secs_f64())
+        (report, start.elapsed().as_secs_f64())
     };
     loaded.model.clear_lora()?;
     Ok(Tuned {
@@ -472,6 +468,15 @@ fn train_and_eval(
     })
 }
 
+/// One "tuned + S" row's test report and wall seconds.
+struct TunedPromptRun {
+    strategy: Strategy,
+    report: Report,
+    seconds: f64,
+    /// Measured by this process (else reused from a stored result).
+    now: bool,
+}
+
 /// The tuned model under prompt strategies, on the test examples, with the base model's
 /// demonstrations ([`tuned_strategy_runs`]). Main template only; never a choice, so no dev pass.
 /// A linear-head checkpoint has no label words to prompt for: none, with a note.
@@ -482,7 +487,7 @@ fn measure_tuned_prompts(
     tuned: &Tuned,
     limit: Option<usize>,
     fresh: bool,
-) -> anyhow::Result<(Vec<(Strategy, Report, f64, bool)>, Option<String>)> {
+) -> anyhow::Result<(Vec<TunedPromptRun>, Option<String>)> {
     let c = &cfg.compare;
     let strategies: Vec<Strategy> = c.tuned_strategies.iter().map(|s| s.parse()).collect::<crate::error::Result<_>>()?;
     if strategies.is_empty() {
@@ -522,7 +527,13 @@ fn measure_tuned_prompts(
             done[slot] = Some((report, run.seconds));
         }
     }
-    let rows = strategies.into_iter().zip(done).filter_map(|(s, d)| d.map(|(r, secs)| (s, r, secs, missing.contains(&s)))).collect();
+    let rows = strategies
+        .into_iter()
+        .zip(done)
+        .filter_map(|(strategy, d)| {
+            d.map(|(report, seconds)| TunedPromptRun { strategy, report, seconds, now: missing.contains(&strategy) })
+        })
+        .collect();
     Ok((rows, None))
 }
 
@@ -604,18 +615,12 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     let share = training_share(cfg, &prompt_seconds, &stages, outside);
     if let Some(s) = &share {
         eprintln!(
-            "compare: {} of the compare.max_minutes = {} budget spent, ~{} min estimated after training: the fine-tuning run gets {} min",
-            one_decimal(s.before_minutes),
-            s.budget_minutes,
-            one_decimal(s.after_minutes),
-            one_decimal(s.minutes)
+            "compare: {:.1} of the compare.max_minutes = {} budget spent, ~{:.1} min estimated after training: the fine-tuning run gets {:.1} min",
+            s.before_minutes, s.budget_minutes, s.after_minutes, s.minutes
         );
     }
-    let mut trained_now = false;
-    let tuned: Tuned = cached(&out_dir, "finetune", &key, opts.fresh, || {
-        trained_now = true;
-        train_and_eval(cfg, loaded, None, share, &sets.test, sets.consistency_n, limit)
-    })?;
+    let (tuned, trained_now): (Tuned, bool) =
+        cached(&out_dir, "finetune", &key, opts.fresh, || train_and_eval(cfg, loaded, None, share, &sets.test, sets.consistency_n, limit))?;
     stages.push(Stage::new("fine-tuning run", tuned.train_seconds, trained_now));
     stages.push(Stage::new("tuned model on test", tuned.eval_seconds, trained_now));
     rows.push(StrategyRow {
@@ -644,7 +649,7 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     // 3b. The tuned model under prompt strategies: the seed's "combining both". A new checkpoint
     // may sit at the same path as the stored rows' one, so they are measured again after training.
     let (tuned_prompts, tuned_prompt_note) = measure_tuned_prompts(cfg, loaded, &sets, &tuned, limit, opts.fresh || trained_now)?;
-    for (strategy, r, seconds, now) in &tuned_prompts {
+    for TunedPromptRun { strategy, report: r, seconds, now } in &tuned_prompts {
         stages.push(Stage::new(format!("{} (test)", r.method), *seconds, *now));
         let demos = demonstrations_used(strategy.name(), cfg, pool);
         rows.push(StrategyRow {
@@ -729,14 +734,7 @@ fn selections(report: &CompareReport, sets: &Sets, tuned: &Tuned, cfg: &Config) 
 }
 
 /// What the reader must know about how the numbers were made.
-fn notes(
-    cfg: &Config,
-    sets: &Sets,
-    tuned: &Tuned,
-    limit: Option<usize>,
-    opts: &CompareOptions,
-    stages: &[Stage],
-) -> Vec<String> {
+fn notes(cfg: &Config, sets: &Sets, tuned: &Tuned, limit: Option<usize>, opts: &CompareOptions, stages: &[Stage]) -> Vec<String> {
     let mut out = Vec::new();
     if opts.quick {
         out.push(format!(
@@ -766,26 +764,34 @@ fn notes(
         tuned.best_step
     ));
     if let Some(s) = &tuned.share {
-        let cap = if cfg.train.max_minutes > 0.0 { format!(" (at most train.max_minutes = {})", cfg.train.max_minutes) } else { String::new() };
+        let cap =
+            if cfg.train.max_minutes > 0.0 { format!(" (at most train.max_minutes = {})", cfg.train.max_minutes) } else { String::new() };
         let floor = if s.floored {
-            format!(" (the other stages left less than {:.0}% of it, so training got that floor and the comparison ran past its budget)", MIN_TRAINING_SHARE * 100.0)
+            format!(
+                " (the other stages left less than {:.0}% of it, so training got that floor and the comparison ran past its budget)",
+                MIN_TRAINING_SHARE * 100.0
+            )
         } else {
             String::new()
         };
         out.push(format!(
-            "compare.max_minutes = {}: the stages before training and the loading between them took {} min, those after it were estimated at {} min and {WRITE_MINUTES} min for writing the report, and {:.0}% of the budget was kept back, so the fine-tuning run got {} min{cap}{floor}.",
+            "compare.max_minutes = {}: the stages before training and the loading between them took {:.1} min, those after it were estimated at {:.1} min and {WRITE_MINUTES} min for writing the report, and {:.0}% of the budget was kept back, so the fine-tuning run got {:.1} min{cap}{floor}.",
             s.budget_minutes,
-            one_decimal(s.before_minutes),
-            one_decimal(s.after_minutes),
+            s.before_minutes,
+            s.after_minutes,
             BUDGET_MARGIN * 100.0,
-            one_decimal(s.minutes)
+            s.minutes
         ));
     }
     let duration = crate::report::format::duration;
     let listed: Vec<String> =
         stages.iter().map(|s| format!("{} {}{}", s.name, duration(s.seconds), if s.now { "" } else { " (stored)" })).collect();
     let total: f64 = stages.iter().map(|s| s.seconds).sum();
-    out.push(format!("Stage times, measured by this run or, marked stored, by the run that stored them: {}; {} in all.", listed.join("; "), duration(total)));
+    out.push(format!(
+        "Stage times, measured by this run or, marked stored, by the run that stored them: {}; {} in all.",
+        listed.join("; "),
+        duration(total)
+    ));
     out
 }
 
@@ -829,12 +835,13 @@ fn learning_curve(
             sub.train.eval_every = if t.max_steps > 0 { t.max_steps } else { t.eval_every.min(steps_per_epoch) };
             let key = tuned_key(&sub, limit, 0);
             let name = format!("curve-{n}-seed-{}", sub.train.seed);
-            let mut now = false;
-            let run = cached(&out_dir, &name, &key, opts.fresh, || {
-                now = true;
-                train_and_eval(&sub, loaded, Some(n), None, &sets.test, 0, limit)
-            })?;
-            stages.push(Stage::new(format!("learning curve {n} labels, seed {}", sub.train.seed), run.train_seconds + run.eval_seconds, now));
+            let (run, now) =
+                cached(&out_dir, &name, &key, opts.fresh, || train_and_eval(&sub, loaded, Some(n), None, &sets.test, 0, limit))?;
+            stages.push(Stage::new(
+                format!("learning curve {n} labels, seed {}", sub.train.seed),
+                run.train_seconds + run.eval_seconds,
+                now,
+            ));
             runs.push(run);
         }
         let mean = |f: &dyn Fn(&Tuned) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;

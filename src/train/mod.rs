@@ -89,6 +89,19 @@ pub struct TrainSummary {
 /// so no learning rate already used changes).
 const BUDGET_SIZING_STEPS: usize = 5;
 
+/// End the schedule at `fits` steps (at most `planned_steps`) when that moves its end; true
+/// when it did. A schedule shorter than planned is marked budget-sized, which a resume keeps.
+fn fit_schedule(st: &mut TrainerState, fits: usize, planned_steps: usize, bar: &indicatif::ProgressBar) -> bool {
+    let fits = fits.min(planned_steps);
+    if fits == st.total_steps {
+        return false;
+    }
+    st.total_steps = fits;
+    st.budget_sized = fits < planned_steps;
+    bar.set_length(fits as u64);
+    true
+}
+
 /// A budget in minutes as a person writes it: 45, 27.5.
 fn minutes(m: f64) -> String {
     format!("{}", (m * 10.0).round() / 10.0)
@@ -395,14 +408,13 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
             // share of it (train step / forward ≈ 2 in `wick bench`).
             let eval_s = eval_seconds.unwrap_or(dev_set.len() as f64 * step_s / (2.0 * effective as f64));
             let fits = optim::steps_within_budget(max_minutes * 60.0, elapsed, st.step, step_s, eval_s, t.eval_every);
-            if fits < st.total_steps {
+            // Not yet sized, so the schedule still ends at planned_steps: only a cut moves it.
+            if fit_schedule(&mut st, fits, planned_steps, &bar) {
                 say(format!(
-                    "time budget: {} minutes fit about {fits} of {} steps at {step_s:.2} s a step; the {} schedule now ends at step {fits}",
-                    minutes(max_minutes), st.total_steps, t.schedule
+                    "time budget: {} minutes fit about {fits} of {planned_steps} steps at {step_s:.2} s a step; the {} schedule now ends at step {fits}",
+                    minutes(max_minutes),
+                    t.schedule
                 ));
-                st.total_steps = fits;
-                st.budget_sized = true;
-                bar.set_length(fits as u64);
             }
         }
         let tps = st.tokens_seen as f64 / elapsed.max(1e-9);
@@ -459,15 +471,12 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
                 let step_s = (session_start.elapsed().as_secs_f64() - session_eval_seconds).max(0.0) / steps_now as f64;
                 let now = seconds_before + session_start.elapsed().as_secs_f64();
                 let fits = optim::steps_within_budget(max_minutes * 60.0, now, st.step, step_s, eval_s, t.eval_every).min(planned_steps);
-                if fits != st.total_steps {
+                if fit_schedule(&mut st, fits, planned_steps, &bar) {
                     say(format!(
                         "time budget: at {step_s:.2} s a step and {eval_s:.0} s an evaluation, {} minutes fit about {fits} of {planned_steps} steps; the {} schedule now ends at step {fits}",
                         minutes(max_minutes),
                         t.schedule
                     ));
-                    st.total_steps = fits;
-                    st.budget_sized = fits < planned_steps;
-                    bar.set_length(fits as u64);
                 }
             }
             let (seed, pos) = loaded.model.dropout_rng().state();
