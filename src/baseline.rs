@@ -297,6 +297,7 @@ impl<'a> Baselines<'a> {
             cot_prompters
                 .push(cot::prompter(&cfg.prompt, &cfg.data.labels, loaded, &t).map_err(|e| Error::Config(format!("prompt {name}: {e}")))?);
         }
+        crate::prompt::check_fits(prompters.iter().map(|(n, p)| (n.as_str(), p)), cfg.train.max_seq_len)?;
         let mut pool: Vec<usize> = (0..train.len()).collect();
         if let Some(n) = opts.retrieval_pool.filter(|&n| n < train.len()) {
             pool.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.prompt.seed ^ 0x9001));

@@ -24,7 +24,8 @@ use crate::train::{TrainOptions, TrainSummary};
 /// Arguments of `wick compare`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompareArgs {
-    /// Run config; its `[compare]` section says what to measure.
+    /// Run config; its `[compare]` section says what to measure. A data file instead (any
+    /// extension but .toml) runs the config `wick init` proposes for it, written next to the report.
     pub config: PathBuf,
     /// Override `compare.limit` (examples of the split; 0 = all). The report says it is partial.
     #[arg(long)]
@@ -860,7 +861,8 @@ fn learning_curve(
 /// table and write `report.json` and `report.html` under `<run_dir>/compare/`.
 pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     let started = Instant::now();
-    let mut cfg = Config::load(&args.config)?;
+    let mut cfg =
+        if crate::init::is_data_file(&args.config) { config_for_data(&args.config, args.quick)? } else { Config::load(&args.config)? };
     if args.quick {
         quick_look(&mut cfg);
     }
@@ -871,6 +873,31 @@ pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     println!("{}", crate::report::render_terminal(&report));
     println!("wrote {} and {} ({:.0}s)", paths.json.display(), paths.html.display(), started.elapsed().as_secs_f64());
     Ok(report)
+}
+
+/// `wick compare DATA`: the config `wick init` proposes, written next to the report and loaded
+/// from there as any config file is.
+fn config_for_data(data: &Path, quick: bool) -> anyhow::Result<Config> {
+    let opts = crate::init::InitOptions {
+        data: data.to_path_buf(),
+        model: crate::init::DEFAULT_MODEL.into(),
+        text_column: None,
+        label_column: None,
+        group_column: None,
+    };
+    let proposal = crate::init::propose(&opts)?;
+    let mut where_to = Config::parse(&proposal.toml).map_err(crate::error::Error::Config)?;
+    if quick {
+        quick_look(&mut where_to);
+    }
+    let path = where_to.run_dir().join("compare").join("config.toml");
+    crate::init::write_config(&path, &proposal.toml, true)?;
+    println!(
+        "wick compare: {} is a data file, so this runs the config `wick init` proposes for it, written to {} (edit it and pass it instead)",
+        data.display(),
+        path.display()
+    );
+    Ok(Config::load(&path)?)
 }
 
 #[cfg(test)]

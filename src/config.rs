@@ -1,6 +1,6 @@
 //! Run configuration: one TOML file with sections model, data, prompt, lora, train, cost, output.
 //!
-//! Every key has a default (see README "Config reference"); unknown keys are rejected with the
+//! Every key has a default (see docs/config.md); unknown keys are rejected with the
 //! closest valid key, and values are validated with messages naming the file and key.
 
 use std::collections::BTreeMap;

@@ -341,9 +341,21 @@ pub fn strategy_report(
     })
 }
 
+/// Refuse flags that leave nothing to score, before anything is loaded.
+fn check_flags(limit: Option<usize>, batch_size: usize) -> anyhow::Result<()> {
+    if limit == Some(0) {
+        anyhow::bail!("--limit 0 leaves nothing to score: give N of at least 1, or leave --limit out to score them all");
+    }
+    if batch_size == 0 {
+        anyhow::bail!("--batch-size 0: give at least 1 example per forward pass");
+    }
+    Ok(())
+}
+
 /// `wick baseline CONFIG`: score each strategy on a split or file and write its outputs under
 /// `run_dir/baseline/<strategy>/<split-or-file-stem>/`.
 pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
+    check_flags(args.limit, args.batch_size)?;
     let cfg = Config::load(&args.config)?;
     let strategies = Strategy::parse_list(&args.strategy)?;
     let calibrate_on: Strategy = args.calibrate_on.parse()?;
@@ -483,6 +495,7 @@ pub fn score_tuned(
 /// `wick eval --checkpoint DIR`: score a checkpoint on a split or file and write its outputs
 /// under `run_dir/eval/<checkpoint-step>/<split-or-file-stem>/`.
 pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
+    check_flags(args.limit, args.batch_size)?;
     if let Some(name) = &args.strategy {
         return tuned::run_eval_strategy(args, name.parse()?);
     }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod hub;
+pub mod init;
 pub mod lora;
 pub mod metrics;
 pub mod model;

@@ -21,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Propose a working config from a data file alone: format, columns, labels, label words, prompt.
+    Init(InitArgs),
     /// Inspect the labelled data set of a config.
     #[command(subcommand)]
     Data(DataCommand),
@@ -95,6 +97,30 @@ enum ModelCommand {
 }
 
 #[derive(Args)]
+struct InitArgs {
+    /// The labelled data file (CSV, TSV, JSON, JSONL, prompt/completion or OpenAI chat; .bz2/.gz too).
+    data: PathBuf,
+    /// Where to write the config (default: configs/<file name>.toml).
+    #[arg(long, value_name = "CONFIG")]
+    out: Option<PathBuf>,
+    /// The model whose tokenizer checks the label words (GGUF file, HF folder or hub id).
+    #[arg(long, value_name = "SOURCE", default_value = wick::init::DEFAULT_MODEL)]
+    model: String,
+    /// The column holding the text (default: the longest free-text column).
+    #[arg(long, value_name = "C")]
+    text_column: Option<String>,
+    /// The column holding the label (default: the column with few distinct values).
+    #[arg(long, value_name = "C")]
+    label_column: Option<String>,
+    /// A column whose rows must stay in one split (default: one whose values repeat, if only one does).
+    #[arg(long, value_name = "C")]
+    group_column: Option<String>,
+    /// Overwrite an existing config.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
 struct TrainArgs {
     /// Path to the TOML run config.
     config: PathBuf,
@@ -135,6 +161,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Init(args) => init(&args)?,
         Command::Config { config } => {
             let cfg = Config::load(&config)?;
             print!("{}", toml::to_string_pretty(&cfg)?);
@@ -226,4 +253,40 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `wick init`: propose, write, check, and say what to run next.
+fn init(args: &InitArgs) -> anyhow::Result<()> {
+    let opts = wick::init::InitOptions {
+        data: args.data.clone(),
+        model: args.model.clone(),
+        text_column: args.text_column.clone(),
+        label_column: args.label_column.clone(),
+        group_column: args.group_column.clone(),
+    };
+    let out = args.out.clone().unwrap_or_else(|| wick::init::default_config_path(&args.data));
+    // Refuse an existing config before any reading, so a mistaken command costs nothing.
+    if out.exists() && !args.force {
+        anyhow::bail!("{}: already exists; pass --force to overwrite it, or --out to write elsewhere", out.display());
+    }
+    let p = wick::init::propose(&opts)?;
+    println!("{}", p.reasons.join("\n"));
+    let labels: Vec<String> = p.labels.iter().map(|l| format!("{} ({})", l.label, l.count)).collect();
+    println!("labels: {}", labels.join(", "));
+    for w in &p.label_words {
+        let note = w.note.as_deref().map_or(String::new(), |n| format!(" - {n}"));
+        println!("label word: {} -> {:?} ({} token{}){note}", w.label, w.word, w.tokens, if w.tokens == 1 { "" } else { "s" });
+    }
+    for warning in &p.warnings {
+        println!("warning: {warning}");
+    }
+    wick::init::write_config(&out, &p.toml, args.force)?;
+    println!("wrote {}", out.display());
+    let cfg = Config::load(&out)?;
+    let tokenizer = wick::model::tokenizer_for(&cfg.model.source).ok();
+    let report = wick::data::check(&cfg.data, tokenizer.as_ref())?;
+    println!("\n{}", report.render_table());
+    println!("next: wick compare {} --quick   (a first look in about ten minutes)", out.display());
+    println!("      wick compare {}           (the full comparison, compare.max_minutes = 90)", out.display());
+    Ok(())
 }

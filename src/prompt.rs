@@ -71,6 +71,24 @@ impl LabelTokens {
     }
 }
 
+/// Refuse a `train.max_seq_len` that cannot hold the fixed part of every template's prompt
+/// (cutting the text alone would leave the model nothing to read, or no answer to give).
+pub fn check_fits<'a>(prompters: impl IntoIterator<Item = (&'a str, &'a Prompter)>, max_seq_len: usize) -> Result<()> {
+    let mut longest: Option<(usize, &str)> = None;
+    for (name, p) in prompters {
+        let n = p.fixed_len()?;
+        if longest.is_none_or(|(m, _)| n > m) {
+            longest = Some((n, name));
+        }
+    }
+    match longest {
+        Some((need, name)) if need >= max_seq_len => Err(Error::Config(format!(
+            "train.max_seq_len = {max_seq_len} cannot hold the prompt's fixed part ({name}: system message, instruction, answer prefix and the longest label word take {need} tokens); set it above {need}, with room for the text"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Renders and tokenizes prompts for one instruction template.
 pub struct Prompter {
     system: String,
@@ -189,6 +207,13 @@ impl Prompter {
     pub fn tokens(&self, text: &str, demos: &[Demo]) -> Result<PromptTokens> {
         let (prefix, rest) = self.render_parts(demos)?;
         Ok(PromptTokens { prefix: self.encode(&prefix)?, rest: self.encode(&rest.replace(SLOT, text))? })
+    }
+
+    /// What every prompt holds whatever its text: the system message, the instruction, the chat
+    /// template and the answer prefix, plus the longest label word, in tokens.
+    pub fn fixed_len(&self) -> Result<usize> {
+        let bare = self.tokens("", &[])?;
+        Ok(bare.prefix.len() + bare.rest.len() + self.label_tokens.seqs.iter().map(Vec::len).max().unwrap_or(0))
     }
 
     /// Tokenize the shared prefix only.

@@ -96,3 +96,51 @@ fn data_check_reports_bad_rows_with_file_and_line() {
     std::fs::write(&cfg, format!("[model]\nsource = \"{}\"\n[data]\npath = \"{}\"\n", common::GGUF, csv.display())).unwrap();
     assert_one_line_error(&["data", "check", cfg.to_str().unwrap()], &["bad.csv"]);
 }
+
+/// A config on the tiny model over `csv`, writing under `dir/ck`.
+fn tiny_csv_config(dir: &Path, csv: &str, extra: &str) -> String {
+    let model = copy_tiny(dir);
+    let data = dir.join("d.csv");
+    std::fs::write(&data, csv).unwrap();
+    let text = format!(
+        "[model]\nsource = \"{}\"\n[data]\npath = \"{}\"\ntrain_fraction = 0.5\ndev_fraction = 0.25\ntest_fraction = 0.25\n[output]\ndir = \"{}\"\n{extra}",
+        model.display(),
+        data.display(),
+        dir.join("ck").display()
+    );
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, text).unwrap();
+    cfg.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_split_with_a_single_class_is_refused_with_the_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: String = (0..40).map(|i| format!("a perfectly fine review number {i},positive\n")).collect();
+    let cfg = tiny_csv_config(tmp.path(), &format!("text,label\n{rows}"), "[train]\nmax_steps = 2\n");
+    for cmd in [vec!["train", &cfg], vec!["baseline", &cfg, "--strategy", "zero-shot"], vec!["compare", &cfg]] {
+        assert_one_line_error(&cmd, &["single class", "\"negative\" 0", "\"positive\" 2"]);
+    }
+    assert!(!tmp.path().join("ck").exists(), "nothing is written");
+    // `data check` reports it rather than refusing.
+    let (ok, _) = wick(&["data", "check", &cfg, "--strict"]);
+    assert!(!ok);
+}
+
+#[test]
+fn a_max_seq_len_that_cannot_hold_the_prompt_is_refused_with_the_length_needed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: String = (0..40).map(|i| format!("a perfectly fine review number {i},{}\n", ["negative", "positive"][i % 2])).collect();
+    let cfg = tiny_csv_config(tmp.path(), &format!("text,label\n{rows}"), "[train]\nmax_seq_len = 4\nmax_steps = 2\n");
+    assert_one_line_error(&["predict", "--strategy", "zero-shot", "--config", &cfg, "a fine film"], &["train.max_seq_len = 4", "tokens"]);
+    assert_one_line_error(&["train", &cfg], &["train.max_seq_len = 4", "tokens"]);
+    assert!(!tmp.path().join("ck").exists(), "nothing is written");
+}
+
+#[test]
+fn eval_limit_zero_is_refused_before_anything_loads() {
+    // The checkpoint does not exist: the flag is checked first, so the message is about the flag.
+    assert_one_line_error(&["eval", "--checkpoint", "no/such/checkpoint", "--limit", "0"], &["--limit 0"]);
+    assert_one_line_error(&["baseline", "no/such.toml", "--limit", "0"], &["--limit 0"]);
+    assert_one_line_error(&["eval", "--checkpoint", "no/such/checkpoint", "--batch-size", "0"], &["--batch-size 0"]);
+}

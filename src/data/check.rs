@@ -335,7 +335,10 @@ impl CheckReport {
             }
         }
         for s in &self.splits {
-            if s.imbalanced {
+            if s.examples > 0 && s.per_label.iter().filter(|l| l.count > 0).count() < 2 {
+                let counts: Vec<String> = s.per_label.iter().map(|l| format!("{} {}", l.label, l.count)).collect();
+                out.push(format!("{}: a single class ({}): wick refuses to train or score on it", s.split, counts.join(", ")));
+            } else if s.imbalanced {
                 let counts: Vec<String> = s.per_label.iter().map(|l| format!("{} {}", l.label, l.count)).collect();
                 let ratio = s
                     .imbalance

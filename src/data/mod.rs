@@ -7,6 +7,7 @@
 mod chat;
 mod check;
 mod read;
+mod sniff;
 mod split;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,8 @@ use serde::Serialize;
 
 pub use chat::{SystemTurn, apply_system_turn, system_message};
 pub use check::{CheckReport, Conflicts, CrossDuplicates, IMBALANCE_LIMIT, LabelStats, LengthStats, SplitStats, check, check_splits};
-pub use split::{Splits, load_splits, split_examples, write_splits};
+pub use sniff::{Table, read_table};
+pub use split::{Splits, load_splits, split_examples, two_classes_each, write_splits};
 
 use crate::config::DataConfig;
 use crate::error::{Error, Result};

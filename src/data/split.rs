@@ -71,7 +71,11 @@ pub fn load_splits(cfg: &DataConfig, mode: ReadMode) -> Result<(Splits, ReadRepo
             report.merge(r);
             let (test, r) = read_file_with(test, &spec, mode)?;
             report.merge(r);
-            Ok((Splits { train, dev, test }, report))
+            let splits = Splits { train, dev, test };
+            if mode == ReadMode::Strict {
+                two_classes_each(&splits, &cfg.labels)?;
+            }
+            Ok((splits, report))
         }
         (None, None, None) => {
             let path = cfg
@@ -86,10 +90,32 @@ pub fn load_splits(cfg: &DataConfig, mode: ReadMode) -> Result<(Splits, ReadRepo
                     tracing::warn!("{}: the {name} split is empty ({} examples are too few)", path.display(), splits.len());
                 }
             }
+            if mode == ReadMode::Strict {
+                two_classes_each(&splits, &cfg.labels)?;
+            }
             Ok((splits, report))
         }
         _ => Err(Error::Config("data.train_path, dev_path and test_path must be given together".into())),
     }
+}
+
+/// Refuse a non-empty split whose examples all carry one label: training on it learns nothing,
+/// and accuracy on it measures nothing. The message gives every label's count.
+pub fn two_classes_each(splits: &Splits, labels: &[String]) -> Result<()> {
+    for (name, part) in splits.named() {
+        let mut counts = vec![0usize; labels.len()];
+        for e in part {
+            counts[e.label] += 1;
+        }
+        if !part.is_empty() && counts.iter().filter(|&&c| c > 0).count() < 2 {
+            let listed: Vec<String> = labels.iter().zip(&counts).map(|(l, c)| format!("{l:?} {c}")).collect();
+            return Err(Error::Data(format!(
+                "the {name} split has a single class ({}); wick needs at least two in train, dev and test (check data.label_column, data.label_map, or the split's data.seed)",
+                listed.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A file that yields no examples is almost certainly a wrong column or label setting.

@@ -237,6 +237,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
     }
     let labels = &cfg.data.labels;
     let prompter = Prompter::new(&cfg.prompt, labels, &loaded.tokenizer, loaded.chat_template.as_deref(), None)?;
+    crate::prompt::check_fits([("template", &prompter)], t.max_seq_len)?;
     let (train_set, truncated) = encode(&prompter, train_examples, t.max_seq_len)?;
     let dev_examples = if t.eval_examples > 0 { &splits.dev[..t.eval_examples.min(splits.dev.len())] } else { &splits.dev[..] };
     let (dev_set, _) = encode(&prompter, dev_examples, t.max_seq_len)?;
