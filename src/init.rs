@@ -457,7 +457,7 @@ pub fn propose_label_words(labels: &[String], tokenizer: &Tokenizer, examples: &
             let hint = distinctive_words(examples, index, 3);
             let hint = if hint.is_empty() { String::new() } else { format!("; its texts most often use {}", hint.join(", ")) };
             notes.push(format!(
-                "{label:?} is a numeric or code-like label, which tells the model nothing: name the class with a word (data.label_map = {{ {label:?} = \"...\" }} and a prompt.label_words entry){hint}"
+                "{label:?} is a numeric or code-like label, which tells the model nothing: set prompt.label_words.{label:?} to a word that names the class (and use it in the template's list){hint}"
             ));
         }
         out.push(LabelWord { label: label.clone(), word, tokens: ids.len(), note: (!notes.is_empty()).then(|| notes.join("; ")) });

@@ -353,12 +353,15 @@ fn explicit_split_files_are_used_as_given() {
     };
     let cfg = DataConfig {
         train_path: Some(write("train.csv", "text,label\none good film,positive\none bad film,negative\nleaked text here,positive\n")),
-        dev_path: Some(write("dev.csv", "text,label\na dev review,negative\n")),
-        test_path: Some(write("test.jsonl", "{\"text\": \"Leaked text, here!\", \"label\": \"negative\"}\n")),
+        dev_path: Some(write("dev.csv", "text,label\na dev review,negative\nanother dev review,positive\n")),
+        test_path: Some(write(
+            "test.jsonl",
+            "{\"text\": \"Leaked text, here!\", \"label\": \"negative\"}\n{\"text\": \"a test review\", \"label\": \"positive\"}\n",
+        )),
         ..DataConfig::default()
     };
     let (s, report) = load_splits(&cfg, ReadMode::Strict).unwrap();
-    assert_eq!((s.train.len(), s.dev.len(), s.test.len()), (3, 1, 1));
+    assert_eq!((s.train.len(), s.dev.len(), s.test.len()), (3, 2, 2));
     assert_eq!(s.train[2].text, "leaked text here", "explicit splits keep file order");
     assert_eq!(report.files.len(), 3);
     let report = check(&cfg, None).unwrap();

@@ -266,7 +266,7 @@ fn check_reports_disagreeing_system_turns() {
     let cfg = config_for(dir.path(), &data, "");
     assert_eq!(cfg.prompt.system, a, "the most common system turn wins");
     // Disagreement is a data-quality problem, not a read error.
-    load_splits(&cfg.data, ReadMode::Strict).unwrap();
+    read_file(&data, &cfg.data, ReadMode::Strict).unwrap();
     let report = check(&cfg.data, None).unwrap();
     let problems = report.problems();
     let line = problems.iter().find(|p| p.starts_with("system turns disagree")).expect("disagreement is a problem");

@@ -86,6 +86,7 @@ fn init_writes_configs_that_compare_runs_on_every_layout() {
     let (printed, text) = init_then_compare(dir, &model, csv.to_str().unwrap(), &["0", "1", "2"], 40);
     assert!(printed.contains("text column: \"review\""), "{printed}");
     assert!(printed.contains("\"0\" is a numeric or code-like label"), "{printed}");
+    assert!(printed.contains("its texts most often use"), "a word is suggested from the texts: {printed}");
     assert!(text.contains("label_words = { \"0\" = \" 0\", \"1\" = \" 1\", \"2\" = \" 2\" }"), "{text}");
 }
 
