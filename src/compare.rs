@@ -265,7 +265,10 @@ fn training_share(cfg: &Config, prompt_seconds: &[(String, [f64; 3])], before: &
 /// are already seeded shuffles).
 struct Sets {
     train: Vec<Example>,
+    /// The dev sample that makes the prompt choices (`compare.dev_examples` of dev).
     dev: EvalSet,
+    /// Examples in the whole dev split.
+    dev_total: usize,
     test: EvalSet,
     consistency_n: usize,
 }
@@ -279,6 +282,7 @@ fn load_sets(cfg: &Config, limit: Option<usize>) -> anyhow::Result<Sets> {
         _ => splits.test.clone(),
     };
     test.truncate(limit.unwrap_or(usize::MAX));
+    let dev_total = splits.dev.len();
     let mut dev = splits.dev.clone();
     if c.dev_examples > 0 {
         dev.truncate(c.dev_examples);
@@ -290,6 +294,7 @@ fn load_sets(cfg: &Config, limit: Option<usize>) -> anyhow::Result<Sets> {
     Ok(Sets {
         train: splits.train,
         dev: EvalSet { name: "dev".into(), source: "split dev".into(), examples: dev },
+        dev_total,
         test: EvalSet { name: c.split.clone(), source: format!("split {}", c.split), examples: test },
         consistency_n,
     })
@@ -721,10 +726,10 @@ fn selections(report: &CompareReport, sets: &Sets, tuned: &Tuned, cfg: &Config) 
         chosen: format!("one class-balanced draw of {} (prompt.seed = {})", cfg.prompt.k_shot, cfg.prompt.seed),
         by: "fixed: not selected, so no split's score chose it".into(),
     });
-    let dev_used = if tuned.dev_examples == usize::MAX {
-        "all of dev".to_string()
-    } else {
-        format!("{} dev examples", count(tuned.dev_examples as u64))
+    // Training scores the first `train.eval_examples` of dev (0: all of it), however few dev has.
+    let dev_used = match tuned.dev_examples {
+        0 => format!("all {} dev examples", count(sets.dev_total as u64)),
+        n => format!("{} dev examples", count(n.min(sets.dev_total) as u64)),
     };
     out.push(Selection {
         what: "tuned checkpoint".into(),
