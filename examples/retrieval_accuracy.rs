@@ -18,7 +18,7 @@ use wick::stats::{PairedComparison, Z95, wilson};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let cfg = wick::config::Config::load(std::path::Path::new(args.get(1).map_or("configs/rotten-tomatoes.toml", String::as_str)))?;
+    let cfg = wick::data::load_config(std::path::Path::new(args.get(1).map_or("configs/rotten-tomatoes.toml", String::as_str)))?;
     let n: usize = args.get(2).map_or(400, |s| s.parse().unwrap_or(400));
     let which: Vec<String> = args.get(3).map_or("decoder,bm25,minilm", String::as_str).split(',').map(|s| s.trim().to_string()).collect();
     let split = args.get(4).map_or("dev", String::as_str);

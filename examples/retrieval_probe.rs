@@ -48,7 +48,7 @@ struct Measured {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let cfg = wick::config::Config::load(std::path::Path::new(args.get(1).map_or("configs/rotten-tomatoes.toml", String::as_str)))?;
+    let cfg = wick::data::load_config(std::path::Path::new(args.get(1).map_or("configs/rotten-tomatoes.toml", String::as_str)))?;
     let pool_n: usize = args.get(2).map_or(1000, |s| s.parse().unwrap_or(1000));
     let queries_n: usize = args.get(3).map_or(500, |s| s.parse().unwrap_or(500));
     let which: Vec<String> = args.get(4).map_or("bm25,minilm,decoder", String::as_str).split(',').map(|s| s.trim().to_string()).collect();

@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
     wick::ops::blas::configure_blas();
     let args: Vec<String> = std::env::args().collect();
     let config = args.get(1).context("usage: train_step_probe CONFIG [steps] [split|noprefix|full]")?;
-    let cfg = wick::config::Config::load(std::path::Path::new(config))?;
+    let cfg = wick::data::load_config(std::path::Path::new(config))?;
     let steps: usize = args.get(2).map_or(Ok(8), |s| s.parse()).context("steps must be a number")?;
     let mode = args.get(3).map_or("split", String::as_str);
     anyhow::ensure!(["split", "noprefix", "full"].contains(&mode), "mode must be split, noprefix or full, not {mode}");

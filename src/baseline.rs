@@ -9,8 +9,6 @@ pub mod retrieval;
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -25,6 +23,7 @@ use crate::model::LoadedModel;
 use crate::prompt::{Demo, PromptTokens, Prompter};
 use crate::score::{Head, ScoreOptions, Scored, argmax, fit, score};
 
+pub use crate::config::kinds::Strategy;
 pub use demos::{check_k_shot, demo_orders, sample_demos};
 pub use retrieval::RetrievalIndex;
 
@@ -34,76 +33,6 @@ pub const CONTENT_FREE: [&str; 3] = ["N/A", "", "[MASK]"];
 pub const DEMO_ORDERS: usize = 3;
 /// Examples the cached-vs-uncached check scores both ways.
 pub const CACHE_CHECK_EXAMPLES: usize = 16;
-
-/// A prompt-only strategy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// The template alone.
-    ZeroShot,
-    /// k class-balanced demonstrations sampled from the train split.
-    FewShot,
-    /// Zero-shot (or few-shot) probabilities divided by those of content-free inputs.
-    Calibrated,
-    /// The k most similar train examples as demonstrations.
-    Retrieval,
-    /// Brief reasoning generated before the answer (chain-of-thought).
-    Cot,
-}
-
-impl Strategy {
-    /// Every strategy, in report order.
-    pub const ALL: [Strategy; 5] = [Strategy::ZeroShot, Strategy::FewShot, Strategy::Calibrated, Strategy::Retrieval, Strategy::Cot];
-
-    /// CLI / folder name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::ZeroShot => "zero-shot",
-            Strategy::FewShot => "few-shot",
-            Strategy::Calibrated => "calibrated",
-            Strategy::Retrieval => "retrieval",
-            Strategy::Cot => "cot",
-        }
-    }
-
-    /// "all" or a comma-separated list of names.
-    pub fn parse_list(s: &str) -> Result<Vec<Strategy>> {
-        if s.trim() == "all" {
-            return Ok(Self::ALL.to_vec());
-        }
-        let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let st: Strategy = part.parse()?;
-            if !out.contains(&st) {
-                out.push(st);
-            }
-        }
-        if out.is_empty() {
-            return Err(Error::Config("--strategy is empty (expected all, zero-shot, few-shot, calibrated, retrieval or cot)".into()));
-        }
-        Ok(out)
-    }
-
-    fn uses_demos(self) -> bool {
-        matches!(self, Strategy::FewShot | Strategy::Retrieval)
-    }
-}
-
-impl FromStr for Strategy {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Strategy::ALL.into_iter().find(|st| st.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
-            Error::Config(format!("unknown strategy {s:?}{}", crate::config::suggest(s, &names)))
-        })
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Contextual calibration: `probs / p_cf`, renormalised.
 pub fn calibrate(probs: &[f32], p_cf: &[f32]) -> Vec<f32> {

@@ -8,7 +8,6 @@ use std::time::Instant;
 use candle_core::{D, Device, Tensor};
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lora::lora_scale;
 use crate::model::{self, Batch, Llama};
@@ -168,7 +167,7 @@ pub fn label_loss(model: &Llama, input: &Tensor, lengths: &[usize], label_ids: &
 /// Run the benchmark; `process_start` is taken first thing in `main`.
 pub fn run_bench(args: &BenchArgs, process_start: Instant) -> Result<BenchReport> {
     let c = |what: &'static str| move |e: candle_core::Error| Error::Model(format!("bench {what}: {e}"));
-    let cfg = Config::load(&args.config)?;
+    let cfg = crate::data::load_config(&args.config)?;
     fused::use_composites(args.reference_ops);
     let device = model::select_device(&cfg.model.device)?;
     let dtype = model::resolve_dtype(args.dtype.as_deref().unwrap_or(&cfg.model.dtype), &device)?;

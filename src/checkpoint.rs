@@ -174,13 +174,13 @@ pub fn run_config(dir: &Path, override_cfg: Option<&Path>) -> Result<Config> {
         (true, override_cfg) => {
             let mut cfg = read_run(dir)?.config;
             if let Some(path) = override_cfg {
-                let o = Config::load(path)?;
+                let o = crate::data::load_config(path)?;
                 cfg.data = o.data;
                 cfg.output = o.output;
             }
             Ok(cfg)
         }
-        (false, Some(path)) => Config::load(path),
+        (false, Some(path)) => crate::data::load_config(path),
         (false, None) => Err(Error::Config(format!(
             "{}: not written by wick (no {RUN_FILE}), so give --config CONFIG for its base model, prompt and labels",
             dir.display()

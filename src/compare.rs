@@ -866,8 +866,11 @@ fn learning_curve(
 /// table and write `report.json` and `report.html` under `<run_dir>/compare/`.
 pub fn run_compare(args: &CompareArgs) -> anyhow::Result<CompareReport> {
     let started = Instant::now();
-    let mut cfg =
-        if crate::init::is_data_file(&args.config) { config_for_data(&args.config, args.quick)? } else { Config::load(&args.config)? };
+    let mut cfg = if crate::init::is_data_file(&args.config) {
+        config_for_data(&args.config, args.quick)?
+    } else {
+        crate::data::load_config(&args.config)?
+    };
     if args.quick {
         quick_look(&mut cfg);
     }
@@ -902,7 +905,7 @@ fn config_for_data(data: &Path, quick: bool) -> anyhow::Result<Config> {
         data.display(),
         path.display()
     );
-    Ok(Config::load(&path)?)
+    Ok(crate::data::load_config(&path)?)
 }
 
 #[cfg(test)]

@@ -9,6 +9,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::suggest::suggest;
+
+pub mod kinds;
+
+/// The all-MiniLM-L6-v2 folder `prompt.retriever = "minilm"` loads by default (scripts/fetch-assets puts it there).
+pub const DEFAULT_RETRIEVER_MODEL: &str = "assets/all-MiniLM-L6-v2";
 
 /// The whole run configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -122,7 +128,7 @@ impl Default for DataConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PromptConfig {
     /// System message (used when the model has a chat template). When the file does not set it
-    /// and the data is openai-chat, [`Config::load`] takes the rows' most common system turn.
+    /// and the data is openai-chat, [`crate::data::load_config`] takes the rows' most common system turn.
     pub system: String,
     /// Instruction template; must contain `{text}`.
     pub template: String,
@@ -186,7 +192,7 @@ impl Default for PromptConfig {
             k_shot: 4,
             seed: 7,
             retriever: "decoder".into(),
-            retriever_model: crate::baseline::minilm::DEFAULT_DIR.into(),
+            retriever_model: DEFAULT_RETRIEVER_MODEL.into(),
             system_explicit: false,
         }
     }
@@ -448,7 +454,6 @@ impl Config {
         let mut cfg = Self::parse(&text).map_err(|msg| Error::Config(format!("{}: {msg}", path.display())))?;
         cfg.source_path = Some(path.to_path_buf());
         cfg.validate().map_err(|msg| Error::Config(format!("{}: {msg}", path.display())))?;
-        crate::data::apply_system_turn(&mut cfg);
         Ok(cfg)
     }
 
@@ -487,7 +492,7 @@ impl Config {
                 }
             }
         }
-        crate::data::Format::parse(&d.format).map_err(|e| e.to_string())?;
+        kinds::Format::parse(&d.format).map_err(|e| e.to_string())?;
         if d.labels.len() < 2 {
             return Err("data.labels needs at least two labels".into());
         }
@@ -592,16 +597,16 @@ impl Config {
             return Err("compare.curve_seeds must be at least 1".into());
         }
         for s in &cmp.tuned_strategies {
-            match s.parse::<crate::baseline::Strategy>() {
+            match s.parse::<kinds::Strategy>() {
                 Err(e) => return Err(format!("compare.tuned_strategies: {e}")),
-                Ok(crate::baseline::Strategy::ZeroShot) => {
+                Ok(kinds::Strategy::ZeroShot) => {
                     return Err("compare.tuned_strategies: zero-shot is the tuned model's own row".into());
                 }
                 Ok(_) => {}
             }
         }
         for s in &cmp.strategies {
-            s.parse::<crate::baseline::Strategy>().map_err(|e| format!("compare.strategies: {e}"))?;
+            s.parse::<kinds::Strategy>().map_err(|e| format!("compare.strategies: {e}"))?;
         }
         let dc = &self.decision;
         if !(0.0..=1.0).contains(&dc.required_accuracy) {
@@ -635,7 +640,7 @@ impl Config {
 }
 
 fn is_default_retriever_model(p: &Path) -> bool {
-    p == Path::new(crate::baseline::minilm::DEFAULT_DIR)
+    p == Path::new(DEFAULT_RETRIEVER_MODEL)
 }
 
 /// The default `prompt.cot_instruction`.
@@ -678,16 +683,6 @@ fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
         }
     }
     format!("{location}{msg}")
-}
-
-/// ", did you mean `x`?" for the closest candidate, or the list of valid keys when none is close.
-pub fn suggest(word: &str, candidates: &[&str]) -> String {
-    let best = candidates.iter().map(|c| (strsim::normalized_damerau_levenshtein(word, c), *c)).max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((score, c)) if score >= 0.4 => format!(", did you mean `{c}`?"),
-        _ if !candidates.is_empty() => format!(" (valid: {})", candidates.join(", ")),
-        _ => String::new(),
-    }
 }
 
 #[cfg(test)]

@@ -356,7 +356,7 @@ fn check_flags(limit: Option<usize>, batch_size: usize) -> anyhow::Result<()> {
 /// `run_dir/baseline/<strategy>/<split-or-file-stem>/`.
 pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
     check_flags(args.limit, args.batch_size)?;
-    let cfg = Config::load(&args.config)?;
+    let cfg = crate::data::load_config(&args.config)?;
     let strategies = Strategy::parse_list(&args.strategy)?;
     let calibrate_on: Strategy = args.calibrate_on.parse()?;
     let needs_train = strategies.iter().any(|s| matches!(s, Strategy::FewShot | Strategy::Retrieval))
@@ -581,7 +581,7 @@ pub fn run_predict(args: &PredictArgs) -> anyhow::Result<()> {
         }
         (None, Some(name)) => {
             let path = args.config.as_ref().context("--strategy needs --config CONFIG")?;
-            let cfg = Config::load(path)?;
+            let cfg = crate::data::load_config(path)?;
             let strategy: Strategy = name.parse()?;
             let calibrate_on: Strategy = args.calibrate_on.parse()?;
             let needs_train = matches!(strategy, Strategy::FewShot | Strategy::Retrieval)

@@ -3,6 +3,7 @@
 pub mod baseline;
 pub mod bench;
 pub mod checkpoint;
+pub mod clock;
 pub mod compare;
 pub mod config;
 pub mod data;
@@ -23,5 +24,6 @@ pub mod runs;
 pub mod score;
 pub mod selftest;
 pub mod stats;
+pub mod suggest;
 pub mod tokenizer;
 pub mod train;

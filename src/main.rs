@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use wick::config::Config;
 
 /// Prompt or fine-tune? wick measures both on your data and model.
 #[derive(Parser)]
@@ -163,11 +162,11 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
     match cli.command {
         Command::Init(args) => init(&args)?,
         Command::Config { config } => {
-            let cfg = Config::load(&config)?;
+            let cfg = wick::data::load_config(&config)?;
             print!("{}", toml::to_string_pretty(&cfg)?);
         }
         Command::Data(DataCommand::Check { config, json, strict }) => {
-            let cfg = Config::load(&config)?;
+            let cfg = wick::data::load_config(&config)?;
             let tokenizer = wick::model::tokenizer_for(&cfg.model.source).ok();
             let report = wick::data::check(&cfg.data, tokenizer.as_ref())?;
             if json {
@@ -182,7 +181,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
             }
         }
         Command::Data(DataCommand::Split { config, out }) => {
-            let cfg = Config::load(&config)?;
+            let cfg = wick::data::load_config(&config)?;
             let (splits, _) = wick::data::load_splits(&cfg.data, wick::data::ReadMode::Strict)?;
             for (path, (name, examples)) in wick::data::write_splits(&splits, &cfg.data.labels, &out)?.iter().zip(splits.named()) {
                 println!("wrote {} ({} {name} examples)", path.display(), examples.len());
@@ -201,7 +200,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
         Command::Compare(args) => drop(wick::compare::run_compare(&args)?),
         Command::Export(args) => drop(wick::export::run_export(&args)?),
         Command::Runs { config } => {
-            let cfg = Config::load(&config)?;
+            let cfg = wick::data::load_config(&config)?;
             let records = wick::runs::read_all(&cfg.output.dir)?;
             println!("{}", wick::runs::render_runs(&records));
             if let Some(p) = wick::runs::plateau(&records, cfg.decision.plateau_points) {
@@ -234,7 +233,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
         Command::Eval(args) => drop(wick::eval::run_eval(&args)?),
         Command::Predict(args) => wick::eval::run_predict(&args)?,
         Command::Train(args) => {
-            let mut cfg = Config::load(&args.config)?;
+            let mut cfg = wick::data::load_config(&args.config)?;
             if let Some(n) = args.max_steps {
                 cfg.train.max_steps = n;
             }
@@ -282,7 +281,7 @@ fn init(args: &InitArgs) -> anyhow::Result<()> {
     }
     wick::init::write_config(&out, &p.toml, args.force)?;
     println!("wrote {}", out.display());
-    let cfg = Config::load(&out)?;
+    let cfg = wick::data::load_config(&out)?;
     let tokenizer = wick::model::tokenizer_for(&cfg.model.source).ok();
     let report = wick::data::check(&cfg.data, tokenizer.as_ref())?;
     println!("\n{}", report.render_table());

@@ -361,7 +361,7 @@ fn baseline_command_writes_metrics_and_predictions() -> anyhow::Result<()> {
 fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let config = write_run(dir.path(), "");
-    let mut cfg = Config::load(&config)?;
+    let mut cfg = wick::data::load_config(&config)?;
     let mut loaded = load();
     let fingerprint = base_fingerprint(&loaded.model)?;
     // A fresh adapter (B = 0) leaves the model unchanged, so eval must equal zero-shot.

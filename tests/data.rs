@@ -405,7 +405,7 @@ fn check_counts_tokens_with_a_tokenizer() {
 
 fn rotten_tomatoes() -> Config {
     // The config's data path is relative to the repository root, which is where cargo runs tests.
-    Config::load(Path::new("configs/rotten-tomatoes.toml")).unwrap()
+    wick::data::load_config(Path::new("configs/rotten-tomatoes.toml")).unwrap()
 }
 
 #[test]

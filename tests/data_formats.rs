@@ -123,7 +123,7 @@ fn example_files_read_as_their_layouts() {
     for (config, format) in
         [("configs/example-prompt-completion.toml", "prompt-completion"), ("configs/example-openai-chat.toml", "openai-chat")]
     {
-        let cfg = Config::load(&root.join(config)).unwrap();
+        let cfg = wick::data::load_config(&root.join(config)).unwrap();
         let (splits, report) = load_splits(&cfg.data, ReadMode::Strict).unwrap();
         assert_eq!(report.formats, vec![format]);
         assert_eq!(splits.len(), 32, "{config}");
@@ -132,7 +132,7 @@ fn example_files_read_as_their_layouts() {
         assert_eq!(checked.problems(), Vec::<String>::new(), "{config} must pass `wick data check`");
         assert!(checked.render_table().contains(&format!("({format})")));
     }
-    let cfg = Config::load(&root.join("configs/example-prompt-completion.toml")).unwrap();
+    let cfg = wick::data::load_config(&root.join("configs/example-prompt-completion.toml")).unwrap();
     let (examples, _) = read_file(cfg.data.path.as_deref().unwrap(), &cfg.data, ReadMode::Strict).unwrap();
     assert!(examples.iter().all(|e| e.text.starts_with("Review: ")), "the prompt's prefix is the user's text and is kept");
 }
@@ -199,7 +199,7 @@ fn config_for(dir: &Path, data: &Path, extra: &str) -> Config {
         data.display().to_string()
     );
     std::fs::write(&path, toml).unwrap();
-    Config::load(&path).unwrap()
+    wick::data::load_config(&path).unwrap()
 }
 
 /// A word-level tokenizer in which " negative" and " positive" are one token each.

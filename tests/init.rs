@@ -48,7 +48,7 @@ fn init_then_compare(dir: &Path, model: &Path, data: &str, expect_labels: &[&str
     let _ = std::fs::remove_file(&out);
     let printed = ok(dir, &["init", data, "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     let text = std::fs::read_to_string(&out).unwrap();
-    let cfg = wick::config::Config::load(&out).unwrap();
+    let cfg = wick::data::load_config(&out).unwrap();
     assert_eq!(cfg.data.labels, expect_labels, "{printed}");
     assert!(printed.contains("next: wick compare"), "{printed}");
     ok(dir, &["compare", out.to_str().unwrap(), "--quick", "--limit", "40"]);

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use common::{TRAIN, tiny_config, tiny_model_dir};
-use wick::config::Config;
 use wick::prompt::Prompter;
 use wick::score::Head;
 use wick::train::batches::encode;
@@ -39,7 +38,7 @@ fn assert_bit_identical(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>
 fn accumulating_4x2_equals_one_batch_of_8() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let model_dir = tiny_model_dir(tmp.path(), 1);
-    let cfg = Config::load(&tiny_config(tmp.path(), &model_dir, TRAIN))?;
+    let cfg = wick::data::load_config(&tiny_config(tmp.path(), &model_dir, TRAIN))?;
     let mut loaded = wick::model::load(model_dir.to_str().unwrap(), DType::F32, &Device::Cpu)?;
     loaded.model.add_lora(&["all-linear".into()], 4, 2.0, 0.0, 5)?;
     // Non-zero B so that every tensor has a gradient to compare.
@@ -75,7 +74,7 @@ fn accumulating_4x2_equals_one_batch_of_8() -> anyhow::Result<()> {
 fn the_label_words_loss_is_cross_entropy_over_the_label_words_only() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let model_dir = tiny_model_dir(tmp.path(), 4);
-    let cfg = Config::load(&tiny_config(tmp.path(), &model_dir, TRAIN))?;
+    let cfg = wick::data::load_config(&tiny_config(tmp.path(), &model_dir, TRAIN))?;
     let loaded = wick::model::load(model_dir.to_str().unwrap(), DType::F32, &Device::Cpu)?;
     let (splits, _) = wick::data::load_splits(&cfg.data, wick::data::ReadMode::Strict)?;
     let prompter = Prompter::new(&cfg.prompt, &cfg.data.labels, &loaded.tokenizer, loaded.chat_template.as_deref(), None)?;

@@ -15,7 +15,7 @@ use crate::baseline::retrieval::RetrievalIndex;
 use crate::error::{CandleContext, Error, Result};
 
 /// Where scripts/fetch-assets puts the model (the default of `prompt.retriever_model`).
-pub const DEFAULT_DIR: &str = "assets/all-MiniLM-L6-v2";
+pub const DEFAULT_DIR: &str = crate::config::DEFAULT_RETRIEVER_MODEL;
 /// Tokens per text, [CLS] and [SEP] included: the model's `max_seq_length` in
 /// sentence-transformers (its tokenizer.json says 128, which sentence-transformers overrides).
 pub const MAX_TOKENS: usize = 256;

@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use super::read::{self, RawRow, kind, scalar};
 use super::{Format, Loc, ReadMode, ReadSpec, at};
-use crate::config::{Config, DataConfig, suggest};
+use crate::config::{Config, DataConfig};
 use crate::error::{Error, Result};
+use crate::suggest::suggest;
 
 /// The key of a prompt/completion row that holds the text.
 pub(crate) const PROMPT_KEY: &str = "prompt";
@@ -241,7 +242,7 @@ pub fn system_message(cfg: &DataConfig) -> Option<String> {
 }
 
 /// Without an explicit `prompt.system`, an openai-chat file's system turn is the prompt's: it is
-/// the instruction the rows were written for. [`crate::config::Config::load`] calls this, since
+/// the instruction the rows were written for. [`super::load_config`] calls this, since
 /// every command loads its config there, so baselines, training and eval see the same prompt.
 pub fn apply_system_turn(cfg: &mut Config) {
     if cfg.prompt.system_explicit {

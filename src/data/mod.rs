@@ -11,11 +11,11 @@ mod sniff;
 mod split;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
 use serde::Serialize;
 
+pub use crate::config::kinds::Format;
 pub use chat::{SystemTurn, apply_system_turn, system_message};
 pub use check::{CheckReport, Conflicts, CrossDuplicates, IMBALANCE_LIMIT, LabelStats, LengthStats, SplitStats, check, check_splits};
 pub use sniff::{Table, read_table};
@@ -44,48 +44,6 @@ pub enum ReadMode {
     Strict,
     /// Bad rows are skipped and counted in the [`ReadReport`] (`data check`).
     Lenient,
-}
-
-/// File format of a data file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// From the extension, after stripping `.bz2` / `.gz`.
-    Auto,
-    /// Comma-separated with a header row.
-    Csv,
-    /// Tab-separated with a header row.
-    Tsv,
-    /// One JSON object per line.
-    Jsonl,
-    /// One JSON array of objects.
-    Json,
-    /// JSONL of `{"prompt": text, "completion": label}` (text/label columns are not used).
-    PromptCompletion,
-    /// JSONL of OpenAI chat fine-tuning rows: the user turn is the text, the assistant turn the label.
-    OpenaiChat,
-}
-
-impl Format {
-    /// Every `data.format` value, in the order messages list them.
-    pub const NAMES: [&'static str; 7] = ["auto", "csv", "tsv", "jsonl", "json", "prompt-completion", "openai-chat"];
-
-    /// Parse a `data.format` value (one of [`Format::NAMES`]).
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "csv" => Ok(Self::Csv),
-            "tsv" => Ok(Self::Tsv),
-            "jsonl" => Ok(Self::Jsonl),
-            "json" => Ok(Self::Json),
-            "prompt-completion" => Ok(Self::PromptCompletion),
-            "openai-chat" => Ok(Self::OpenaiChat),
-            other => Err(Error::Config(format!(
-                "data.format = {other:?}: expected one of {}{}",
-                Self::NAMES.join(", "),
-                crate::config::suggest(other, &Self::NAMES)
-            ))),
-        }
-    }
 }
 
 /// What to read from a file: format, columns and label rules. Built from a [`DataConfig`] or by hand.
@@ -258,18 +216,12 @@ pub(crate) fn at(path: &Path, loc: Loc) -> String {
     }
 }
 
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Format::Auto => "auto",
-            Format::Csv => "csv",
-            Format::Tsv => "tsv",
-            Format::Jsonl => "jsonl",
-            Format::Json => "json",
-            Format::PromptCompletion => "prompt-completion",
-            Format::OpenaiChat => "openai-chat",
-        })
-    }
+/// Read and validate a config file ([`crate::config::Config::load`]); for openai-chat data
+/// without a `prompt.system`, the rows' most common system turn becomes the system message.
+pub fn load_config(path: &Path) -> Result<crate::config::Config> {
+    let mut cfg = crate::config::Config::load(path)?;
+    apply_system_turn(&mut cfg);
+    Ok(cfg)
 }
 
 /// Read one data file with the columns and label rules of a `[data]` section.

@@ -10,8 +10,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::{Format, Loc, at};
-use crate::config::suggest;
 use crate::error::{Error, Result};
+use crate::suggest::suggest;
 
 /// One record before label normalisation.
 pub(crate) struct RawRow {

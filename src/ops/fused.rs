@@ -41,13 +41,16 @@ fn kernels_exist(x: &Tensor) -> bool {
 /// True when `kernel`'s fused version runs for `x`: it exists for the device and dtype and passed
 /// its first-use check there ([`super::self_check`]); an error under `--strict-kernels`.
 pub fn kernel_applies(kernel: Kernel, x: &Tensor) -> Result<bool> {
-    Ok(kernels_exist(x) && super::self_check::trusted(kernel, x.device(), x.dtype())?)
+    Ok(kernels_exist(x) && super::self_check::trusted(kernel, x.device(), x.dtype(), || check_kernel(kernel, x.device(), x.dtype()))?)
 }
 
 /// True when every fused kernel runs for `x` (what the hand-written layer backward and the
 /// whole-layer op need); anything else uses the composites.
 pub fn fused_applies(x: &Tensor) -> bool {
-    kernels_exist(x) && Kernel::ALL.iter().all(|&k| super::self_check::trusted(k, x.device(), x.dtype()).unwrap_or(false))
+    kernels_exist(x)
+        && Kernel::ALL
+            .iter()
+            .all(|&k| super::self_check::trusted(k, x.device(), x.dtype(), || check_kernel(k, x.device(), x.dtype())).unwrap_or(false))
 }
 
 /// A fused output, made wrong when the test-only switch breaks its kernel.
@@ -714,6 +717,17 @@ fn fused_swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
+    use super::{DType, Kernel, check_kernel};
+
+    #[test]
+    fn every_cpu_kernel_passes_its_own_check() {
+        for k in Kernel::ALL {
+            let diff = check_kernel(k, &candle_core::Device::Cpu, DType::F32).unwrap();
+            assert!(diff <= k.tolerance(DType::F32), "{}: {diff}", k.name());
+            assert!(diff.is_finite());
+        }
+    }
+
     #[test]
     fn fast_exp_matches_libm() {
         let mut worst = 0f64;

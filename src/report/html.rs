@@ -4,25 +4,9 @@
 use std::fmt::Write;
 
 use super::format::{count, money, percent, volume};
-use super::svg::{PROMPT_COLOUR, TUNED_COLOUR, accuracy_chart, cost_chart, difference_chart, learning_curve_chart};
+use super::svg::{PROMPT_COLOUR, TUNED_COLOUR, accuracy_chart, cost_chart, difference_chart, escape, learning_curve_chart};
 use super::table::comparison_lines;
 use super::{Choice, CompareReport, RowKind, StrategyRow};
-
-/// Escape text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 const STYLE: &str = r#"
 :root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --bg: #f5f7fa; --prompt: PROMPT; --tuned: TUNED; }

@@ -240,7 +240,7 @@ impl CompareReport {
             comparisons,
             selections: Vec::new(),
             notes: Vec::new(),
-            generated_at: crate::runs::now_rfc3339(),
+            generated_at: crate::clock::now_rfc3339(),
         }
     }
 

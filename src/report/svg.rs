@@ -4,8 +4,23 @@
 use std::fmt::Write;
 
 use super::format::{count, money, percent, volume};
-use super::html::escape;
 use super::{CompareReport, RowKind};
+
+/// Escape text for HTML (and SVG) element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 /// Colour of prompt strategies.
 pub(crate) const PROMPT_COLOUR: &str = "#3b6ea8";

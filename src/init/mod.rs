@@ -10,18 +10,21 @@
 //! - Label words: each label name as the model's tokenizer splits it; two labels never tokenize the
 //!   same, and numeric or code-like labels are named as such.
 //!
-//! The library proposes and writes; the command line prints.
+//! The library proposes and writes; the command line prints. The label words are in `words.rs`,
+//! the config text in `render.rs`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod render;
+mod words;
+
+pub use words::{code_like, distinctive_words, propose_label_words};
+
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use tokenizers::Tokenizer;
-
-use crate::config::{Config, suggest};
-use crate::data::{
-    Example, Format, IMBALANCE_LIMIT, ReadMode, ReadSpec, Table, read_file_with, read_table, split_examples, two_classes_each,
-};
+use crate::config::Config;
+use crate::data::{Format, IMBALANCE_LIMIT, ReadMode, ReadSpec, Table, read_file_with, read_table, split_examples, two_classes_each};
 use crate::error::{Error, Result};
+use crate::suggest::suggest;
 
 /// The model `wick init` proposes when none is named: the default config's.
 pub const DEFAULT_MODEL: &str = "assets/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -381,7 +384,7 @@ pub fn propose(opts: &InitOptions) -> Result<Proposal> {
         .push(format!("train.max_seq_len = {max_seq_len}: 95% of texts have at most {p95} tokens, plus {PROMPT_ROOM} for the instruction"));
 
     let system = if table.format == Format::OpenaiChat { table.system.clone() } else { None };
-    let toml = render_toml(&Render {
+    let toml = render::render_toml(&render::Render {
         data,
         model: &opts.model,
         format: table.format,
@@ -414,172 +417,6 @@ pub fn propose(opts: &InitOptions) -> Result<Proposal> {
 
 /// Tokens kept for the system message, instruction, chat template and answer prefix.
 const PROMPT_ROOM: usize = 96;
-
-/// "0", "-1", "LABEL_2", "class3", "A": a label whose name tells the model nothing.
-pub fn code_like(label: &str) -> bool {
-    let lower = label.to_ascii_lowercase();
-    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
-    let stem =
-        ["label", "class", "cat", "lbl"].iter().find_map(|p| lower.strip_prefix(p)).map(|rest| rest.trim_start_matches(['_', '-', ' ']));
-    digits(lower.trim_start_matches('-')) || stem.is_some_and(digits) || label.chars().count() == 1
-}
-
-/// A word per label, tokenized by `tokenizer`; words that would tokenize the same are replaced
-/// by the first alternative that does not, and the note says so.
-pub fn propose_label_words(labels: &[String], tokenizer: &Tokenizer, examples: &[Example]) -> Result<Vec<LabelWord>> {
-    let encode = |w: &str| -> Result<Vec<u32>> {
-        Ok(tokenizer.encode(w, false).map_err(|e| Error::Model(format!("tokenizing label word {w:?}: {e}")))?.get_ids().to_vec())
-    };
-    let mut taken: Vec<Vec<u32>> = Vec::new();
-    let mut out = Vec::new();
-    for (index, label) in labels.iter().enumerate() {
-        let natural = format!(" {}", label.replace(['_', '-'], " ").split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase());
-        let first = if code_like(label) { format!(" {label}") } else { natural };
-        let alternatives =
-            [first.clone(), format!(" {label}"), label.clone(), format!(" {label} {}", index + 1), format!(" class {}", index + 1)];
-        let mut chosen = None;
-        for w in alternatives {
-            let ids = encode(&w)?;
-            if !ids.is_empty() && !taken.contains(&ids) {
-                chosen = Some((w, ids));
-                break;
-            }
-        }
-        let (word, ids) =
-            chosen.ok_or_else(|| Error::Config(format!("label {label:?}: no word for it tokenizes apart from the other labels'")))?;
-        let mut notes = Vec::new();
-        if word != first {
-            let first_ids = encode(&first)?;
-            let clash = taken.iter().position(|t| *t == first_ids).map_or(String::new(), |j| format!(" as label {:?}'s word", labels[j]));
-            notes.push(format!("{first:?} tokenizes the same{clash}, so {word:?}"));
-        }
-        if code_like(label) {
-            let hint = distinctive_words(examples, index, 3);
-            let hint = if hint.is_empty() { String::new() } else { format!("; its texts most often use {}", hint.join(", ")) };
-            notes.push(format!(
-                "{label:?} is a numeric or code-like label, which tells the model nothing: set prompt.label_words.{label:?} to a word that names the class (and use it in the template's list){hint}"
-            ));
-        }
-        out.push(LabelWord { label: label.clone(), word, tokens: ids.len(), note: (!notes.is_empty()).then(|| notes.join("; ")) });
-        taken.push(ids);
-    }
-    Ok(out)
-}
-
-/// Words that set one label's texts apart: the highest smoothed log-odds of appearing in a text
-/// of that label against the others, among words in at least 5 of its texts.
-pub fn distinctive_words(examples: &[Example], label: usize, n: usize) -> Vec<String> {
-    let mut inside: HashMap<String, usize> = HashMap::new();
-    let mut outside: HashMap<String, usize> = HashMap::new();
-    let (mut n_in, mut n_out) = (0usize, 0usize);
-    for e in examples {
-        let words: HashSet<String> =
-            e.text.split(|c: char| !c.is_alphabetic()).filter(|w| w.chars().count() >= 3).map(str::to_lowercase).collect();
-        let (map, total) = if e.label == label { (&mut inside, &mut n_in) } else { (&mut outside, &mut n_out) };
-        *total += 1;
-        for w in words {
-            *map.entry(w).or_default() += 1;
-        }
-    }
-    let mut scored: Vec<(f64, String)> = inside
-        .iter()
-        .filter(|(_, c)| **c >= 5)
-        .map(|(w, &c)| {
-            let o = outside.get(w).copied().unwrap_or(0);
-            let score = ((c as f64 + 1.0) / (n_in as f64 + 2.0)).ln() - ((o as f64 + 1.0) / (n_out as f64 + 2.0)).ln();
-            (score, w.clone())
-        })
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    scored.into_iter().take(n).map(|(_, w)| w).collect()
-}
-
-/// What goes into the config text.
-struct Render<'a> {
-    data: &'a Path,
-    model: &'a str,
-    format: Format,
-    text_column: &'a str,
-    label_column: &'a str,
-    group_column: Option<&'a str>,
-    words: &'a [LabelWord],
-    fractions: [f64; 3],
-    seed: u64,
-    chat_system: Option<&'a str>,
-    max_seq_len: usize,
-    dev_n: usize,
-    train_n: usize,
-}
-
-/// A TOML basic string (JSON's escapes are TOML's).
-fn quoted(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
-}
-
-fn render_toml(r: &Render) -> String {
-    let list = |xs: &[String]| format!("[{}]", xs.iter().map(|x| quoted(x)).collect::<Vec<_>>().join(", "));
-    let names: Vec<String> = r.words.iter().map(|w| w.word.trim().to_string()).collect();
-    let options = names.join(", ");
-    let stem = r.data.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let run_name = run_name_for(r.data);
-    let mut s = format!("# wick config for {stem}, proposed by `wick init` from the file alone: edit any choice.\n");
-    s += "\n[model]\n# The pretrained model: a GGUF file, an HF folder or a hub id.\n";
-    s += &format!("source = {}\n", quoted(r.model));
-    s += "\n[data]\n# The labelled file, its columns and labels as wick init chose them, and a seeded split.\n";
-    s += &format!("path = {}\n", quoted(&r.data.display().to_string()));
-    s += &format!("format = {}\n", quoted(&r.format.to_string()));
-    if !matches!(r.format, Format::OpenaiChat | Format::PromptCompletion) {
-        s += &format!("text_column = {}\nlabel_column = {}\n", quoted(r.text_column), quoted(r.label_column));
-    }
-    if let Some(g) = r.group_column {
-        s += &format!("group_column = {}\n", quoted(g));
-    }
-    let labels: Vec<String> = r.words.iter().map(|w| w.label.clone()).collect();
-    s += &format!("labels = {}\n", list(&labels));
-    let [tr, dv, te] = r.fractions;
-    s += &format!("train_fraction = {tr}\ndev_fraction = {dv}\ntest_fraction = {te}\nseed = {}\n", r.seed);
-    s += "\n[prompt]\n# A task-neutral instruction naming the labels; the model answers with a label word after the answer prefix.\n";
-    match r.chat_system {
-        // An openai-chat file's own system turn is the prompt's system message (see data.format).
-        Some(_) => {}
-        None => s += "system = \"You are a helpful assistant that classifies texts.\"\n",
-    }
-    s += &format!("template = {}\n", quoted(&format!("Classify the text as one of: {options}.\nText: {{text}}")));
-    let variants = [
-        format!("Text: {{text}}\nWhich of these describes the text best: {options}?"),
-        format!("Read the text and answer with one of: {options}.\nText: {{text}}"),
-        format!("Here is a text: \"{{text}}\"\nIs it {}?", or_list(&names)),
-    ];
-    s += &format!("variants = [\n{}]\n", variants.iter().map(|v| format!("    {},\n", quoted(v))).collect::<String>());
-    s += "answer_prefix = \"Answer:\"\n";
-    let words: Vec<String> = r.words.iter().map(|w| format!("{} = {}", quoted(&w.label), quoted(&w.word))).collect();
-    s += &format!("label_words = {{ {} }}\n", words.join(", "));
-    s += "\n[output]\n# Checkpoints, results and the report go to dir/run_name.\n";
-    s += &format!("dir = \"checkpoints\"\nrun_name = {}\n", quoted(&run_name));
-    s += "\n[lora]\n# The LoRA adapter, with PEFT's meaning for every key.\nr = 8\nalpha = 16.0\ndropout = 0.05\ntarget_modules = [\"all-linear\"]\n";
-    let eval_examples = r.dev_n.min(500);
-    s += "\n[train]\n# The default recipe: label-word loss on the verbalizer head, one epoch, the best dev checkpoint kept.\n";
-    s += &format!(
-        "head = \"verbalizer\"\nloss = \"label_words\"\nlr = 1e-3\nbatch_size = 16\nepochs = 1\npatience = 6\nmax_minutes = 45\nwarmup_steps = 10\nschedule = \"cosine\"\neval_every = 50\neval_examples = {eval_examples}\nmax_seq_len = {}\n",
-        r.max_seq_len
-    );
-    let curve: Vec<String> = [100usize, 1000].iter().filter(|&&c| c * 2 <= r.train_n).map(|c| c.to_string()).collect();
-    s += "\n[compare]\n# Choices on dev, numbers on the test split, the whole comparison in 90 minutes.\n";
-    s += &format!(
-        "dev_examples = {eval_examples}\nconsistency_examples = 150\nretrieval_pool = 1000\nlearning_curve = [{}]\ncurve_seeds = 3\ncurve_epochs = 3\nmax_minutes = 90\ntuned_strategies = [\"few-shot\"]\n",
-        curve.join(", ")
-    );
-    s
-}
-
-/// "a, b or c".
-fn or_list(names: &[String]) -> String {
-    match names {
-        [] => String::new(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} or {last}", init.join(", ")),
-    }
-}
 
 /// The run name for a data file: its name without extensions, in lowercase letters, digits and dashes.
 pub fn run_name_for(data: &Path) -> String {
@@ -619,16 +456,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn code_like_labels_are_named_as_such() {
-        for l in ["0", "1", "-1", "LABEL_2", "label-0", "class3", "A"] {
-            assert!(code_like(l), "{l}");
-        }
-        for l in ["positive", "movie", "labelled", "Class act", "no"] {
-            assert!(!code_like(l), "{l}");
-        }
-    }
-
-    #[test]
     fn the_label_column_threshold_grows_with_the_rows() {
         assert_eq!(max_label_values(4), 2);
         assert_eq!(max_label_values(32), 6);
@@ -639,17 +466,5 @@ mod tests {
     fn run_names_are_tidy() {
         assert_eq!(run_name_for(Path::new("data/My Reviews.csv.bz2")), "my-reviews");
         assert_eq!(run_name_for(Path::new("x/review-sites.jsonl")), "review-sites");
-    }
-
-    #[test]
-    fn distinctive_words_separate_the_labels() {
-        let ex = |t: &str, label| Example { text: t.into(), label, group: None, line: 0 };
-        let mut examples = Vec::new();
-        for i in 0..6 {
-            examples.push(ex(&format!("great film number{i} the"), 1));
-            examples.push(ex(&format!("awful film number{i} the"), 0));
-        }
-        assert_eq!(distinctive_words(&examples, 1, 1), ["great"]);
-        assert_eq!(distinctive_words(&examples, 0, 1), ["awful"]);
     }
 }
