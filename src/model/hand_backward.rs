@@ -4,7 +4,7 @@
 //! that reaches an op's input as `zeros_like` + `add`: a fresh buffer, a memset and one more full
 //! pass per input, every step. Here the layer's forward runs graph-free ([`Projector::Hand`])
 //! and keeps the activations below; this backward computes each gradient once from them, with
-//! the same fused kernels the ops use. Reads bottom-up against `llama::layer_forward`:
+//! the same fused kernels the ops use. Reads bottom-up against `layer::layer_forward`:
 //!
 //! ```text
 //! n1 = rms(x)            q, k, v = proj(n1)      probs = softmax(q·kᵀ)      attn = probs·v
@@ -12,12 +12,12 @@
 //! y  = x2 + down(act)
 //! ```
 //!
-//! [`Projector::Hand`]: super::llama::Projector::Hand
+//! [`Projector::Hand`]: super::layer::Projector::Hand
 
 use candle_core::{D, Result, Tensor};
 
 use super::config::ArchConfig;
-use super::llama::{DecoderLayer, LayerActivations, attention_scale};
+use super::layer::{DecoderLayer, LayerActivations, attention_scale};
 use crate::lora::{HandState, LoraLinear};
 use crate::ops::fused::{masked_softmax_backward, rms_norm, rms_norm_backward, swiglu, swiglu_backward};
 use crate::ops::{Rotary, batched_matmul_backward};

@@ -19,7 +19,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shap
 
 use super::config::ArchConfig;
 use super::hand_backward::{Saved, layer_backward};
-use super::llama::{AttentionMask, DecoderLayer, Llama, Projector, layer_forward};
+use super::layer::{AttentionMask, DecoderLayer, Projector, layer_forward};
 use crate::lora::DropoutRng;
 use crate::ops::Rotary;
 
@@ -191,11 +191,14 @@ impl CustomOp3 for LayerOpWithPrefix {
     }
 }
 
-/// `layer` on x as one op (training forward of [`Llama`]): with the hand-written backward
+/// `layer` on x as one op (training forward of [`super::Llama`]): with the hand-written backward
 /// (`hand`), activation checkpointing (`checkpoint`), or both.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn layer_op(
-    model: &Llama,
+    cfg: &ArchConfig,
+    rotary: &Rotary,
+    dropout: &DropoutRng,
+    side: &SideGrads,
     layer: &DecoderLayer,
     x: &Tensor,
     lengths: &[usize],
@@ -204,16 +207,16 @@ pub(super) fn layer_op(
     hand: bool,
     checkpoint: bool,
 ) -> Result<Tensor> {
-    let dropout_state = model.dropout_rng().state();
+    let dropout_state = dropout.state();
     let run = Arc::new(LayerRun {
-        cfg: model.cfg.clone(),
-        rotary: model.rotary().clone(),
+        cfg: cfg.clone(),
+        rotary: rotary.clone(),
         layer: layer.clone(),
         lengths: lengths.to_vec(),
         offset,
         dropout_state,
         end_state: Mutex::new(None),
-        side: model.layer_op_grads.clone(),
+        side: side.clone(),
         hand,
         checkpoint,
         saved: Mutex::new(None),
@@ -224,7 +227,7 @@ pub(super) fn layer_op(
     };
     // Advance the shared generator past this layer's masks, as the plain forward does.
     if let Some((seed, pos)) = *run.end_state.lock().unwrap_or_else(|e| e.into_inner()) {
-        model.dropout_rng().restore(seed, pos);
+        dropout.restore(seed, pos);
     }
     Ok(out)
 }

@@ -3,6 +3,7 @@
 pub mod config;
 mod generate;
 mod hand_backward;
+mod layer;
 mod layer_op;
 pub mod llama;
 pub mod load;

@@ -1,0 +1,141 @@
+//! What the report says about its rows: each prompt row's figures, the choices and the split that
+//! made each, and the notes on how the numbers were made.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Labelled examples a prompt strategy shows the model: its demonstrations (few-shot), or the
+/// pool it retrieves them from.
+pub(super) fn demonstrations_used(strategy: &str, cfg: &Config, pool: usize) -> usize {
+    match strategy {
+        "few-shot" => cfg.prompt.k_shot,
+        "retrieval" => pool,
+        _ => 0,
+    }
+}
+
+/// One prompt strategy's row: its labelled-example use follows from the strategy.
+pub(super) fn prompt_row(r: &PromptResult, cfg: &Config, pool: usize) -> StrategyRow {
+    let labelled = demonstrations_used(&r.test.method, cfg, pool);
+    StrategyRow {
+        name: r.test.method.clone(),
+        kind: RowKind::Prompt,
+        metrics: r.test.metrics.clone(),
+        consistency: r.test.consistency.clone(),
+        labelled_examples_used: labelled,
+        time_to_first_result_s: 0.0,
+        retrain_time_s: 0.0,
+        // Classification by label-word logits reads one answer position: one output token;
+        // chain-of-thought generates its reasoning first.
+        output_tokens_per_request: r.test.output_tokens_mean.unwrap_or(1.0),
+        training_tokens: 0,
+        dev_accuracy: Some(r.dev.accuracy),
+        predicted: r.test.predicted.clone(),
+        accuracy_ci: None,
+        macro_f1_ci: None,
+    }
+}
+
+/// The choices the report rests on and the split that made each.
+pub(super) fn selections(report: &CompareReport, sets: &Sets, tuned: &Tuned, cfg: &Config) -> Vec<Selection> {
+    let dev_n = count(sets.dev.examples.len() as u64);
+    let mut out = Vec::new();
+    if let Some(best) = report.best_prompt() {
+        let by = if crate::report::best_prompt_chosen_on_dev(&report.rows) {
+            format!("dev ({dev_n} examples): highest dev accuracy, {:.1}%", best.dev_accuracy.unwrap_or(0.0) * 100.0)
+        } else {
+            "test (no dev scores)".into()
+        };
+        out.push(Selection { what: "best prompt strategy".into(), chosen: best.name.clone(), by });
+    }
+    out.push(Selection {
+        what: "calibration applied".into(),
+        chosen: if report.best_prompt().is_some_and(|b| b.name == "calibrated") { "yes" } else { "no" }.into(),
+        by: format!("dev ({dev_n} examples): calibrated competes as its own strategy"),
+    });
+    out.push(Selection {
+        what: "few-shot demonstrations".into(),
+        chosen: format!("one class-balanced draw of {} (prompt.seed = {})", cfg.prompt.k_shot, cfg.prompt.seed),
+        by: "fixed: not selected, so no split's score chose it".into(),
+    });
+    // Training scores the first `train.eval_examples` of dev (0: all of it), however few dev has.
+    let dev_used = match tuned.dev_examples {
+        0 => format!("all {} dev examples", count(sets.dev_total as u64)),
+        n => format!("{} dev examples", count(n.min(sets.dev_total) as u64)),
+    };
+    out.push(Selection {
+        what: "tuned checkpoint".into(),
+        chosen: format!("step {} of {}", tuned.best_step, tuned.steps),
+        by: format!("dev ({dev_used}): highest dev {}, {:.1}%", cfg.train.metric, tuned.best_dev_accuracy * 100.0),
+    });
+    out
+}
+
+/// What the reader must know about how the numbers were made.
+pub(super) fn notes(
+    cfg: &Config,
+    sets: &Sets,
+    tuned: &Tuned,
+    limit: Option<usize>,
+    opts: &CompareOptions,
+    stages: &[Stage],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if opts.quick {
+        out.push(format!(
+            "Quick look (--quick): {} test and {} dev examples, {} minutes of training, no learning curve, no tuned + retrieval row; run without --quick for the decision.",
+            sets.test.examples.len(),
+            sets.dev.examples.len(),
+            cfg.train.max_minutes
+        ));
+    }
+    if limit.is_some() {
+        out.push(format!(
+            "Partial run: only the first {} examples of the {} split were scored (--limit / compare.limit).",
+            count(sets.test.examples.len() as u64),
+            cfg.compare.split
+        ));
+    }
+    out.push(format!(
+        "Consistency (agreement across templates and demonstration orders) is measured on the first {} test examples, a seeded sample; every other figure on all {}.",
+        count(sets.consistency_n as u64),
+        count(sets.test.examples.len() as u64)
+    ));
+    out.push(format!(
+        "Training ran {} steps on {} labels and was ended by {}; the kept checkpoint is step {}.",
+        tuned.steps,
+        count(tuned.labels_seen as u64),
+        tuned.ending(),
+        tuned.best_step
+    ));
+    if let Some(s) = &tuned.share {
+        let cap =
+            if cfg.train.max_minutes > 0.0 { format!(" (at most train.max_minutes = {})", cfg.train.max_minutes) } else { String::new() };
+        let floor = if s.floored {
+            format!(
+                " (the other stages left less than {:.0}% of it, so training got that floor and the comparison ran past its budget)",
+                MIN_TRAINING_SHARE * 100.0
+            )
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "compare.max_minutes = {}: the stages before training and the loading between them took {:.1} min, those after it were estimated at {:.1} min and {WRITE_MINUTES} min for writing the report, and {:.0}% of the budget was kept back, so the fine-tuning run got {:.1} min{cap}{floor}.",
+            s.budget_minutes,
+            s.before_minutes,
+            s.after_minutes,
+            BUDGET_MARGIN * 100.0,
+            s.minutes
+        ));
+    }
+    let duration = crate::report::format::duration;
+    let listed: Vec<String> =
+        stages.iter().map(|s| format!("{} {}{}", s.name, duration(s.seconds), if s.now { "" } else { " (stored)" })).collect();
+    let total: f64 = stages.iter().map(|s| s.seconds).sum();
+    out.push(format!(
+        "Stage times, measured by this run or, marked stored, by the run that stored them: {}; {} in all.",
+        listed.join("; "),
+        duration(total)
+    ));
+    out
+}
