@@ -1,3 +1,4 @@
+//! The BLAS GEMM rate (GFLOP/s) at the model's projection shapes: `cargo run --release --example gemm_probe`.
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 fn time<F: FnMut() -> candle_core::Result<()>>(n: usize, mut f: F) -> f64 {
