@@ -581,14 +581,14 @@ impl<'a> Baselines<'a> {
     /// and the per-text retrieval time in ms.
     pub fn nearest(&self, texts: &[String]) -> Result<(Vec<Vec<(usize, f32)>>, Vec<f64>)> {
         let k = self.cfg.prompt.k_shot;
-        if self.cfg.prompt.retriever == "bm25" {
+        if self.cfg.prompt.retriever == crate::config::Retriever::Bm25 {
             let start = Instant::now();
             let index = self.bm25.get_or_init(|| bm25::Bm25Index::build(&self.pool_texts()));
             let nearest: Vec<Vec<(usize, f32)>> = texts.iter().map(|t| index.nearest(t, k)).collect();
             let ms = start.elapsed().as_secs_f64() * 1000.0 / texts.len().max(1) as f64;
             return Ok((nearest, vec![ms; texts.len()]));
         }
-        if self.cfg.prompt.retriever == "minilm" {
+        if self.cfg.prompt.retriever == crate::config::Retriever::Minilm {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             return self.minilm_index()?.nearest_batch(&refs, k);
         }

@@ -13,6 +13,8 @@ use crate::suggest::suggest;
 
 pub mod kinds;
 
+pub use kinds::{HeadKind, Loss, Retriever, Schedule};
+
 /// The all-MiniLM-L6-v2 folder `prompt.retriever = "minilm"` loads by default (scripts/fetch-assets puts it there).
 pub const DEFAULT_RETRIEVER_MODEL: &str = "assets/all-MiniLM-L6-v2";
 
@@ -159,7 +161,7 @@ pub struct PromptConfig {
     /// How retrieval finds neighbours: "decoder" (cosine of the model's mean-pooled hidden
     /// states), "bm25" (lexical Okapi BM25 over the pool) or "minilm" (cosine of
     /// all-MiniLM-L6-v2 sentence embeddings).
-    pub retriever: String,
+    pub retriever: Retriever,
     /// The all-MiniLM-L6-v2 folder (config.json, tokenizer.json, model.safetensors) that
     /// `retriever = "minilm"` loads.
     // Left out of the serialised config at its default so the prompt results hash, and the
@@ -191,7 +193,7 @@ impl Default for PromptConfig {
             use_chat_template: true,
             k_shot: 4,
             seed: 7,
-            retriever: "decoder".into(),
+            retriever: Retriever::Decoder,
             retriever_model: DEFAULT_RETRIEVER_MODEL.into(),
             system_explicit: false,
         }
@@ -225,11 +227,11 @@ impl Default for LoraConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     /// "verbalizer" (label-word logits) or "linear" (a new head on the last token).
-    pub head: String,
+    pub head: HeadKind,
     /// Verbalizer loss: "label_words" (cross-entropy over the label words' logits only, the
     /// classification loss PEFT users write) or "vocab" (−log p of the label token under the full
     /// vocabulary). The linear head always uses cross-entropy over its labels.
-    pub loss: String,
+    pub loss: Loss,
     /// Peak learning rate.
     pub lr: f64,
     /// Decoupled weight decay.
@@ -245,7 +247,7 @@ pub struct TrainConfig {
     /// Linear warmup steps.
     pub warmup_steps: usize,
     /// "cosine", "linear" or "constant" decay after warmup.
-    pub schedule: String,
+    pub schedule: Schedule,
     /// Floor of the decay as a fraction of `lr`.
     pub min_lr_ratio: f64,
     /// Global-norm gradient clipping (0 disables).
@@ -282,8 +284,8 @@ impl TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            head: "verbalizer".into(),
-            loss: "vocab".into(),
+            head: HeadKind::Verbalizer,
+            loss: Loss::Vocab,
             lr: 2e-4,
             weight_decay: 0.0,
             batch_size: 16,
@@ -291,7 +293,7 @@ impl Default for TrainConfig {
             max_steps: 0,
             epochs: 1.0,
             warmup_steps: 10,
-            schedule: "cosine".into(),
+            schedule: Schedule::Cosine,
             min_lr_ratio: 0.1,
             max_grad_norm: 1.0,
             max_seq_len: 256,
@@ -502,10 +504,7 @@ impl Config {
             }
         }
         let p = &self.prompt;
-        if !["decoder", "bm25", "minilm"].contains(&p.retriever.as_str()) {
-            return Err(format!("prompt.retriever = {:?}: expected \"decoder\", \"bm25\" or \"minilm\"", p.retriever));
-        }
-        if p.retriever == "minilm" && !p.retriever_model.is_dir() {
+        if p.retriever == Retriever::Minilm && !p.retriever_model.is_dir() {
             return Err(format!(
                 "prompt.retriever_model: folder {} does not exist (run scripts/fetch-assets?)",
                 p.retriever_model.display()
@@ -552,15 +551,6 @@ impl Config {
             return Err(format!("lora.target_modules: unknown module {bad:?}{}", suggest(bad, &MODULES)));
         }
         let t = &self.train;
-        if !["verbalizer", "linear"].contains(&t.head.as_str()) {
-            return Err(format!("train.head = {:?}: expected verbalizer or linear", t.head));
-        }
-        if !["label_words", "vocab"].contains(&t.loss.as_str()) {
-            return Err(format!("train.loss = {:?}: expected label_words or vocab", t.loss));
-        }
-        if !["cosine", "linear", "constant"].contains(&t.schedule.as_str()) {
-            return Err(format!("train.schedule = {:?}: expected cosine, linear or constant", t.schedule));
-        }
         if !["accuracy", "macro_f1"].contains(&t.metric.as_str()) {
             return Err(format!("train.metric = {:?}: expected accuracy or macro_f1", t.metric));
         }
@@ -682,7 +672,28 @@ fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
             return format!("{location}unknown key `{field}`{}", suggest(field, &valid));
         }
     }
+    // serde's message: "unknown variant `dense`, expected one of `decoder`, `bm25`, `minilm`"
+    if let (Some(rest), Some(span)) = (msg.strip_prefix("unknown variant `"), err.span()) {
+        if let Some((value, expected)) = rest.split_once('`') {
+            let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            let key = key_at(text, span.start);
+            return format!("{location}{key} = {value:?}: expected {}{}", valid.join(", "), suggest(value, &valid));
+        }
+    }
     format!("{location}{msg}")
+}
+
+/// "section.key" of the TOML line holding byte `at` (the key before `=`, under the last `[section]`).
+fn key_at(text: &str, at: usize) -> String {
+    let before = &text[..at.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let section = before[..line_start].lines().rev().find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')));
+    match section {
+        Some(section) => format!("{}.{key}", section.trim()),
+        None => key.to_string(),
+    }
 }
 
 #[cfg(test)]

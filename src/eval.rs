@@ -220,13 +220,13 @@ pub fn prepare_retrieval<'a>(
         index_from_cache: false,
         nearest_label_accuracy: None,
     };
-    if cfg.prompt.retriever == "bm25" {
+    if cfg.prompt.retriever == crate::config::Retriever::Bm25 {
         let start = Instant::now();
         let index = crate::baseline::bm25::Bm25Index::build(&texts);
         let info = built("bm25", start);
         return Ok((baselines.with_bm25(index), info));
     }
-    if cfg.prompt.retriever == "minilm" {
+    if cfg.prompt.retriever == crate::config::Retriever::Minilm {
         let start = Instant::now();
         let encoder = crate::baseline::minilm::MiniLm::load(&cfg.prompt.retriever_model, loaded.model.device())?;
         let index = crate::baseline::minilm::MiniLmIndex::build(encoder, &texts)?;

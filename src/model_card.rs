@@ -68,7 +68,7 @@ pub fn render(f: &CardFacts, dir: &Path) -> String {
     };
     let words: Vec<String> =
         d.labels.iter().map(|l| format!("`{l}` → `{}`", c.prompt.label_words.get(l).map_or("?", String::as_str))).collect();
-    let head = if c.train.head == "linear" {
+    let head = if c.train.head == crate::config::HeadKind::Linear {
         "linear head on the last token's hidden state (PEFT `modules_to_save = [\"score\"]`, task SEQ_CLS)"
     } else {
         "verbalizer: the label words' log-probabilities after the prompt (task CAUSAL_LM)"

@@ -199,7 +199,7 @@ fn every_strategy_scores_every_template_and_order() -> anyhow::Result<()> {
     assert_eq!(retrieval.neighbour_labels[3].last(), Some(&0), "its own (negative) label");
     // The BM25 retriever finds the same text by its words, and the strategy runs on it.
     let mut lexical = cfg.clone();
-    lexical.prompt.retriever = "bm25".into();
+    lexical.prompt.retriever = wick::config::Retriever::Bm25;
     let b = Baselines::new(&loaded, &lexical, &train, opts())?;
     let (demos, _) = b.neighbours(&texts)?;
     assert!(demos.iter().all(|d| d.len() == cfg.prompt.k_shot));
@@ -389,7 +389,7 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
     assert_eq!(eval["consistency"]["agreement"], zero["consistency"]["agreement"]);
 
     // A linear head: eval reports it as such and writes one prediction per example.
-    cfg.train.head = "linear".into();
+    cfg.train.head = wick::config::HeadKind::Linear;
     let head = Tensor::randn(0f32, 0.05, (2, loaded.model.cfg.hidden_size), &Device::Cpu)?;
     let linear = dir.path().join("out/t/step-4");
     save_adapter(&linear, &loaded.model, Some(&head), &cfg, &fingerprint)?;

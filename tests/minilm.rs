@@ -146,9 +146,8 @@ fn config_accepts_minilm_and_rejects_unknown_retrievers_in_one_line() {
     for r in ["decoder", "bm25"] {
         Config::parse(&config_text(&format!("retriever = \"{r}\""))).unwrap().validate().unwrap();
     }
-    let cfg = Config::parse(&config_text("retriever = \"dense\"")).unwrap();
-    let err = cfg.validate().unwrap_err();
-    assert_eq!(err, "prompt.retriever = \"dense\": expected \"decoder\", \"bm25\" or \"minilm\"");
+    let err = Config::parse(&config_text("retriever = \"dense\"")).unwrap_err();
+    assert_eq!(err, "line 4: prompt.retriever = \"dense\": expected decoder, bm25, minilm");
     let cfg = Config::parse(&config_text("retriever = \"minilm\"\nretriever_model = \"nowhere/minilm\"")).unwrap();
     let err = cfg.validate().unwrap_err();
     assert!(!err.contains('\n') && err.contains("prompt.retriever_model") && err.contains("nowhere/minilm"), "{err}");
@@ -178,7 +177,7 @@ fn retrieval_strategy_runs_on_minilm_neighbours() -> anyhow::Result<()> {
     }
     let loaded = wick::model::load(common::GGUF, DType::F32, &Device::Cpu).expect("run scripts/fetch-assets first");
     let mut cfg = Config::parse("").expect("defaults parse");
-    cfg.prompt.retriever = "minilm".into();
+    cfg.prompt.retriever = wick::config::Retriever::Minilm;
     cfg.prompt.k_shot = 2;
     let train: Vec<Example> =
         CORPUS.iter().enumerate().map(|(i, t)| Example { text: t.to_string(), label: i % 2, group: None, line: i + 1 }).collect();

@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
     for r in &which {
         measure(format!("retrieval ({r})"), &|| {
             let mut c = cfg.clone();
-            c.prompt.retriever = r.clone();
+            c.prompt.retriever = serde_json::from_value(serde_json::Value::String(r.clone()))?;
             let b = Baselines::new(&loaded, &c, &splits.train, opts)?;
             let (b, info) = wick::eval::prepare_retrieval(b, &loaded, &c, batch_size, cache.path())?;
             Ok((b.run_main(Strategy::Retrieval, &texts, &mut Memo::default())?.variants[0].predicted.clone(), info.index_seconds))

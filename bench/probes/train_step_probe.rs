@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
     let order = epoch_batches(&lengths, cfg.train.batch_size, cfg.train.seed, 0);
     anyhow::ensure!(order.len() > steps, "{} batches, fewer than the {} steps asked", order.len(), steps + 1);
     let labels = prompter.label_tokens().clone();
-    let loss_kind = TrainLoss::from_name(&cfg.train.loss);
+    let loss_kind: TrainLoss = cfg.train.loss;
     let (mut seconds, mut tokens, mut real, mut padded) = (0.0, 0usize, 0usize, 0usize);
     // The first step warms the allocator and the BLAS; it is not timed.
     for (i, batch) in order.iter().take(steps + 1).enumerate() {

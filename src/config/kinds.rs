@@ -1,10 +1,11 @@
-//! The closed sets of names a config chooses among: prompt strategies and data formats. A leaf, so
-//! every module may name them.
+//! The closed sets of names a config chooses among: prompt strategies, data formats, retrievers,
+//! heads, losses and schedules. A leaf, so every module may name them. The serde names are the
+//! config's strings, so a config's hash (and every result stored under it) is unchanged.
 
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -134,3 +135,70 @@ impl fmt::Display for Format {
         })
     }
 }
+
+/// Display through the config's own name of a value.
+macro_rules! named {
+    ($t:ty { $($v:ident => $n:literal),+ $(,)? }) => {
+        impl $t {
+            /// The value as the config writes it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Self::$v => $n),+
+                }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+/// How retrieval finds a text's nearest train examples (`prompt.retriever`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retriever {
+    /// Cosine of the model's mean-pooled hidden states.
+    Decoder,
+    /// Lexical Okapi BM25 over the pool.
+    Bm25,
+    /// Cosine of all-MiniLM-L6-v2 sentence embeddings.
+    Minilm,
+}
+named!(Retriever { Decoder => "decoder", Bm25 => "bm25", Minilm => "minilm" });
+
+/// What reads the labels off the model (`train.head`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// The label words' logits under the LM head: the tuned model is the prompt plus an adapter.
+    Verbalizer,
+    /// A new linear layer on the last token's hidden state.
+    Linear,
+}
+named!(HeadKind { Verbalizer => "verbalizer", Linear => "linear" });
+
+/// What the verbalizer's training loss normalises over (`train.loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Softmax over the label words' logits only: cross-entropy of a classifier over the labels.
+    LabelWords,
+    /// −log p(label token) under the full vocabulary: language-model NLL of the answer.
+    Vocab,
+}
+named!(Loss { LabelWords => "label_words", Vocab => "vocab" });
+
+/// The learning rate's decay after warmup (`train.schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Half a cosine from the peak down to the floor.
+    Cosine,
+    /// A straight line from the peak down to the floor.
+    Linear,
+    /// The peak throughout.
+    Constant,
+}
+named!(Schedule { Cosine => "cosine", Linear => "linear", Constant => "constant" });

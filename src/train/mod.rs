@@ -111,20 +111,7 @@ fn minutes(m: f64) -> String {
 const PLAIN_LOG_EVERY: usize = 10;
 
 /// What the verbalizer's training loss normalises over (`train.loss`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrainLoss {
-    /// Softmax over the label words' logits only: cross-entropy of a classifier over the labels.
-    LabelWords,
-    /// −log p(label token) under the full vocabulary: language-model NLL of the answer.
-    Vocab,
-}
-
-impl TrainLoss {
-    /// From `train.loss` (validated by the config).
-    pub fn from_name(name: &str) -> Self {
-        if name == "vocab" { TrainLoss::Vocab } else { TrainLoss::LabelWords }
-    }
-}
+pub use crate::config::Loss as TrainLoss;
 
 /// Sum over the micro-batch of −log p(gold), divided by the size of the whole effective batch,
 /// so accumulated micro-batches give exactly the gradient of one large batch. Returns the loss and
@@ -252,7 +239,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
     // Trainable tensors: LoRA A/B on the targets, plus the linear head (PEFT's modules_to_save).
     let scale = lora_scale(cfg.lora.alpha, cfg.lora.r, cfg.lora.use_rslora);
     loaded.model.add_lora(&cfg.lora.target_modules, cfg.lora.r, scale, cfg.lora.dropout, t.seed).map_err(candle("adding LoRA"))?;
-    let head_var: Option<Var> = if t.head == "linear" {
+    let head_var: Option<Var> = if t.head == crate::config::HeadKind::Linear {
         let d = loaded.model.cfg.hidden_size;
         let mut rng = ChaCha8Rng::seed_from_u64(t.seed ^ 0x5eed);
         let bound = 1.0 / (d as f64).sqrt();
@@ -318,7 +305,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
     let lengths: Vec<usize> = train_set.iter().map(Encoded::len).collect();
     let mut order = epoch_batches(&lengths, effective, t.seed, st.epoch);
     let label_tokens = prompter.label_tokens().clone();
-    let train_loss = TrainLoss::from_name(&t.loss);
+    let train_loss = t.loss;
     let bar = if opts.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(st.total_steps as u64) };
     // Off a terminal indicatif draws nothing, so a log gets plain lines instead of the bar.
     let plain = !opts.quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -385,7 +372,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
                 run_dir.display()
             )));
         }
-        let lr = learning_rate(st.step, st.total_steps, t.warmup_steps, t.lr, t.min_lr_ratio, &t.schedule);
+        let lr = learning_rate(st.step, st.total_steps, t.warmup_steps, t.lr, t.min_lr_ratio, t.schedule);
         let mut grad_norm = f64::NAN;
         if finite {
             grad_norm = global_norm(&grads).map_err(candle("gradient norm"))?;

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor, Var};
 
+use crate::config::Schedule;
+
 /// AdamW (decoupled weight decay, bias-corrected moments), moments always in f32.
 ///
 /// candle_nn's AdamW keeps moments in the variable's dtype; wick's trainable tensors are f32
@@ -98,7 +100,7 @@ impl AdamW {
 
 /// Learning rate at optimiser step `step` (0-based): linear warmup to `peak`, then cosine or
 /// linear decay to `peak·min_ratio` at `total`, or constant.
-pub fn learning_rate(step: usize, total: usize, warmup: usize, peak: f64, min_ratio: f64, schedule: &str) -> f64 {
+pub fn learning_rate(step: usize, total: usize, warmup: usize, peak: f64, min_ratio: f64, schedule: Schedule) -> f64 {
     if step < warmup {
         return peak * (step + 1) as f64 / warmup as f64;
     }
@@ -106,9 +108,9 @@ pub fn learning_rate(step: usize, total: usize, warmup: usize, peak: f64, min_ra
     let span = total.saturating_sub(warmup).max(1);
     let progress = ((step - warmup) as f64 / span as f64).min(1.0);
     match schedule {
-        "cosine" => floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
-        "linear" => floor + (peak - floor) * (1.0 - progress),
-        _ => peak,
+        Schedule::Cosine => floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        Schedule::Linear => floor + (peak - floor) * (1.0 - progress),
+        Schedule::Constant => peak,
     }
 }
 
@@ -257,14 +259,14 @@ mod tests {
     #[test]
     fn schedule_values() {
         let lr = |s, sched| learning_rate(s, 110, 10, 1e-3, 0.1, sched);
-        assert!((lr(0, "cosine") - 1e-4).abs() < 1e-12);
-        assert!((lr(9, "cosine") - 1e-3).abs() < 1e-12);
-        assert!((lr(10, "cosine") - 1e-3).abs() < 1e-12);
-        assert!((lr(60, "cosine") - 0.55e-3).abs() < 1e-12);
-        assert!((lr(110, "cosine") - 1e-4).abs() < 1e-12);
-        assert!((lr(60, "linear") - 0.55e-3).abs() < 1e-12);
-        assert!((lr(35, "linear") - (1e-4 + 0.9e-3 * 0.75)).abs() < 1e-12);
-        assert!((lr(500, "constant") - 1e-3).abs() < 1e-12);
+        assert!((lr(0, Schedule::Cosine) - 1e-4).abs() < 1e-12);
+        assert!((lr(9, Schedule::Cosine) - 1e-3).abs() < 1e-12);
+        assert!((lr(10, Schedule::Cosine) - 1e-3).abs() < 1e-12);
+        assert!((lr(60, Schedule::Cosine) - 0.55e-3).abs() < 1e-12);
+        assert!((lr(110, Schedule::Cosine) - 1e-4).abs() < 1e-12);
+        assert!((lr(60, Schedule::Linear) - 0.55e-3).abs() < 1e-12);
+        assert!((lr(35, Schedule::Linear) - (1e-4 + 0.9e-3 * 0.75)).abs() < 1e-12);
+        assert!((lr(500, Schedule::Constant) - 1e-3).abs() < 1e-12);
     }
 
     #[test]
