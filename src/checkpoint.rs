@@ -166,6 +166,20 @@ pub fn load_adapter(dir: &Path, model: &mut Llama) -> Result<AttachedAdapter> {
     Ok(AttachedAdapter { head: adapter.head, run, check })
 }
 
+/// Run `f` on `loaded` with the adapter stored in `dir` attached ([`load_adapter`]); the model
+/// is the base model again afterwards, whether `f` succeeded or not. No code path can leave an
+/// adapter attached by mistake (PEFT scopes adapters with context managers the same way).
+pub fn with_adapter<T, E: From<Error>>(
+    dir: &Path,
+    loaded: &mut crate::model::LoadedModel,
+    f: impl FnOnce(&crate::model::LoadedModel, &AttachedAdapter) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let attached = load_adapter(dir, &mut loaded.model)?;
+    let result = f(loaded, &attached);
+    loaded.model.clear_lora().map_err(|e| Error::Model(format!("detaching adapters: {e}")))?;
+    result
+}
+
 /// The config to use a checkpoint with. A wick checkpoint brings its own (`override_cfg` then
 /// replaces only the data and output sections); an adapter written by Python PEFT takes
 /// everything (model, prompt, labels) from `override_cfg`.

@@ -19,7 +19,7 @@ use crate::baseline::{
     BaselineOptions, Baselines, CONTENT_FREE, CacheCheck, DEMO_ORDERS, Memo, RetrievalIndex, Strategy, StrategyRun, VariantRun,
 };
 use crate::checkpoint::{base_fingerprint, load_adapter, read_run, resolve_checkpoint_dir};
-use crate::config::{Config, ModelConfig};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::{TableRow, render_detail, render_table};
 use crate::model::LoadedModel;
@@ -128,12 +128,7 @@ pub struct PredictArgs {
     pub texts: Vec<String>,
 }
 
-/// Load the model a `[model]` section names, on its device and dtype.
-pub fn load_model(cfg: &ModelConfig) -> Result<LoadedModel> {
-    let device = crate::model::select_device(&cfg.device)?;
-    let dtype = crate::model::resolve_dtype(&cfg.dtype, &device)?;
-    crate::model::load(&cfg.source, dtype, &device)
-}
+pub use crate::model::load_configured as load_model;
 
 fn device_name(loaded: &LoadedModel) -> String {
     let (act, proj) = (loaded.model.dtype(), loaded.model.projection_dtype());

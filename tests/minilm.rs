@@ -147,7 +147,7 @@ fn config_accepts_minilm_and_rejects_unknown_retrievers_in_one_line() {
         Config::parse(&config_text(&format!("retriever = \"{r}\""))).unwrap().validate().unwrap();
     }
     let err = Config::parse(&config_text("retriever = \"dense\"")).unwrap_err();
-    assert_eq!(err, "line 4: prompt.retriever = \"dense\": expected decoder, bm25, minilm");
+    assert_eq!(err, "line 4: prompt.retriever = \"dense\": expected decoder, bm25, minilm, did you mean `decoder`?");
     let cfg = Config::parse(&config_text("retriever = \"minilm\"\nretriever_model = \"nowhere/minilm\"")).unwrap();
     let err = cfg.validate().unwrap_err();
     assert!(!err.contains('\n') && err.contains("prompt.retriever_model") && err.contains("nowhere/minilm"), "{err}");

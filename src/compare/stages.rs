@@ -223,21 +223,21 @@ pub(super) fn train_and_eval(
     }
     let best = summary.best.clone().context("training recorded no dev evaluation")?;
     let checkpoint = crate::train::state::step_dir(&summary.run_dir, best.step);
-    let head = crate::checkpoint::load_adapter(&checkpoint, &mut loaded.model)?.head;
-    let method = if head.is_some() { "linear" } else { "verbalizer" };
     let batch = cfg.compare.batch_size;
-    let (eval, eval_seconds) = {
+    let (eval, eval_seconds) = crate::checkpoint::with_adapter(&checkpoint, loaded, |loaded, attached| -> anyhow::Result<(Report, f64)> {
+        let head = attached.head.as_ref();
+        let method = if head.is_some() { "linear" } else { "verbalizer" };
         let baselines = Baselines::new(loaded, cfg, &[], BaselineOptions { batch_size: batch, ..BaselineOptions::default() })?;
         let test_texts = texts(test);
         eprintln!("compare: {} ({method}) on {} test examples", checkpoint.display(), count(test_texts.len() as u64));
         let start = Instant::now();
-        let main = score_tuned(&baselines, loaded, head.as_ref(), &test_texts, batch, false)?;
+        let main = score_tuned(&baselines, loaded, head, &test_texts, batch, false)?;
         let seconds = start.elapsed().as_secs_f64();
         let of = ReportOf { command: "eval", method, checkpoint: Some(checkpoint.display().to_string()) };
         let mut report = scored_report(of, test, limit, cfg, loaded, &main, seconds)?;
         if consistency_n > 0 {
             eprintln!("compare: tuned model, every template on {} test examples (consistency)", count(consistency_n as u64));
-            let sample = score_tuned(&baselines, loaded, head.as_ref(), &test_texts[..consistency_n], batch, true)?;
+            let sample = score_tuned(&baselines, loaded, head, &test_texts[..consistency_n], batch, true)?;
             let sample_gold = &gold(test)[..consistency_n];
             if let Some((_, templates, consistency)) = summarize(&sample, sample_gold, &cfg.data.labels) {
                 report.templates = templates;
@@ -249,9 +249,8 @@ pub(super) fn train_and_eval(
         write_outputs(&dir, &report, &test.examples, &main[0])?;
         let name = checkpoint.display().to_string();
         crate::runs::append(&cfg.output.dir, run_record("eval", &name, cfg, &test.name, &report, dir))?;
-        (report, start.elapsed().as_secs_f64())
-    };
-    loaded.model.clear_lora()?;
+        Ok((report, start.elapsed().as_secs_f64()))
+    })?;
     Ok(Tuned {
         train_seconds: summary.train_seconds,
         tokens_seen: summary.tokens_seen,

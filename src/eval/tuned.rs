@@ -10,7 +10,7 @@ use anyhow::Context;
 use super::report::{RetrievalInfo, load_eval_set, write_outputs};
 use super::{EvalArgs, Report, load_model, prepare_retrieval, run_record, strategy_report};
 use crate::baseline::{BaselineOptions, Baselines, Memo, Strategy, StrategyRun, check_k_shot};
-use crate::checkpoint::{load_adapter, resolve_checkpoint_dir, run_config};
+use crate::checkpoint::{resolve_checkpoint_dir, run_config, with_adapter};
 use crate::config::Config;
 use crate::data::Example;
 use crate::metrics::{TableRow, render_table};
@@ -29,23 +29,25 @@ pub fn tuned_strategy_runs(
     strategies: &[Strategy],
     opts: BaselineOptions,
 ) -> anyhow::Result<(Vec<StrategyRun>, Option<RetrievalInfo>)> {
-    let result = (|| -> anyhow::Result<(Vec<StrategyRun>, Option<RetrievalInfo>)> {
-        let attached = load_adapter(dir, &mut loaded.model)?;
+    // A linear head has no label words to prompt for: refused before any scoring.
+    with_adapter(dir, loaded, |_, attached| {
         eprintln!("{}: {}", dir.display(), attached.check);
-        if attached.head.is_some() {
-            anyhow::bail!("{}: prompt strategies score label words, and this checkpoint has a linear head", dir.display());
+        match attached.head {
+            Some(_) => anyhow::bail!("{}: prompt strategies score label words, and this checkpoint has a linear head", dir.display()),
+            None => Ok(()),
         }
-        let (mut memo, mut retrieval) = (Memo::default(), None);
-        if strategies.contains(&Strategy::Retrieval) {
-            loaded.model.clear_lora()?;
-            let base = Baselines::new(loaded, cfg, train, opts)?;
-            let (base, mut info) = prepare_retrieval(base, loaded, cfg, opts.batch_size, &cfg.run_dir().join("baseline"))?;
-            info.train_size = train.len();
-            eprintln!("{}: the base model's neighbours of {} examples ({} retriever)", dir.display(), texts.len(), info.retriever);
-            memo = Memo::with_neighbours(base.neighbours(texts)?);
-            retrieval = Some(info);
-            load_adapter(dir, &mut loaded.model)?;
-        }
+    })?;
+    // Retrieval shows the tuned model the neighbours the base model finds.
+    let (mut memo, mut retrieval) = (Memo::default(), None);
+    if strategies.contains(&Strategy::Retrieval) {
+        let base = Baselines::new(loaded, cfg, train, opts)?;
+        let (base, mut info) = prepare_retrieval(base, loaded, cfg, opts.batch_size, &cfg.run_dir().join("baseline"))?;
+        info.train_size = train.len();
+        eprintln!("{}: the base model's neighbours of {} examples ({} retriever)", dir.display(), texts.len(), info.retriever);
+        memo = Memo::with_neighbours(base.neighbours(texts)?);
+        retrieval = Some(info);
+    }
+    let runs = with_adapter(dir, loaded, |loaded, _| -> anyhow::Result<Vec<StrategyRun>> {
         let baselines = Baselines::new(loaded, cfg, train, opts)?;
         let templates = if opts.all_variants { baselines.prompters().len() } else { 1 };
         let mut runs = Vec::with_capacity(strategies.len());
@@ -53,10 +55,9 @@ pub fn tuned_strategy_runs(
             eprintln!("{} + {s}: {} examples x {templates} templates", dir.display(), texts.len());
             runs.push(baselines.run_strategy(s, texts, &mut memo)?);
         }
-        Ok((runs, retrieval))
-    })();
-    loaded.model.clear_lora()?;
-    result
+        Ok(runs)
+    })?;
+    Ok((runs, retrieval))
 }
 
 /// Score the checkpoint of `args` under `strategy` and write its outputs under

@@ -121,6 +121,13 @@ pub fn load(source: &str, dtype: DType, device: &Device) -> Result<LoadedModel> 
     Ok(LoadedModel { model, tokenizer, chat_template, source: source.to_string() })
 }
 
+/// Load the model a `[model]` section names, on its device and dtype.
+pub fn load_configured(cfg: &crate::config::ModelConfig) -> Result<LoadedModel> {
+    let device = select_device(&cfg.device)?;
+    let dtype = resolve_dtype(&cfg.dtype, &device)?;
+    load(&cfg.source, dtype, &device)
+}
+
 /// Only the tokenizer of a source (for token counts), without loading the weights.
 pub fn tokenizer_for(source: &str) -> Result<Tokenizer> {
     match resolve(source)? {

@@ -171,11 +171,9 @@ fn log_line(path: &std::path::Path, value: &serde_json::Value) -> Result<()> {
 
 /// Train LoRA adapters (and a linear head) as the config says; see the module doc.
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary> {
-    let device = model::select_device(&cfg.model.device)?;
-    let dtype = model::resolve_dtype(&cfg.model.dtype, &device)?;
     // A resume names a checkpoint that must exist: fail before the model load.
     resume_dir(cfg, opts)?;
-    let mut loaded = model::load(&cfg.model.source, dtype, &device)?;
+    let mut loaded = model::load_configured(&cfg.model)?;
     train_model(cfg, &mut loaded, opts)
 }
 
