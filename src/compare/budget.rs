@@ -30,8 +30,8 @@ pub(super) const WRITE_MINUTES: f64 = 0.5;
 
 /// Part of `compare.max_minutes` kept back for what the estimates miss: a budget-cut run ends on
 /// the evaluation after the step that crosses its share, and a 2-core box drifts by more than
-/// the 3% slack of the step fit. A fresh default compare given its share by the whole budget
-/// took 90 min 35 s on the Zen 3 (training 25.6 min of a 25.1-minute share).
+/// the 3% slack of the step fit (without it a default compare overran 90 minutes by 35 s;
+/// docs/benchmarks.md).
 pub(super) const BUDGET_MARGIN: f64 = 0.03;
 
 /// A scoring stage with the adapter attached, relative to the same prompts on the base model

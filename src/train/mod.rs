@@ -388,7 +388,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
         let elapsed = seconds_before + session_start.elapsed().as_secs_f64();
         if max_minutes > 0.0 && !st.budget_sized && st.step - steps_before == BUDGET_SIZING_STEPS && st.step < st.total_steps {
             // Lay the schedule over the steps that fit the budget, so a cut run still anneals
-            // (cut at full learning rate, dev accuracy fell from its peak: issue 15's sweep).
+            // (a run cut at full learning rate ends below its dev peak; docs/recipe.md).
             let step_s = session_start.elapsed().as_secs_f64() / BUDGET_SIZING_STEPS as f64;
             // Without a timed step-0 evaluation: a forward of a row costs about half a step's
             // share of it (train step / forward ≈ 2 in `wick bench`).
