@@ -29,100 +29,75 @@ use report::{CalibrationInfo, DemoOut, RetrievalInfo, load_eval_set, summarize, 
 pub use report::{DataArgs, Report};
 
 /// `wick baseline`: score prompt-only strategies with the frozen base model.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct BaselineArgs {
     /// Path to the TOML run config.
     pub config: PathBuf,
     /// "all", or a comma-separated list of zero-shot, few-shot, calibrated, retrieval, cot.
-    #[arg(long, default_value = "all")]
     pub strategy: String,
     /// Split to score: train, dev or test.
-    #[arg(long, default_value = "test")]
     pub split: String,
     /// A data file to score instead of the split.
-    #[command(flatten)]
     pub data_args: DataArgs,
     /// Score only N examples (the first N of a split; a seeded sample of N from a --data file).
-    #[arg(long)]
     pub limit: Option<usize>,
     /// Examples per forward pass.
-    #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// What `calibrated` calibrates: zero-shot or few-shot.
-    #[arg(long, default_value = "zero-shot")]
     pub calibrate_on: String,
     /// Retrieve from a seeded sample of N train examples (default: the config's
     /// compare.retrieval_pool, as the compare report does; 0: the whole train split).
-    #[arg(long, value_name = "N")]
     pub retrieval_pool: Option<usize>,
     /// Skip the prefix-cache self-check (it scores the first 16 examples again without the cache).
-    #[arg(long)]
     pub skip_cache_check: bool,
 }
 
 /// `wick eval`: score a LoRA checkpoint (verbalizer or linear head).
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct EvalArgs {
     /// A checkpoint folder (wick's, or any HF PEFT LoRA folder), a run folder whose `best` file
     /// names one, or a hub id `org/name[@rev]` of a PEFT adapter.
-    #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
     /// Split to score: train, dev or test.
-    #[arg(long, default_value = "test")]
     pub split: String,
     /// A data file to score instead of the split.
-    #[command(flatten)]
     pub data_args: DataArgs,
     /// Run config: for a wick checkpoint its [data] and [output] sections replace the checkpoint's;
     /// for an adapter written by Python PEFT it gives the model, prompt and labels too.
-    #[arg(long)]
     pub config: Option<PathBuf>,
     /// Score only N examples (the first N of a split; a seeded sample of N from a --data file).
-    #[arg(long)]
     pub limit: Option<usize>,
     /// Examples per forward pass.
-    #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// Score only the main template (no consistency across templates; one pass instead of four).
-    #[arg(long)]
     pub main_template_only: bool,
     /// Skip the prefix-cache self-check (it scores the first 16 examples again without the cache).
-    #[arg(long)]
     pub skip_cache_check: bool,
     /// Prompt the tuned model with a strategy (few-shot, calibrated, retrieval, cot) and the same
     /// demonstrations as the base-model run (retrieval: the base model's neighbours).
-    #[arg(long)]
     pub strategy: Option<String>,
     /// With --strategy retrieval: retrieve from a seeded sample of N train examples (default: the
     /// config's compare.retrieval_pool; 0: the whole train split).
-    #[arg(long, value_name = "N", requires = "strategy")]
     pub retrieval_pool: Option<usize>,
 }
 
 /// `wick predict`: label texts with a checkpoint or a prompt-only strategy.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct PredictArgs {
     /// A checkpoint folder (wick's or PEFT's), a run folder with a `best` file, or a PEFT adapter's hub id.
-    #[arg(long, value_name = "DIR", conflicts_with = "strategy", required_unless_present = "strategy")]
     pub checkpoint: Option<PathBuf>,
     /// A prompt-only strategy on the base model (zero-shot, few-shot, calibrated, retrieval, cot); needs --config.
-    #[arg(long, requires = "config")]
     pub strategy: Option<String>,
     /// Run config: for --strategy, and for a --checkpoint that Python PEFT wrote.
-    #[arg(long)]
     pub config: Option<PathBuf>,
     /// A file with one text per line.
-    #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
     /// Examples per forward pass.
-    #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// What `calibrated` calibrates: zero-shot or few-shot.
-    #[arg(long, default_value = "zero-shot")]
     pub calibrate_on: String,
     /// Retrieve from a seeded sample of N train examples (default: the config's
     /// compare.retrieval_pool, as the compare report does; 0: the whole train split).
-    #[arg(long, value_name = "N")]
     pub retrieval_pool: Option<usize>,
     /// Texts to label.
     pub texts: Vec<String>,

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+mod cli;
+
 /// Prompt or fine-tune? wick measures both on your data and model.
 #[derive(Parser)]
 #[command(name = "wick", version, about, long_about = None)]
@@ -31,11 +33,11 @@ enum Command {
     /// Train a LoRA adapter as the config says (resumable).
     Train(TrainArgs),
     /// Score prompt-only strategies on the frozen model (zero-shot, few-shot, calibrated, retrieval, chain-of-thought).
-    Baseline(wick::eval::BaselineArgs),
+    Baseline(cli::BaselineArgs),
     /// Metrics of a trained checkpoint on a split or any data file.
-    Eval(wick::eval::EvalArgs),
+    Eval(cli::EvalArgs),
     /// Label and probability for texts, from a checkpoint or a prompt strategy.
-    Predict(wick::eval::PredictArgs),
+    Predict(cli::PredictArgs),
     /// Write the base model with a checkpoint's adapter merged in: HF folder or GGUF file.
     Export(wick::export::ExportArgs),
     /// Prompt or fine-tune? Measure both on the config's data and write the decision report.
@@ -265,9 +267,9 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Baseline(args) => drop(wick::eval::run_baseline(&args)?),
-        Command::Eval(args) => drop(wick::eval::run_eval(&args)?),
-        Command::Predict(args) => wick::eval::run_predict(&args)?,
+        Command::Baseline(args) => drop(wick::eval::run_baseline(&args.into())?),
+        Command::Eval(args) => drop(wick::eval::run_eval(&args.into())?),
+        Command::Predict(args) => wick::eval::run_predict(&args.into())?,
         Command::Train(args) => {
             let mut cfg = wick::data::load_config(&args.config)?;
             if let Some(n) = args.max_steps {

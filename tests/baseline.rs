@@ -99,31 +99,6 @@ fn few_shot_sampling_is_deterministic_balanced_and_seeded() {
 }
 
 #[test]
-fn command_line_arguments_parse_with_defaults() {
-    use clap::Parser;
-    #[derive(Parser)]
-    enum Cli {
-        Baseline(BaselineArgs),
-        Eval(EvalArgs),
-        Predict(wick::eval::PredictArgs),
-    }
-    let Ok(Cli::Baseline(b)) = Cli::try_parse_from(["wick", "baseline", "cfg.toml", "--limit", "5"]) else { panic!("baseline args") };
-    assert_eq!((b.strategy.as_str(), b.split.as_str(), b.batch_size, b.limit), ("all", "test", 16, Some(5)));
-    let Ok(Cli::Eval(e)) = Cli::try_parse_from(["wick", "eval", "--checkpoint", "ck", "--data", "x.csv", "--label-map", "1=positive"])
-    else {
-        panic!("eval args")
-    };
-    assert_eq!(e.data_args.label_map.as_deref(), Some("1=positive"));
-    let Ok(Cli::Predict(p)) = Cli::try_parse_from(["wick", "predict", "--checkpoint", "ck", "great", "awful"]) else {
-        panic!("predict args")
-    };
-    assert_eq!(p.texts, ["great", "awful"]);
-    assert!(Cli::try_parse_from(["wick", "predict", "great"]).is_err(), "needs --checkpoint or --strategy");
-    assert!(Cli::try_parse_from(["wick", "predict", "--strategy", "zero-shot", "great"]).is_err(), "--strategy needs --config");
-    assert!(Cli::try_parse_from(["wick", "predict", "--checkpoint", "ck", "--strategy", "zero-shot", "--config", "c", "x"]).is_err());
-}
-
-#[test]
 fn strategy_names_label_maps_and_calibration_math() {
     assert_eq!(Strategy::parse_list("all").unwrap(), Strategy::ALL.to_vec());
     assert_eq!(Strategy::parse_list("few-shot, zero-shot").unwrap(), vec![Strategy::FewShot, Strategy::ZeroShot]);

@@ -17,19 +17,15 @@ use crate::metrics::{Consistency, Metrics};
 use crate::model::load::write_atomic;
 
 /// Where the examples to score come from, and how to read a `--data` file.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default)]
 pub struct DataArgs {
     /// Score this data file (CSV, TSV, JSONL, JSON; optionally .bz2/.gz) instead of a split.
-    #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
     /// Column (or JSON key) of the text in --data (default: `text`, else the config's).
-    #[arg(long)]
     pub text_column: Option<String>,
     /// Column (or JSON key) of the label in --data (default: `label`, else the config's).
-    #[arg(long)]
     pub label_column: Option<String>,
     /// Raw label value -> label name for --data, e.g. "1=positive,0=negative".
-    #[arg(long, value_name = "MAP")]
     pub label_map: Option<String>,
 }
 
