@@ -16,34 +16,26 @@ use crate::prompt::Prompter;
 use crate::train::optim::AdamW;
 
 /// Arguments of `wick bench`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct BenchArgs {
     /// Run config (model source, dtype, LoRA r / alpha / targets).
     pub config: PathBuf,
     /// Rows per batch.
-    #[arg(long, default_value_t = 16)]
     pub batch: usize,
     /// Tokens per row (no padding).
-    #[arg(long, default_value_t = 64)]
     pub seq: usize,
     /// Timed steps (after the warm-up step).
-    #[arg(long, default_value_t = 5)]
     pub steps: usize,
     /// Override the config's dtype ("f32", "f16", "bf16").
-    #[arg(long)]
     pub dtype: Option<String>,
     /// Use the composite reference ops instead of the fused ones (to measure what fusing buys).
-    #[arg(long)]
     pub reference_ops: bool,
     /// Re-run each layer in the backward instead of keeping its activations.
-    #[arg(long)]
     pub gradient_checkpointing: bool,
     /// Train the layers under candle's autograd instead of their hand-written backward (to
     /// measure what it buys).
-    #[arg(long)]
     pub autograd_layers: bool,
     /// Print one JSON line instead of the table.
-    #[arg(long)]
     pub json: bool,
 }
 

@@ -1,5 +1,6 @@
-//! The argument structs of `wick baseline`, `eval` and `predict` as clap parses them, and their
-//! conversion into the library's plain request types: the library never sees clap.
+//! The argument structs of `wick baseline`, `eval`, `predict`, `export`, `bench` and `selftest` as
+//! clap parses them, and their conversion into the library's plain request types: the library
+//! never sees clap.
 
 use std::path::PathBuf;
 
@@ -173,6 +174,121 @@ pub struct DataArgs {
 impl From<DataArgs> for wick::eval::DataArgs {
     fn from(a: DataArgs) -> Self {
         Self { data: a.data, text_column: a.text_column, label_column: a.label_column, label_map: a.label_map }
+    }
+}
+
+/// `wick export`: the base model with a checkpoint's adapter merged in.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// A checkpoint folder (wick's or any HF PEFT LoRA folder), a run folder with a `best` file, or a PEFT adapter's hub id.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// Output: a folder (hf, gguf) or a `.gguf` file path (gguf).
+    pub out: PathBuf,
+    /// hf (transformers folder) or gguf (llama.cpp).
+    #[arg(long, default_value = "hf")]
+    pub format: String,
+    /// Weight dtype of the written model: f32 or f16 (the merge itself is done in f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Run config: needed for an adapter written by Python PEFT (base model and labels).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl From<ExportArgs> for wick::export::ExportArgs {
+    fn from(a: ExportArgs) -> Self {
+        Self { checkpoint: a.checkpoint, out: a.out, format: a.format, dtype: a.dtype, config: a.config }
+    }
+}
+
+/// Arguments of `wick bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Run config (model source, dtype, LoRA r / alpha / targets).
+    pub config: PathBuf,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Tokens per row (no padding).
+    #[arg(long, default_value_t = 64)]
+    pub seq: usize,
+    /// Timed steps (after the warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Override the config's dtype ("f32", "f16", "bf16").
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Use the composite reference ops instead of the fused ones (to measure what fusing buys).
+    #[arg(long)]
+    pub reference_ops: bool,
+    /// Re-run each layer in the backward instead of keeping its activations.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
+    /// Train the layers under candle's autograd instead of their hand-written backward (to
+    /// measure what it buys).
+    #[arg(long)]
+    pub autograd_layers: bool,
+    /// Print one JSON line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl From<BenchArgs> for wick::bench::BenchArgs {
+    fn from(a: BenchArgs) -> Self {
+        Self {
+            config: a.config,
+            batch: a.batch,
+            seq: a.seq,
+            steps: a.steps,
+            dtype: a.dtype,
+            reference_ops: a.reference_ops,
+            gradient_checkpointing: a.gradient_checkpointing,
+            autograd_layers: a.autograd_layers,
+            json: a.json,
+        }
+    }
+}
+
+/// Arguments of `wick selftest`.
+#[derive(Debug, Clone, Args)]
+pub struct SelftestArgs {
+    /// Device to check: cpu, cuda:N, or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Architecture of the random model: a GGUF file (only its header is read), an HF folder or a
+    /// config.json [default: assets/SmolLM2-135M-Instruct.Q4_1.gguf].
+    #[arg(long, conflicts_with = "expected")]
+    pub arch: Option<PathBuf>,
+    /// CPU figures to hold the training check against (from --write-expected; it holds the
+    /// architecture and the setup too).
+    #[arg(long)]
+    pub expected: Option<PathBuf>,
+    /// Write this run's f32 training figures, architecture and setup here (CPU only).
+    #[arg(long)]
+    pub write_expected: Option<PathBuf>,
+    /// Speed sizes as BATCHxSEQ, comma-separated [default: 16x64,64x512 on CUDA, none on the CPU].
+    #[arg(long)]
+    pub speed_sizes: Option<String>,
+    /// Timed steps per speed size.
+    #[arg(long, default_value_t = 50)]
+    pub speed_steps: usize,
+    /// Dense f16 peak of the device, TFLOP/s: MFU is then also given against it.
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
+}
+
+impl From<SelftestArgs> for wick::selftest::SelftestArgs {
+    fn from(a: SelftestArgs) -> Self {
+        Self {
+            device: a.device,
+            arch: a.arch,
+            expected: a.expected,
+            write_expected: a.write_expected,
+            speed_sizes: a.speed_sizes,
+            speed_steps: a.speed_steps,
+            peak_tflops: a.peak_tflops,
+        }
     }
 }
 

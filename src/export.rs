@@ -322,21 +322,17 @@ fn tokenizer_metadata(loaded: &LoadedModel) -> Result<Vec<(String, gguf_file::Va
 }
 
 /// `wick export`: the base model with a checkpoint's adapter merged in.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct ExportArgs {
     /// A checkpoint folder (wick's or any HF PEFT LoRA folder), a run folder with a `best` file, or a PEFT adapter's hub id.
-    #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
     /// Output: a folder (hf, gguf) or a `.gguf` file path (gguf).
     pub out: PathBuf,
     /// hf (transformers folder) or gguf (llama.cpp).
-    #[arg(long, default_value = "hf")]
     pub format: String,
     /// Weight dtype of the written model: f32 or f16 (the merge itself is done in f32).
-    #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Run config: needed for an adapter written by Python PEFT (base model and labels).
-    #[arg(long)]
     pub config: Option<PathBuf>,
 }
 

@@ -39,7 +39,7 @@ enum Command {
     /// Label and probability for texts, from a checkpoint or a prompt strategy.
     Predict(cli::PredictArgs),
     /// Write the base model with a checkpoint's adapter merged in: HF folder or GGUF file.
-    Export(wick::export::ExportArgs),
+    Export(cli::ExportArgs),
     /// Prompt or fine-tune? Measure both on the config's data and write the decision report.
     Compare(CompareArgs),
     /// List the recorded runs (checkpoints/runs.jsonl) and the prompt plateau check.
@@ -48,10 +48,10 @@ enum Command {
         config: PathBuf,
     },
     /// Training and eval throughput on a fixed batch, with the GEMM ceiling (see scripts/bench).
-    Bench(wick::bench::BenchArgs),
+    Bench(cli::BenchArgs),
     /// Check a device against the CPU with no model file: every fused kernel, a few LoRA training
     /// steps of a seeded random model of the real architecture, and throughput (scripts/gpu-pack).
-    Selftest(wick::selftest::SelftestArgs),
+    Selftest(cli::SelftestArgs),
     /// Validate a config file and print it with every default filled in.
     Config {
         /// Path to the TOML run config.
@@ -236,7 +236,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
             println!("{}", wick::report::render_terminal(&report));
             println!("wrote {} and {} ({:.0}s)", paths.json.display(), paths.html.display(), started.elapsed().as_secs_f64());
         }
-        Command::Export(args) => drop(wick::export::run_export(&args)?),
+        Command::Export(args) => drop(wick::export::run_export(&args.into())?),
         Command::Runs { config } => {
             let cfg = wick::data::load_config(&config)?;
             let records = wick::runs::read_all(&cfg.output.dir)?;
@@ -247,15 +247,16 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
             }
         }
         Command::Bench(args) => {
-            let report = wick::bench::run_bench(&args, process_start)?;
-            if args.json {
+            let json = args.json;
+            let report = wick::bench::run_bench(&args.into(), process_start)?;
+            if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!("{}", report.render());
             }
         }
         Command::Selftest(args) => {
-            let report = wick::selftest::run_selftest(&args)?;
+            let report = wick::selftest::run_selftest(&args.into())?;
             print!("{}", report.render_lines());
             println!("{}", serde_json::to_string(&report)?);
             if !report.passed {

@@ -32,30 +32,23 @@ pub use training::{TrainingSetup, TrainingTrace};
 pub const DEFAULT_ARCH: &str = "assets/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// Arguments of `wick selftest`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct SelftestArgs {
     /// Device to check: cpu, cuda:N, or auto.
-    #[arg(long, default_value = "auto")]
     pub device: String,
     /// Architecture of the random model: a GGUF file (only its header is read), an HF folder or a
     /// config.json [default: assets/SmolLM2-135M-Instruct.Q4_1.gguf].
-    #[arg(long, conflicts_with = "expected")]
     pub arch: Option<PathBuf>,
     /// CPU figures to hold the training check against (from --write-expected; it holds the
     /// architecture and the setup too).
-    #[arg(long)]
     pub expected: Option<PathBuf>,
     /// Write this run's f32 training figures, architecture and setup here (CPU only).
-    #[arg(long)]
     pub write_expected: Option<PathBuf>,
     /// Speed sizes as BATCHxSEQ, comma-separated [default: 16x64,64x512 on CUDA, none on the CPU].
-    #[arg(long)]
     pub speed_sizes: Option<String>,
     /// Timed steps per speed size.
-    #[arg(long, default_value_t = 50)]
     pub speed_steps: usize,
     /// Dense f16 peak of the device, TFLOP/s: MFU is then also given against it.
-    #[arg(long)]
     pub peak_tflops: Option<f64>,
 }
 
