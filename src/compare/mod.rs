@@ -112,19 +112,13 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     stages.push(Stage::new("fine-tuning run", tuned.train_seconds, trained_now));
     stages.push(Stage::new("tuned model on test", tuned.eval_seconds, trained_now));
     rows.push(StrategyRow {
-        name: "fine-tuned (LoRA)".into(),
-        kind: RowKind::FineTuned,
-        metrics: tuned.eval.metrics.clone(),
-        consistency: tuned.eval.consistency.clone(),
         labelled_examples_used: tuned.labels_seen,
         time_to_first_result_s: tuned.train_seconds,
         retrain_time_s: tuned.train_seconds,
         output_tokens_per_request: 1.0,
         training_tokens: tuned.tokens_seen,
         dev_accuracy: Some(tuned.best_dev_accuracy),
-        predicted: tuned.eval.predicted.clone(),
-        accuracy_ci: None,
-        macro_f1_ci: None,
+        ..report_row("fine-tuned (LoRA)".into(), RowKind::FineTuned, &tuned.eval)
     });
     curve.push(CurvePoint {
         labels: tuned.labels_seen,
@@ -141,19 +135,12 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
         stages.push(Stage::new(format!("{} (test)", r.method), *seconds, *now));
         let demos = demonstrations_used(strategy.name(), cfg, pool);
         rows.push(StrategyRow {
-            name: r.method.clone(),
-            kind: RowKind::TunedPrompt,
-            metrics: r.metrics.clone(),
             consistency: None,
             labelled_examples_used: tuned.labels_seen.max(demos),
             time_to_first_result_s: tuned.train_seconds,
             retrain_time_s: tuned.train_seconds,
-            output_tokens_per_request: r.output_tokens_mean.unwrap_or(1.0),
             training_tokens: tuned.tokens_seen,
-            dev_accuracy: None,
-            predicted: r.predicted.clone(),
-            accuracy_ci: None,
-            macro_f1_ci: None,
+            ..report_row(r.method.clone(), RowKind::TunedPrompt, r)
         });
     }
 

@@ -18,19 +18,29 @@ pub(super) fn demonstrations_used(strategy: &str, cfg: &Config, pool: usize) -> 
 pub(super) fn prompt_row(r: &PromptResult, cfg: &Config, pool: usize) -> StrategyRow {
     let labelled = demonstrations_used(&r.test.method, cfg, pool);
     StrategyRow {
-        name: r.test.method.clone(),
-        kind: RowKind::Prompt,
-        metrics: r.test.metrics.clone(),
-        consistency: r.test.consistency.clone(),
         labelled_examples_used: labelled,
+        dev_accuracy: Some(r.dev.accuracy),
+        ..report_row(r.test.method.clone(), RowKind::Prompt, &r.test)
+    }
+}
+
+/// The one constructor of a report row, from a test report: its metrics, consistency and
+/// predictions, and its output tokens (one: classification by label-word logits reads one answer
+/// position; chain-of-thought generates its reasoning first). No labels, training, time or dev
+/// score until the caller sets them; the intervals are filled in when the report is assembled.
+pub(super) fn report_row(name: String, kind: RowKind, report: &Report) -> StrategyRow {
+    StrategyRow {
+        name,
+        kind,
+        metrics: report.metrics.clone(),
+        consistency: report.consistency.clone(),
+        labelled_examples_used: 0,
         time_to_first_result_s: 0.0,
         retrain_time_s: 0.0,
-        // Classification by label-word logits reads one answer position: one output token;
-        // chain-of-thought generates its reasoning first.
-        output_tokens_per_request: r.test.output_tokens_mean.unwrap_or(1.0),
+        output_tokens_per_request: report.output_tokens_mean.unwrap_or(1.0),
         training_tokens: 0,
-        dev_accuracy: Some(r.dev.accuracy),
-        predicted: r.test.predicted.clone(),
+        dev_accuracy: None,
+        predicted: report.predicted.clone(),
         accuracy_ci: None,
         macro_f1_ci: None,
     }
