@@ -304,9 +304,7 @@ fn init(args: &InitArgs) -> anyhow::Result<()> {
     };
     let out = args.out.clone().unwrap_or_else(|| wick::init::default_config_path(&args.data));
     // Refuse an existing config before any reading, so a mistaken command costs nothing.
-    if out.exists() && !args.force {
-        anyhow::bail!("{}: already exists; pass --force to overwrite it, or --out to write elsewhere", out.display());
-    }
+    wick::init::check_writable(&out, args.force)?;
     let p = wick::init::propose(&opts)?;
     println!("{}", p.reasons.join("\n"));
     let labels: Vec<String> = p.labels.iter().map(|l| format!("{} ({})", l.label, l.count)).collect();

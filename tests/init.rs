@@ -52,9 +52,8 @@ fn init_then_compare(dir: &Path, model: &Path, data: &str, expect_labels: &[&str
     assert_eq!(cfg.data.labels, expect_labels, "{printed}");
     assert!(printed.contains("next: wick compare"), "{printed}");
     ok(dir, &["compare", out.to_str().unwrap(), "--quick", "--limit", "40"]);
-    let report = cfg.run_dir().join("compare/report.json");
-    let report = std::fs::read_to_string(dir.join(format!("checkpoints/{}-quick/compare/report.json", cfg.output.run_name)))
-        .unwrap_or_else(|e| panic!("{}: {e}", report.display()));
+    let path = dir.join(format!("checkpoints/{}-quick/compare/report.json", cfg.output.run_name));
+    let report = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["test_examples"], test_examples);
     (printed, text)

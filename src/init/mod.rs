@@ -432,14 +432,20 @@ pub fn default_config_path(data: &Path) -> PathBuf {
     PathBuf::from("configs").join(format!("{}.toml", run_name_for(data)))
 }
 
-/// Write `text` to `path` atomically; an existing file is kept unless `force`.
-pub fn write_config(path: &Path, text: &str, force: bool) -> Result<()> {
+/// Refuse to replace an existing config unless `force` (callers check before any reading too).
+pub fn check_writable(path: &Path, force: bool) -> Result<()> {
     if path.exists() && !force {
         return Err(Error::Config(format!(
             "{}: already exists; pass --force to overwrite it, or --out to write elsewhere",
             path.display()
         )));
     }
+    Ok(())
+}
+
+/// Write `text` to `path` atomically; an existing file is kept unless `force`.
+pub fn write_config(path: &Path, text: &str, force: bool) -> Result<()> {
+    check_writable(path, force)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
