@@ -11,7 +11,8 @@ use clap::Args;
 pub struct BaselineArgs {
     /// Path to the TOML run config.
     pub config: PathBuf,
-    /// "all", or a comma-separated list of zero-shot, few-shot, calibrated, retrieval, cot.
+    /// "all", or a comma-separated list of zero-shot, few-shot, calibrated, retrieval, cot; or
+    /// "searched", the prompt a search stored (`--search`, `wick compare`).
     #[arg(long, default_value = "all")]
     pub strategy: String,
     /// Split to score: train, dev or test.
@@ -36,6 +37,10 @@ pub struct BaselineArgs {
     /// Skip the prefix-cache self-check (it scores the first 16 examples again without the cache).
     #[arg(long)]
     pub skip_cache_check: bool,
+    /// Search the prompt on dev first (instructions, label words, calibration, demonstrations;
+    /// within compare.search_minutes), keep it in <run_dir>/search/prompt.toml, and score it.
+    #[arg(long)]
+    pub search: bool,
 }
 
 impl From<BaselineArgs> for wick::eval::BaselineArgs {
@@ -50,6 +55,7 @@ impl From<BaselineArgs> for wick::eval::BaselineArgs {
             calibrate_on: a.calibrate_on,
             retrieval_pool: a.retrieval_pool,
             skip_cache_check: a.skip_cache_check,
+            search: a.search,
         }
     }
 }
@@ -83,7 +89,8 @@ pub struct EvalArgs {
     /// Skip the prefix-cache self-check (it scores the first 16 examples again without the cache).
     #[arg(long)]
     pub skip_cache_check: bool,
-    /// Prompt the tuned model with a strategy (few-shot, calibrated, retrieval, cot) and the same
+    /// Prompt the tuned model with a strategy (few-shot, calibrated, retrieval, cot, or searched:
+    /// the prompt the search stored) and the same
     /// demonstrations as the base-model run (retrieval: the base model's neighbours).
     #[arg(long)]
     pub strategy: Option<String>,
@@ -116,7 +123,8 @@ pub struct PredictArgs {
     /// A checkpoint folder (wick's or PEFT's), a run folder with a `best` file, or a PEFT adapter's hub id.
     #[arg(long, value_name = "DIR", conflicts_with = "strategy", required_unless_present = "strategy")]
     pub checkpoint: Option<PathBuf>,
-    /// A prompt-only strategy on the base model (zero-shot, few-shot, calibrated, retrieval, cot); needs --config.
+    /// A prompt-only strategy on the base model (zero-shot, few-shot, calibrated, retrieval, cot, or
+    /// searched: the prompt a search stored); needs --config.
     #[arg(long, requires = "config")]
     pub strategy: Option<String>,
     /// Run config: for --strategy, and for a --checkpoint that Python PEFT wrote.

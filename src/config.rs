@@ -410,6 +410,9 @@ pub struct CompareConfig {
     /// Wall-clock budget of the whole comparison in minutes (0: none). The fine-tuning run runs
     /// last among the long stages and gets what the others leave (at most `train.max_minutes`).
     pub max_minutes: f64,
+    /// Minutes of the prompt search on dev (`wick compare` and `wick baseline --search`): its
+    /// stages start while it has spent less (0: no search; every strategy is scored on test).
+    pub search_minutes: f64,
 }
 
 impl Default for CompareConfig {
@@ -428,6 +431,7 @@ impl Default for CompareConfig {
             consistency_examples: 300,
             resamples: crate::stats::DEFAULT_RESAMPLES,
             max_minutes: 0.0,
+            search_minutes: 15.0,
         }
     }
 }
@@ -582,6 +586,9 @@ impl Config {
         }
         if !(cmp.max_minutes >= 0.0 && cmp.max_minutes.is_finite()) {
             return Err(format!("compare.max_minutes = {} must be a number of minutes (0: no budget)", cmp.max_minutes));
+        }
+        if !(cmp.search_minutes >= 0.0 && cmp.search_minutes.is_finite()) {
+            return Err(format!("compare.search_minutes = {} must be a number of minutes (0: no prompt search)", cmp.search_minutes));
         }
         if cmp.curve_seeds == 0 {
             return Err("compare.curve_seeds must be at least 1".into());

@@ -3,8 +3,10 @@
 //! metrics.json + predictions.jsonl under the run folder.
 
 pub mod report;
+mod searched;
 mod tuned;
 
+pub use searched::{SEARCHED, run_eval_searched, run_searched_baseline};
 pub use tuned::tuned_strategy_runs;
 
 use std::collections::BTreeMap;
@@ -33,7 +35,8 @@ pub use report::{DataArgs, Report};
 pub struct BaselineArgs {
     /// Path to the TOML run config.
     pub config: PathBuf,
-    /// "all", or a comma-separated list of zero-shot, few-shot, calibrated, retrieval, cot.
+    /// "all", or a comma-separated list of zero-shot, few-shot, calibrated, retrieval, cot; or
+    /// "searched", the prompt a search stored (`--search`, `wick compare`).
     pub strategy: String,
     /// Split to score: train, dev or test.
     pub split: String,
@@ -50,6 +53,8 @@ pub struct BaselineArgs {
     pub retrieval_pool: Option<usize>,
     /// Skip the prefix-cache self-check (it scores the first 16 examples again without the cache).
     pub skip_cache_check: bool,
+    /// Search the prompt on dev first and keep it (then `--strategy searched` scores it).
+    pub search: bool,
 }
 
 /// `wick eval`: score a LoRA checkpoint (verbalizer or linear head).
@@ -326,6 +331,12 @@ fn check_flags(limit: Option<usize>, batch_size: usize) -> anyhow::Result<()> {
 /// `run_dir/baseline/<strategy>/<split-or-file-stem>/`.
 pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
     check_flags(args.limit, args.batch_size)?;
+    if args.search || args.strategy == SEARCHED {
+        if args.strategy != SEARCHED && args.strategy != "all" {
+            anyhow::bail!("--search scores the searched prompt; leave --strategy out or give --strategy searched");
+        }
+        return Ok(vec![run_searched_baseline(args)?.1]);
+    }
     let cfg = crate::data::load_config(&args.config)?;
     let strategies = Strategy::parse_list(&args.strategy)?;
     let calibrate_on: Strategy = args.calibrate_on.parse()?;
@@ -467,6 +478,9 @@ pub fn score_tuned(
 pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
     check_flags(args.limit, args.batch_size)?;
     if let Some(name) = &args.strategy {
+        if name == SEARCHED {
+            return run_eval_searched(args);
+        }
         return tuned::run_eval_strategy(args, name.parse()?);
     }
     let (dir, cfg, loaded, head) = load_checkpoint(&args.checkpoint, args.config.as_deref())?;
@@ -548,6 +562,11 @@ pub fn run_predict(args: &PredictArgs) -> anyhow::Result<()> {
                 Baselines::new(&loaded, &cfg, &[], BaselineOptions { batch_size: args.batch_size, ..BaselineOptions::default() })?;
             let run = score_tuned(&baselines, &loaded, head.as_ref(), &texts, args.batch_size, false)?;
             (cfg.data.labels.clone(), run)
+        }
+        (None, Some(name)) if name == SEARCHED => {
+            let path = args.config.as_ref().context("--strategy needs --config CONFIG")?;
+            let (labels, run) = searched::predict_searched(path, &texts, args.batch_size)?;
+            (labels, vec![run])
         }
         (None, Some(name)) => {
             let path = args.config.as_ref().context("--strategy needs --config CONFIG")?;

@@ -22,6 +22,7 @@ pub mod prompt;
 pub mod report;
 pub mod runs;
 pub mod score;
+pub mod search;
 pub mod selftest;
 pub mod stats;
 pub mod suggest;

@@ -289,6 +289,7 @@ fn baseline_args(config: PathBuf, strategy: &str) -> BaselineArgs {
         calibrate_on: "zero-shot".into(),
         retrieval_pool: None,
         skip_cache_check: false,
+        search: false,
     }
 }
 

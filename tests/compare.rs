@@ -19,7 +19,7 @@ fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results
     let cfg = tiny_config(tmp.path(), &model, &format!("{TRAIN}\nmax_steps = 4"));
     let mut text = std::fs::read_to_string(&cfg)?;
     text.push_str(
-        "[compare]\nlimit = 12\nstrategies = [\"zero-shot\", \"few-shot\", \"calibrated\", \"retrieval\"]\nretrieval_pool = 40\nlearning_curve = [8, 20]\nbatch_size = 4\n",
+        "[compare]\nlimit = 12\nstrategies = [\"zero-shot\", \"few-shot\", \"calibrated\", \"retrieval\"]\nretrieval_pool = 40\nlearning_curve = [8, 20]\nbatch_size = 4\nsearch_minutes = 0\n",
     );
     text = text.replace("[prompt]\n", "[prompt]\nk_shot = 2\n");
     std::fs::write(&cfg, text)?;

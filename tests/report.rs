@@ -667,3 +667,22 @@ fn chromium_renders_report_html() {
     let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
     assert!(size > 10 * 1024, "screenshot {} is {size} bytes", png.display());
 }
+
+/// A searched prompt that wins on test but loses on dev is not the best prompt: the choice
+/// reads dev only, and the decision tree compares the tuned model with the dev choice.
+#[test]
+fn a_prompt_that_wins_on_test_but_loses_on_dev_is_never_chosen() {
+    let mut zero = prompt_row("zero-shot", 160, 60);
+    zero.dev_accuracy = Some(0.82);
+    let mut searched = prompt_row("prompt (searched)", 176, 60);
+    searched.dev_accuracy = Some(0.81);
+    let rows = vec![zero, searched, tuned_row(170, 0.9)];
+    assert_eq!(report::best_prompt(&rows).unwrap().name, "zero-shot");
+    let r = build(rows, 5000, &CostConfig::default(), &DecisionConfig::default());
+    assert_eq!(r.best_prompt().unwrap().name, "zero-shot");
+    assert!(r.recommendation.steps.iter().all(|s| !s.measured.contains("prompt (searched) ")), "{:?}", r.recommendation.steps);
+    // With the dev scores the other way round, the searched prompt is the choice.
+    let mut rows = r.rows.clone();
+    rows[1].dev_accuracy = Some(0.83);
+    assert_eq!(report::best_prompt(&rows).unwrap().name, "prompt (searched)");
+}

@@ -60,6 +60,8 @@ pub fn quick_look(cfg: &mut Config) {
     c.retrieval_pool = if c.retrieval_pool == 0 { 300 } else { c.retrieval_pool.min(300) };
     // 70 of the 587 s a quick look took on a 2-core Zen 3: past ten minutes on a slower day.
     c.tuned_strategies.retain(|s| s != "retrieval");
+    // The search's stages start within 3 minutes (on 100 dev examples each costs less than one).
+    c.search_minutes = c.search_minutes.min(3.0);
     // The quick look's own training budget below stands in for a share of the full one.
     c.max_minutes = 0.0;
     let t = &mut cfg.train;
@@ -84,12 +86,37 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     let mut stages: Vec<Stage> = Vec::new();
 
     // 1. Prompt strategies on the frozen model: dev (choice), test (report), consistency sample.
-    let prompts = measure_prompts(cfg, loaded, &strategies, &sets, limit, opts)?;
+    // With a prompt search, the hand-written zero-shot ("v1") is scored so, and every other
+    // strategy is a candidate of the search on dev; only the prompt it chooses goes on to test.
+    let searching = c.search_minutes > 0.0;
+    let on_test = if searching { vec![Strategy::ZeroShot] } else { strategies.clone() };
+    let prompts = measure_prompts(cfg, loaded, &on_test, &sets, limit, opts)?;
     for (p, now) in &prompts {
         stages.push(Stage::new(format!("{} (dev, test, consistency)", p.test.method), p.seconds.iter().sum(), *now));
     }
     let prompts: Vec<PromptResult> = prompts.into_iter().map(|(p, _)| p).collect();
     let mut rows: Vec<StrategyRow> = prompts.iter().map(|p| prompt_row(p, cfg, pool)).collect();
+    let searched = if searching {
+        let key = search_key(cfg, &sets, limit, &strategies);
+        let (s, now): (Searched, bool) =
+            cached(&out_dir, "search", &key, opts.fresh, || search_and_score(cfg, loaded, &strategies, &sets, limit))?;
+        let path = crate::search::prompt_path(cfg);
+        if !now || !path.exists() {
+            s.search.chosen.save(&path)?;
+        }
+        stages.push(Stage::new("prompt search (dev)", s.seconds[0], now));
+        stages.push(Stage::new("searched prompt (test)", s.seconds[1], now));
+        let chosen = &s.search.chosen;
+        let labelled = if chosen.family == "retrieval" { pool } else { chosen.demos.len() };
+        rows.push(StrategyRow {
+            labelled_examples_used: labelled,
+            dev_accuracy: Some(chosen.dev_accuracy),
+            ..report_row(SEARCHED_ROW.into(), RowKind::Prompt, &s.test)
+        });
+        Some(s)
+    } else {
+        None
+    };
 
     // 2. Learning curve: the same training on nested prefixes of the train split, several seeds
     // below 1,000 labels. It runs before the full run, so that under compare.max_minutes the full
@@ -144,7 +171,10 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
         });
     }
 
-    let plateau = crate::runs::plateau(&crate::runs::read_all(&cfg.output.dir)?, cfg.decision.plateau_points);
+    let plateau = match &searched {
+        Some(s) => search_plateau(&s.search, cfg.decision.plateau_points),
+        None => crate::runs::plateau(&crate::runs::read_all(&cfg.output.dir)?, cfg.decision.plateau_points),
+    };
     let header = ReportHeader {
         model: cfg.model.source.clone(),
         data: cfg.data.path.as_ref().map_or_else(String::new, |p| p.display().to_string()),
@@ -158,8 +188,12 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     };
     let mut report = CompareReport::new(header, rows, curve, plateau, &cfg.cost, &cfg.decision);
     report.learning_curve_notes = curve_notes;
+    report.search = searched.map(|s| s.search);
     report.selections = selections(&report, &sets, &tuned, cfg);
     report.notes = notes(cfg, &sets, &tuned, limit, opts, &stages);
+    if let Some(s) = &report.search {
+        report.notes.extend(search_notes(s));
+    }
     if !tuned_prompts.is_empty() {
         report.notes.push(
             "tuned + prompt rows: the tuned checkpoint under those prompts with the base model's demonstrations \

@@ -58,16 +58,35 @@ pub(super) fn selections(report: &CompareReport, sets: &Sets, tuned: &Tuned, cfg
         };
         out.push(Selection { what: "best prompt strategy".into(), chosen: best.name.clone(), by });
     }
-    out.push(Selection {
-        what: "calibration applied".into(),
-        chosen: if report.best_prompt().is_some_and(|b| b.name == "calibrated") { "yes" } else { "no" }.into(),
-        by: format!("dev ({dev_n} examples): calibrated competes as its own strategy"),
-    });
-    out.push(Selection {
-        what: "few-shot demonstrations".into(),
-        chosen: format!("one class-balanced draw of {} (prompt.seed = {})", cfg.prompt.k_shot, cfg.prompt.seed),
-        by: "fixed: not selected, so no split's score chose it".into(),
-    });
+    if let Some(s) = &report.search {
+        let c = &s.chosen;
+        let raced = format!("dev ({dev_n} examples): raced among {} candidates", s.candidates.len());
+        let words: Vec<String> = c.label_words.iter().map(|(l, w)| format!("{l} → {w:?}")).collect();
+        out.push(Selection { what: "searched prompt".into(), chosen: c.name.clone(), by: raced.clone() });
+        out.push(Selection { what: "instruction".into(), chosen: format!("{:?}", c.template), by: raced.clone() });
+        out.push(Selection { what: "label words".into(), chosen: words.join(", "), by: raced.clone() });
+        out.push(Selection { what: "calibration applied".into(), chosen: if c.calibrate { "yes" } else { "no" }.into(), by: raced.clone() });
+        out.push(Selection {
+            what: "demonstrations".into(),
+            chosen: match c.family.as_str() {
+                "retrieval" => "retrieved per example".into(),
+                _ if c.demos.is_empty() => "none".into(),
+                _ => format!("{} fixed, in the order stored in {}", c.demos.len(), crate::search::prompt_path(cfg).display()),
+            },
+            by: raced,
+        });
+    } else {
+        out.push(Selection {
+            what: "calibration applied".into(),
+            chosen: if report.best_prompt().is_some_and(|b| b.name == "calibrated") { "yes" } else { "no" }.into(),
+            by: format!("dev ({dev_n} examples): calibrated competes as its own strategy"),
+        });
+        out.push(Selection {
+            what: "few-shot demonstrations".into(),
+            chosen: format!("one class-balanced draw of {} (prompt.seed = {})", cfg.prompt.k_shot, cfg.prompt.seed),
+            by: "fixed: not selected, so no split's score chose it".into(),
+        });
+    }
     // Training scores the first `train.eval_examples` of dev (0: all of it), however few dev has.
     let dev_used = match tuned.dev_examples {
         0 => format!("all {} dev examples", count(sets.dev_total as u64)),
@@ -147,5 +166,45 @@ pub(super) fn notes(
         listed.join("; "),
         duration(total)
     ));
+    out
+}
+
+/// The plateau rule on the search's iteration curve: what its last stage gained on dev.
+pub(super) fn search_plateau(search: &crate::search::SearchReport, points: f64) -> Option<crate::report::PlateauCheck> {
+    let (stage, gained, minutes) = search.last_gain()?;
+    let before = &search.curve[search.curve.len() - 2];
+    Some(crate::report::PlateauCheck {
+        last: format!("prompt search, its last stage ({stage}, {minutes:.1} min)"),
+        previous: format!("the leader before it ({}, dev)", before.leader),
+        improvement_points: gained,
+        threshold: points,
+        plateaued: gained < points,
+    })
+}
+
+/// The report's notes on the prompt search.
+pub(super) fn search_notes(search: &crate::search::SearchReport) -> Vec<String> {
+    let (lo, mid, hi) = search.spread();
+    let eliminated = search.candidates.iter().filter(|c| c.status.starts_with("eliminated")).count();
+    let mut out = vec![format!(
+        "Prompt search (dev only): {} candidates, {} candidate-examples scored, {:.1} min; raced on dev slices of {} examples, \
+         dropping a candidate when the leader is ahead with a one-sided paired sign test p < {} (at most {} go on per round); \
+         {eliminated} eliminated on dev, never scored on test. Dev accuracy across candidates on the first {} examples: \
+         min {:.1}%, median {:.1}%, max {:.1}%.",
+        search.candidates.len(),
+        count(search.evaluations as u64),
+        search.minutes,
+        search.slices.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" → "),
+        search.rule.alpha,
+        search.rule.keep,
+        search.slices[0],
+        lo * 100.0,
+        mid * 100.0,
+        hi * 100.0
+    )];
+    if let Some((stage, gained, minutes)) = search.last_gain() {
+        out.push(format!("The search's last {minutes:.1} minutes ({stage}) gained {gained:+.1} points on dev."));
+    }
+    out.extend(search.skipped.iter().map(|s| format!("Prompt search stage {s}.")));
     out
 }

@@ -400,3 +400,87 @@ pub(super) fn learning_curve(
     }
     Ok((curve, notes))
 }
+
+/// The prompt search on dev and its chosen prompt on the test examples.
+#[derive(serde::Deserialize, Serialize)]
+pub(super) struct Searched {
+    pub(super) search: crate::search::SearchReport,
+    /// The chosen prompt's test report (no consistency: it is one prompt).
+    pub(super) test: Report,
+    /// Wall seconds of the search and of the test pass.
+    pub(super) seconds: [f64; 2],
+}
+
+/// The key of a stored search: the prompt-side config, the dev sample and test examples, the
+/// strategies raced and the search's budget.
+pub(super) fn search_key(cfg: &Config, sets: &Sets, limit: Option<usize>, strategies: &[Strategy]) -> String {
+    let c = &cfg.compare;
+    let names: Vec<&str> = strategies.iter().map(|s| s.name()).collect();
+    format!(
+        "{}|{}|{limit:?}|dev {}|pool {}|{}|search {} min|train {}",
+        cfg.prompt_results_hash(),
+        c.split,
+        sets.dev.examples.len(),
+        c.retrieval_pool,
+        names.join(","),
+        c.search_minutes,
+        sets.train.len()
+    )
+}
+
+/// Search the prompt on the dev sample (the configured strategies are its first candidates),
+/// keep the chosen prompt at [`crate::search::prompt_path`], and score it on the test examples.
+pub(super) fn search_and_score(
+    cfg: &Config,
+    loaded: &LoadedModel,
+    strategies: &[Strategy],
+    sets: &Sets,
+    limit: Option<usize>,
+) -> anyhow::Result<Searched> {
+    let c = &cfg.compare;
+    let base_dir = cfg.run_dir().join("baseline");
+    let families: Vec<Strategy> = strategies.iter().copied().filter(|&s| s != Strategy::ZeroShot).collect();
+    let pool = crate::baseline::retrieval_pool(None, cfg);
+    let bopts = BaselineOptions { batch_size: c.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool: pool };
+    let mut baselines = Baselines::new(loaded, cfg, &sets.train, bopts)?;
+    baselines.check(&families)?;
+    if families.contains(&Strategy::Retrieval) {
+        baselines = prepare_retrieval(baselines, loaded, cfg, c.batch_size, &base_dir)?.0;
+    }
+    let opts = crate::search::SearchOptions {
+        minutes: c.search_minutes,
+        batch_size: c.batch_size,
+        families,
+        progress: |m| eprintln!("compare: search: {m}"),
+        ..crate::search::SearchOptions::default()
+    };
+    eprintln!(
+        "compare: prompt search on {} dev examples (stages start within compare.search_minutes = {})",
+        count(sets.dev.examples.len() as u64),
+        c.search_minutes
+    );
+    let start = Instant::now();
+    let search = crate::search::search(loaded, cfg, &baselines, &sets.train, &sets.dev.examples, &opts)?;
+    let search_s = start.elapsed().as_secs_f64();
+    search.chosen.save(&crate::search::prompt_path(cfg))?;
+    eprintln!(
+        "compare: search chose {:?} (dev {:.1}%) from {} candidates in {:.1} min; now {} test examples",
+        search.chosen.name,
+        search.chosen.dev_accuracy * 100.0,
+        search.candidates.len(),
+        search.minutes,
+        count(sets.test.examples.len() as u64)
+    );
+    let start = Instant::now();
+    let run = crate::search::score_searched(loaded, cfg, &sets.train, &search.chosen, &texts(&sets.test), c.batch_size)?;
+    let test_s = start.elapsed().as_secs_f64();
+    let of = ReportOf { command: "baseline", method: SEARCHED_ROW, checkpoint: None };
+    let test = scored_report(of, &sets.test, limit, cfg, loaded, std::slice::from_ref(&run), test_s)?;
+    let dir = base_dir.join("searched").join(&sets.test.name);
+    write_outputs(&dir, &test, &sets.test.examples, &run)?;
+    crate::runs::append(&cfg.output.dir, run_record("baseline", SEARCHED_ROW, cfg, &sets.test.name, &test, dir))?;
+    Ok(Searched { search, test, seconds: [search_s, test_s] })
+}
+
+/// The report row of the searched prompt.
+pub(super) const SEARCHED_ROW: &str = "prompt (searched)";

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::format::{count, money, percent, volume};
-use super::svg::{PROMPT_COLOUR, TUNED_COLOUR, accuracy_chart, cost_chart, difference_chart, escape, learning_curve_chart};
+use super::svg::{PROMPT_COLOUR, TUNED_COLOUR, accuracy_chart, cost_chart, difference_chart, escape, learning_curve_chart, search_curve_chart};
 use super::table::comparison_lines;
 use super::{Choice, CompareReport, RowKind, StrategyRow};
 
@@ -97,6 +97,21 @@ pub fn render(report: &CompareReport) -> String {
         curve_caption.push_str(note);
     }
     card(&mut out, &learning_curve_chart(report), &curve_caption);
+    if let Some(s) = &report.search {
+        let (lo, mid, hi) = s.spread();
+        let caption = format!(
+            "The prompt side's iteration curve: the search's leader on {} dev examples after each stage ({} candidates, {:.1} min). \
+             Dev accuracy across candidates on the first {}: min {}, median {}, max {}.",
+            count(s.dev_examples as u64),
+            s.candidates.len(),
+            s.minutes,
+            s.slices[0],
+            percent(lo),
+            percent(mid),
+            percent(hi)
+        );
+        card(&mut out, &search_curve_chart(s), &caption);
+    }
     card(
         &mut out,
         &cost_chart(report),

@@ -153,6 +153,9 @@ pub struct CompareReport {
     /// consistency sample, what ended training).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The prompt search on dev, when one ran: its candidates, iteration curve and choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<crate::search::SearchReport>,
     /// When the report was made (RFC 3339, UTC).
     pub generated_at: String,
 }
@@ -240,6 +243,7 @@ impl CompareReport {
             comparisons,
             selections: Vec::new(),
             notes: Vec::new(),
+            search: None,
             generated_at: crate::clock::now_rfc3339(),
         }
     }

@@ -422,3 +422,53 @@ mod tests {
         assert_eq!(name_lines("calibrated-but-long"), vec!["calibrated-but-long"]);
     }
 }
+
+/// The prompt search's iteration curve: the leader's dev accuracy after each stage against the
+/// minutes spent (a step line: best so far), each point named by its stage and candidates tried.
+pub(crate) fn search_curve_chart(search: &crate::search::SearchReport) -> String {
+    let mut out = String::new();
+    open("chart-search-curve", "Prompt iteration curve: best dev accuracy vs search time", &mut out);
+    let points: Vec<(f64, f64)> = search.curve.iter().map(|p| (p.minutes, p.best_dev_accuracy * 100.0)).collect();
+    let (min, max) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let lo = ((min - 5.0) / 10.0).floor().max(0.0) * 10.0;
+    let hi = ((max + 5.0) / 10.0).ceil().min(10.0) * 10.0;
+    let y = percent_axis(&mut out, lo, hi, if hi - lo > 50.0 { 20.0 } else { 10.0 });
+    let span = points.last().map_or(1.0, |p| p.0).max(0.1);
+    let x = |m: f64| LEFT + 12.0 + m / span * (WIDTH - RIGHT - LEFT - 24.0);
+    let mut path = Vec::new();
+    for (i, &(m, a)) in points.iter().enumerate() {
+        if i > 0 {
+            path.push(format!("{:.1},{:.1}", x(m), y(points[i - 1].1)));
+        }
+        path.push(format!("{:.1},{:.1}", x(m), y(a)));
+    }
+    let _ = write!(out, r#"<polyline points="{}" fill="none" stroke="{PROMPT_COLOUR}" stroke-width="2.5"/>"#, path.join(" "));
+    for (i, (p, &(m, a))) in search.curve.iter().zip(&points).enumerate() {
+        let (px, py) = (x(m), y(a));
+        let _ = write!(
+            out,
+            r##"<circle cx="{px:.1}" cy="{py:.1}" r="5" fill="#fff" stroke="{PROMPT_COLOUR}" stroke-width="2.5"><title>{}: {} ({} candidates, {:.1} min; leader: {})</title></circle>"##,
+            escape(&p.stage),
+            percent(p.best_dev_accuracy),
+            p.candidates,
+            p.minutes,
+            escape(&p.leader)
+        );
+        // Labels alternate above and below so that stages a few seconds apart stay readable.
+        let dy = if i % 2 == 0 { -12.0 } else { 22.0 };
+        text(&mut out, px, py + dy, "middle", 12, INK, &format!("{} {}", percent(p.best_dev_accuracy), short_stage(&p.stage)));
+        text(&mut out, px, HEIGHT - BOTTOM + 20.0, "middle", 12, MUTED, &format!("{:.1}", m));
+    }
+    axis_titles(&mut out, "minutes of search (point labels: the stage that ended there)", "best dev accuracy");
+    out.push_str("</svg>");
+    out
+}
+
+/// A stage's name short enough for a point label.
+fn short_stage(stage: &str) -> &str {
+    match stage {
+        s if s.starts_with("v1") => "v1",
+        "hand-written strategies" => "strategies",
+        s => s,
+    }
+}

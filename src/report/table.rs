@@ -160,6 +160,10 @@ pub fn render(report: &CompareReport) -> String {
         out.push_str(&format!("Learning curve: {note}\n"));
     }
 
+    if let Some(s) = &report.search {
+        out.push_str(&search_section(s));
+    }
+
     if let Some(p) = &report.plateau {
         out.push_str(&format!(
             "\nPrompt plateau: {} vs {}: {:+.1} points ({} the {:.1}-point threshold{})\n",
@@ -178,5 +182,61 @@ pub fn render(report: &CompareReport) -> String {
         out.push_str(&format!("{marker} {}. {} {}\n      {}\n", i + 1, step.question, step.answer, step.measured));
     }
     out.push_str(&format!("\nRecommendation: {}\n", report.recommendation.headline));
+    out
+}
+
+/// The prompt search: its iteration curve as a short table, then the candidates it eliminated.
+fn search_section(s: &crate::search::SearchReport) -> String {
+    let mut curve = Table::new();
+    curve.load_preset(UTF8_FULL_CONDENSED);
+    curve.set_header(["stage", "candidates tried", "minutes", "best dev accuracy", "leader"]);
+    for p in &s.curve {
+        curve.add_row(vec![
+            Cell::new(&p.stage),
+            right(p.candidates),
+            right(format!("{:.1}", p.minutes)),
+            right(percent(p.best_dev_accuracy)),
+            Cell::new(&p.leader),
+        ]);
+    }
+    let mut out = format!(
+        "\nPrompt iteration curve (the search on {} dev examples: the leader after each stage)\n{curve}\n",
+        count(s.dev_examples as u64)
+    );
+    let (lo, mid, hi) = s.spread();
+    out.push_str(&format!(
+        "Searched prompt: {} (dev {} on {}); {} candidates, {} candidate-examples, {:.1} min; spread of dev accuracy on the first {} examples: {} / {} / {} (min / median / max)\n",
+        s.chosen.name,
+        percent(s.chosen.dev_accuracy),
+        count(s.chosen.dev_examples as u64),
+        s.candidates.len(),
+        count(s.evaluations as u64),
+        s.minutes,
+        s.slices[0],
+        percent(lo),
+        percent(mid),
+        percent(hi)
+    ));
+    let mut gone: Vec<&crate::search::CandidateResult> = s.candidates.iter().filter(|c| c.status.starts_with("eliminated")).collect();
+    gone.sort_by(|a, b| b.dev_accuracy.total_cmp(&a.dev_accuracy));
+    let shown = 12;
+    if !gone.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(["eliminated on dev (best first)", "stage", "dev accuracy [95% CI]", "n"]);
+        for c in gone.iter().take(shown) {
+            t.add_row(vec![
+                Cell::new(&c.name),
+                Cell::new(&c.stage),
+                right(format!("{} [{}, {}]", percent(c.dev_accuracy), percent(c.dev_ci.lo), percent(c.dev_ci.hi))),
+                right(c.dev_n),
+            ]);
+        }
+        out.push_str(&t.to_string());
+        out.push('\n');
+        if gone.len() > shown {
+            out.push_str(&format!("  … and {} more eliminated candidates in report.json\n", gone.len() - shown));
+        }
+    }
     out
 }

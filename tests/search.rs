@@ -1,0 +1,79 @@
+//! The prompt search end to end on a tiny random Llama with the real tokenizer and data: `wick
+//! compare` races the candidates on dev, reports the searched prompt beside the hand-written
+//! zero-shot, stores the chosen prompt, and that file scores the same dev accuracy again.
+
+mod common;
+
+use std::process::Command;
+
+use common::{TRAIN, tiny_config, tiny_model_dir};
+
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn compare_searches_on_dev_and_the_stored_prompt_reproduces_its_dev_accuracy() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let model = tiny_model_dir(tmp.path(), 5);
+    let cfg = tiny_config(tmp.path(), &model, &format!("{TRAIN}\nmax_steps = 2"));
+    let mut text = std::fs::read_to_string(&cfg)?;
+    text.push_str(
+        "[compare]\nlimit = 16\ndev_examples = 60\nstrategies = [\"zero-shot\", \"few-shot\", \"calibrated\"]\nlearning_curve = []\nbatch_size = 8\ntuned_strategies = []\nsearch_minutes = 5\n",
+    );
+    text = text.replace("[prompt]\n", "[prompt]\nk_shot = 2\n");
+    std::fs::write(&cfg, text)?;
+    let wick = || Command::new(env!("CARGO_BIN_EXE_wick"));
+    let out = wick().arg("compare").arg(&cfg).output()?;
+    assert!(out.status.success(), "compare failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    let run_dir = tmp.path().join("ck/run");
+    let report = read_json(&run_dir.join("compare/report.json"));
+    let names: Vec<&str> = report["rows"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["zero-shot", "prompt (searched)", "fine-tuned (LoRA)"], "only v1 and the chosen prompt go to test");
+    let search = &report["search"];
+    let candidates = search["candidates"].as_array().unwrap();
+    // The hand-written strategies, 3 variants + 14 bank instructions, word sets, calibration and
+    // demonstration draws were all tried.
+    assert!(candidates.len() > 20, "{} candidates", candidates.len());
+    for stage in ["v1", "hand-written strategies", "instructions", "label words", "calibration", "demonstrations"] {
+        assert!(candidates.iter().any(|c| c["stage"] == stage), "no candidate of stage {stage}");
+    }
+    // The chosen prompt is the best on the whole dev sample among those that reached it.
+    let finalists: Vec<&serde_json::Value> = candidates.iter().filter(|c| c["dev_n"] == 60).collect();
+    let best = finalists.iter().map(|c| c["dev_accuracy"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    let chosen = candidates.iter().find(|c| c["status"] == "chosen").unwrap();
+    assert_eq!(chosen["dev_accuracy"].as_f64().unwrap(), best);
+    assert_eq!(search["chosen"]["dev_accuracy"], chosen["dev_accuracy"]);
+    // The curve never falls: each stage's leader is at least the one before.
+    let curve: Vec<f64> = search["curve"].as_array().unwrap().iter().map(|p| p["best_dev_accuracy"].as_f64().unwrap()).collect();
+    assert!(curve.windows(2).all(|w| w[1] >= w[0]), "{curve:?}");
+    assert_eq!(*curve.last().unwrap(), best);
+    // Eliminated candidates stop at a slice short of the whole dev sample.
+    for c in candidates.iter().filter(|c| c["status"].as_str().unwrap().starts_with("eliminated")) {
+        assert!(c["dev_n"].as_u64().unwrap() < 60, "{c}");
+    }
+    // The searched row carries the search's dev accuracy, and the plateau rule reads the curve.
+    let row = &report["rows"][1];
+    assert_eq!(row["dev_accuracy"], search["chosen"]["dev_accuracy"]);
+    assert!(report["plateau"]["last"].as_str().unwrap().starts_with("prompt search"), "{}", report["plateau"]);
+    let html = std::fs::read_to_string(run_dir.join("compare/report.html"))?;
+    assert!(html.contains("chart-search-curve"));
+
+    // The stored prompt, loaded again, scores the same dev accuracy on the same 60 examples.
+    let stored = run_dir.join("search/prompt.toml");
+    assert!(stored.is_file());
+    let again = wick().args(["baseline"]).arg(&cfg).args(["--strategy", "searched", "--split", "dev", "--limit", "60"]).output()?;
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let metrics = read_json(&run_dir.join("baseline/searched/dev/metrics.json"));
+    assert_eq!(metrics["metrics"]["accuracy"], search["chosen"]["dev_accuracy"]);
+
+    // An edited file is what gets scored: a template without {text} is refused with its path.
+    let edited = std::fs::read_to_string(&stored)?.replace("{text}", "");
+    std::fs::write(&stored, edited)?;
+    let bad = wick().args(["predict", "--strategy", "searched", "--config"]).arg(&cfg).arg("a fine film").output()?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("{text}"), "{}", String::from_utf8_lossy(&bad.stderr));
+    Ok(())
+}
