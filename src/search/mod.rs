@@ -443,12 +443,15 @@ pub fn search(
                     .collect()
             }
             "label words" => word_sets(&per_label, &base, &s.words, 127),
-            "calibration" => vec![Candidate {
-                name: format!("{}, calibration {}", base.name, if base.calibrate { "off" } else { "on" }),
-                calibrate: !base.calibrate,
-                ..base.clone()
-            }],
+            "calibration" => vec![calibration_twin(&base)],
             _ => demonstration_candidates(&s, &base, train)?,
+        };
+        // Calibration reads the same forward pass (plus three content-free prompts), so every
+        // candidate of the stages that change the prompt is raced both ways.
+        let candidates = if matches!(stage, "instructions" | "label words" | "demonstrations") {
+            candidates.into_iter().flat_map(|c| [c.clone(), calibration_twin(&c)]).collect()
+        } else {
+            candidates
         };
         if !candidates.is_empty() {
             s.stage(stage, candidates)?;
@@ -467,6 +470,15 @@ pub fn search(
         skipped,
         label_word_candidates: per_label.iter().map(|ws| ws.iter().map(|&w| s.words[w].clone()).collect()).collect(),
     })
+}
+
+/// The candidate with calibration the other way round.
+fn calibration_twin(c: &Candidate) -> Candidate {
+    let name = match c.name.strip_suffix(", calibrated") {
+        Some(plain) => plain.to_string(),
+        None => format!("{}, calibrated", c.name),
+    };
+    Candidate { name, calibrate: !c.calibrate, ..c.clone() }
 }
 
 /// The hand-written strategies of `opts.families` as candidates (zero-shot is v1 itself).
