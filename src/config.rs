@@ -12,8 +12,10 @@ use crate::error::{Error, Result};
 use crate::suggest::suggest;
 
 pub mod kinds;
+pub mod shifted;
 
 pub use kinds::{HeadKind, Loss, Retriever, Schedule};
+pub use shifted::ShiftedSet;
 
 /// The all-MiniLM-L6-v2 folder `prompt.retriever = "minilm"` loads by default (scripts/fetch-assets puts it there).
 pub const DEFAULT_RETRIEVER_MODEL: &str = "assets/all-MiniLM-L6-v2";
@@ -413,6 +415,11 @@ pub struct CompareConfig {
     /// Minutes of the prompt search on dev (`wick compare` and `wick baseline --search`): its
     /// stages start while it has spent less (0: no search; every strategy is scored on test).
     pub search_minutes: f64,
+    /// Shifted data sets on which the chosen prompt and the tuned model are both scored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shifted: Vec<ShiftedSet>,
+    /// Examples scored from each shifted set (a seeded sample; 0: all).
+    pub shifted_examples: usize,
 }
 
 impl Default for CompareConfig {
@@ -432,6 +439,8 @@ impl Default for CompareConfig {
             resamples: crate::stats::DEFAULT_RESAMPLES,
             max_minutes: 0.0,
             search_minutes: 15.0,
+            shifted: Vec::new(),
+            shifted_examples: 300,
         }
     }
 }
@@ -586,6 +595,12 @@ impl Config {
         }
         if !(cmp.max_minutes >= 0.0 && cmp.max_minutes.is_finite()) {
             return Err(format!("compare.max_minutes = {} must be a number of minutes (0: no budget)", cmp.max_minutes));
+        }
+        for (i, set) in cmp.shifted.iter().enumerate() {
+            set.check(i, &self.data.labels)?;
+            if cmp.shifted[..i].iter().any(|s| s.name == set.name) {
+                return Err(format!("compare.shifted[{i}]: the name {:?} is used twice", set.name));
+            }
         }
         if !(cmp.search_minutes >= 0.0 && cmp.search_minutes.is_finite()) {
             return Err(format!("compare.search_minutes = {} must be a number of minutes (0: no prompt search)", cmp.search_minutes));

@@ -686,3 +686,29 @@ fn a_prompt_that_wins_on_test_but_loses_on_dev_is_never_chosen() {
     rows[1].dev_accuracy = Some(0.83);
     assert_eq!(report::best_prompt(&rows).unwrap().name, "prompt (searched)");
 }
+
+/// A quick look's tuned arm, cut off after 720 of 8,530 labels, that the paired test cannot
+/// separate from the prompt: no decision yet, and no advice to add labels while most are unused.
+#[test]
+fn an_under_trained_tuned_arm_is_no_decision_yet() {
+    let n = 400;
+    let (gold, zero) = paired_predictions(n, |i| i % 100 >= 20);
+    let (_, tuned) = paired_predictions(n, |i| (14..95).contains(&(i % 100)));
+    let rows = |used: usize| {
+        let mut t = row_with_predictions("fine-tuned (LoRA)", RowKind::FineTuned, &gold, tuned.clone(), 0.81);
+        t.labelled_examples_used = used;
+        vec![row_with_predictions("zero-shot", RowKind::Prompt, &gold, zero.clone(), 0.8), t]
+    };
+    let decision = DecisionConfig { required_accuracy: 0.9, ..DecisionConfig::default() };
+    let r = paired_report(rows(720), gold.clone(), &decision);
+    let rec = &r.recommendation;
+    assert_eq!(rec.choice, Choice::Undecided);
+    assert!(rec.headline.starts_with("Cannot decide yet: indistinguishable at n = 400"), "{}", rec.headline);
+    assert!(rec.headline.contains("720 of the 8,530 labels"), "{}", rec.headline);
+    assert!(!rec.headline.contains("add labelled data"), "{}", rec.headline);
+    assert!(report::html::render(&r).contains("verdict undecided"));
+    // With most labels used, the same figures are the usual indistinguishable verdict.
+    let r = paired_report(rows(8000), gold, &decision);
+    assert_eq!(r.recommendation.choice, Choice::Prompt { strategy: "zero-shot".into() });
+    assert!(r.recommendation.headline.starts_with("Indistinguishable at n = 400"));
+}

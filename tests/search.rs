@@ -1,6 +1,7 @@
 //! The prompt search end to end on a tiny random Llama with the real tokenizer and data: `wick
 //! compare` races the candidates on dev, reports the searched prompt beside the hand-written
-//! zero-shot, stores the chosen prompt, and that file scores the same dev accuracy again.
+//! zero-shot, stores the chosen prompt, and that file scores the same dev accuracy again; the
+//! chosen prompt and the tuned model are scored side by side on a shifted set.
 
 mod common;
 
@@ -20,7 +21,8 @@ fn compare_searches_on_dev_and_the_stored_prompt_reproduces_its_dev_accuracy() -
     let cfg = tiny_config(tmp.path(), &model, &format!("{TRAIN}\nmax_steps = 2"));
     let mut text = std::fs::read_to_string(&cfg)?;
     text.push_str(
-        "[compare]\nlimit = 16\ndev_examples = 60\nstrategies = [\"zero-shot\", \"few-shot\", \"calibrated\"]\nlearning_curve = []\nbatch_size = 8\ntuned_strategies = []\nsearch_minutes = 5\n",
+        "[compare]\nlimit = 16\ndev_examples = 60\nstrategies = [\"zero-shot\", \"few-shot\", \"calibrated\"]\nlearning_curve = []\nbatch_size = 8\ntuned_strategies = []\nsearch_minutes = 5\nshifted_examples = 20\n\
+         [[compare.shifted]]\nname = \"yelp\"\npath = \"assets/ood/yelp.json\"\nlabel_column = \"class\"\nlabel_map = { \"0\" = \"negative\", \"1\" = \"positive\" }\n",
     );
     text = text.replace("[prompt]\n", "[prompt]\nk_shot = 2\n");
     std::fs::write(&cfg, text)?;
@@ -60,6 +62,16 @@ fn compare_searches_on_dev_and_the_stored_prompt_reproduces_its_dev_accuracy() -
     assert!(report["plateau"]["last"].as_str().unwrap().starts_with("prompt search"), "{}", report["plateau"]);
     let html = std::fs::read_to_string(run_dir.join("compare/report.html"))?;
     assert!(html.contains("chart-search-curve"));
+
+    // Flexibility: the prompt chosen on dev and the tuned model on the same 20 yelp sentences.
+    let flex = &report["flexibility"][0];
+    let best = report["selections"].as_array().unwrap().iter().find(|s| s["what"] == "best prompt strategy").unwrap();
+    assert_eq!((&flex["name"], &flex["n"], &flex["prompt"]), (&"yelp".into(), &20.into(), &best["chosen"]));
+    assert_eq!(flex["comparison"]["a"], "fine-tuned (LoRA)");
+    assert_eq!(flex["comparison"]["n"], 20);
+    let steps = report["recommendation"]["steps"].as_array().unwrap();
+    assert!(steps.iter().any(|s| s["question"].as_str().unwrap().starts_with("Flexibility")), "{steps:?}");
+    assert!(html.contains("Flexibility: shifted data"));
 
     // The stored prompt, loaded again, scores the same dev accuracy on the same 60 examples.
     let stored = run_dir.join("search/prompt.toml");

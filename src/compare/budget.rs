@@ -74,12 +74,14 @@ impl Tuned {
 /// less an estimate of the stages after training. The tuned model on test and on the
 /// consistency sample costs what zero-shot did (the same prompts, plus a rank-r adapter), and
 /// tuned + s what s did on test. `prompt_seconds`: each prompt strategy's wall seconds on dev,
-/// test and the consistency sample.
+/// test and the consistency sample; `other_after_s`: the estimate of any other stage after
+/// training (flexibility on the shifted sets).
 pub(super) fn training_share(
     cfg: &Config,
     prompt_seconds: &[(String, [f64; 3])],
     before: &[Stage],
     outside_s: f64,
+    other_after_s: f64,
 ) -> Option<TrainingShare> {
     let c = &cfg.compare;
     if c.max_minutes <= 0.0 {
@@ -97,7 +99,7 @@ pub(super) fn training_share(
     };
     let tuned_prompts: f64 = c.tuned_strategies.iter().map(|s| seconds_of(s).map_or(zero_test * relative(s), |x| x[1])).sum();
     let before_minutes = (before.iter().map(|s| s.seconds).sum::<f64>() + outside_s.max(0.0)) / 60.0;
-    let after_minutes = ADAPTER_SCORING_COST * (tuned_eval + tuned_prompts) / 60.0;
+    let after_minutes = (ADAPTER_SCORING_COST * (tuned_eval + tuned_prompts) + other_after_s) / 60.0;
     let left = c.max_minutes * (1.0 - BUDGET_MARGIN) - WRITE_MINUTES - before_minutes - after_minutes;
     let least = MIN_TRAINING_SHARE * c.max_minutes;
     let mut minutes = left.max(least);
@@ -122,22 +124,25 @@ mod tests {
         // 60 min of stages and 1 min outside them; after training, with the adapter's 15%: tuned
         // on test and consistency as zero-shot (82 + 30 s), tuned + few-shot as few-shot on test
         // (106 s): 1.15 × 3.633 min; 0.5 min to write the report; 3% of 90 min kept back.
-        let share = training_share(&cfg, &prompts, &before(60.0), 60.0).unwrap();
+        let share = training_share(&cfg, &prompts, &before(60.0), 60.0, 0.0).unwrap();
         assert!((share.before_minutes - 61.0).abs() < 1e-9);
         assert!((share.after_minutes - 1.15 * 218.0 / 60.0).abs() < 1e-9);
         assert!((share.minutes - (87.3 - 0.5 - 61.0 - 1.15 * 218.0 / 60.0)).abs() < 1e-9, "{share:?}");
         assert!(!share.floored);
+        // Flexibility's estimate counts after training too.
+        let with_flex = training_share(&cfg, &prompts, &before(60.0), 60.0, 120.0).unwrap();
+        assert!((with_flex.after_minutes - share.after_minutes - 2.0).abs() < 1e-9 && (share.minutes - with_flex.minutes - 2.0).abs() < 1e-9);
         // Little spent: train.max_minutes caps the share.
-        assert_eq!(training_share(&cfg, &prompts, &before(10.0), 0.0).unwrap().minutes, 45.0);
+        assert_eq!(training_share(&cfg, &prompts, &before(10.0), 0.0, 0.0).unwrap().minutes, 45.0);
         // The budget already spent: the least share, flagged.
-        let over = training_share(&cfg, &prompts, &before(100.0), 0.0).unwrap();
+        let over = training_share(&cfg, &prompts, &before(100.0), 0.0, 0.0).unwrap();
         assert!((over.minutes - 9.0).abs() < 1e-9 && over.floored);
         // Retrieval's test time counts once it is a tuned strategy.
         cfg.compare.tuned_strategies.push("retrieval".into());
-        assert!((training_share(&cfg, &prompts, &before(60.0), 0.0).unwrap().after_minutes - 1.15 * 821.0 / 60.0).abs() < 1e-9);
+        assert!((training_share(&cfg, &prompts, &before(60.0), 0.0, 0.0).unwrap().after_minutes - 1.15 * 821.0 / 60.0).abs() < 1e-9);
         // No compare budget, no share: train.max_minutes alone decides.
         cfg.compare.max_minutes = 0.0;
-        assert!(training_share(&cfg, &prompts, &before(60.0), 0.0).is_none());
+        assert!(training_share(&cfg, &prompts, &before(60.0), 0.0, 0.0).is_none());
         let mut bad = Config::parse(include_str!("../../configs/rotten-tomatoes.toml")).unwrap();
         bad.compare.max_minutes = -1.0;
         let bad = bad.validate().unwrap_err();

@@ -6,6 +6,7 @@
 
 mod budget;
 mod cache;
+mod flex;
 mod notes;
 mod stages;
 
@@ -28,6 +29,7 @@ use crate::train::{TrainOptions, TrainSummary};
 
 use budget::*;
 use cache::*;
+use flex::*;
 use notes::*;
 use stages::*;
 
@@ -62,6 +64,7 @@ pub fn quick_look(cfg: &mut Config) {
     c.tuned_strategies.retain(|s| s != "retrieval");
     // The search's stages start within 3 minutes (on 100 dev examples each costs less than one).
     c.search_minutes = c.search_minutes.min(3.0);
+    c.shifted_examples = if c.shifted_examples == 0 { 100 } else { c.shifted_examples.min(100) };
     // The quick look's own training budget below stands in for a share of the full one.
     c.max_minutes = 0.0;
     let t = &mut cfg.train;
@@ -127,7 +130,12 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     let key = finetune_key(cfg, limit, sets.consistency_n);
     let prompt_seconds: Vec<(String, [f64; 3])> = prompts.iter().map(|p| (p.test.method.clone(), p.seconds)).collect();
     let outside = started.elapsed().as_secs_f64() - stages.iter().filter(|s| s.now).map(|s| s.seconds).sum::<f64>();
-    let share = training_share(cfg, &prompt_seconds, &stages, outside);
+    // Flexibility scores the chosen prompt and the tuned model on each shifted sample: at the
+    // hand-written zero-shot's test cost per example, twice (the adapter's share on top).
+    let per_example = prompts.iter().find(|p| p.test.method == "zero-shot").map_or(0.0, |p| p.seconds[1] / p.test.n.max(1) as f64);
+    let shifted_n = if c.shifted_examples == 0 { 1000 } else { c.shifted_examples };
+    let shifted_s = per_example * (1.0 + ADAPTER_SCORING_COST) * (shifted_n * c.shifted.len()) as f64;
+    let share = training_share(cfg, &prompt_seconds, &stages, outside, shifted_s);
     if let Some(s) = &share {
         eprintln!(
             "compare: {:.1} of the compare.max_minutes = {} budget spent, ~{:.1} min estimated after training: the fine-tuning run gets {:.1} min",
@@ -171,6 +179,15 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
         });
     }
 
+    // 3c. Flexibility: the prompt chosen on dev and the tuned model on the shifted data sets.
+    let shifted = match crate::report::best_prompt(&rows).map(|r| r.name.clone()) {
+        Some(prompt) if !c.shifted.is_empty() => measure_shifted(cfg, loaded, &sets, &tuned, &prompt, opts.fresh || trained_now)?,
+        _ => Vec::new(),
+    };
+    for (r, now) in &shifted {
+        stages.push(Stage::new(format!("flexibility on {}", r.name), r.seconds, *now));
+    }
+
     let plateau = match &searched {
         Some(s) => search_plateau(&s.search, cfg.decision.plateau_points),
         None => crate::runs::plateau(&crate::runs::read_all(&cfg.output.dir)?, cfg.decision.plateau_points),
@@ -189,6 +206,8 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     let mut report = CompareReport::new(header, rows, curve, plateau, &cfg.cost, &cfg.decision);
     report.learning_curve_notes = curve_notes;
     report.search = searched.map(|s| s.search);
+    let runs: Vec<ShiftedRun> = shifted.into_iter().map(|(r, _)| r).collect();
+    report.add_flexibility(flexibility(&runs, "fine-tuned (LoRA)", c.resamples));
     report.selections = selections(&report, &sets, &tuned, cfg);
     report.notes = notes(cfg, &sets, &tuned, limit, opts, &stages);
     if let Some(s) = &report.search {

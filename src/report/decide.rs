@@ -19,6 +19,9 @@ pub enum Choice {
     },
     /// Fine-tune (LoRA).
     FineTune,
+    /// Not decided yet: the measurements cannot separate the two, and the tuned arm used less
+    /// than half of the labels available, so a longer run can still change the answer.
+    Undecided,
 }
 
 /// One question of the decision tree and the measurement that answered it.
@@ -212,7 +215,7 @@ pub fn recommend(
                 percent(required)
             ),
         ),
-        (false, false) => neither_reaches(best, tuned, paired, required),
+        (false, false) => neither_reaches(best, tuned, paired, required, train_labels),
     };
     steps.push(DecisionStep {
         question: format!(
@@ -229,20 +232,45 @@ pub fn recommend(
 
 /// Neither side reaches the required accuracy: the better one, when the paired test can tell them
 /// apart; otherwise they are indistinguishable at this n, and prompting costs nothing to train.
-fn neither_reaches(best: &StrategyRow, tuned: &StrategyRow, paired: Option<&PairedComparison>, required: f64) -> (Choice, String, String) {
+///
+/// "Add labelled data" is advice only once the tuned arm has used most of the labels there are:
+/// while more than half are unused, the advice is to train on them, and a result the paired test
+/// cannot separate (or one where the under-trained tuned arm loses) is no decision yet.
+fn neither_reaches(
+    best: &StrategyRow,
+    tuned: &StrategyRow,
+    paired: Option<&PairedComparison>,
+    required: f64,
+    train_labels: usize,
+) -> (Choice, String, String) {
     let prompt = Choice::Prompt { strategy: best.name.clone() };
     let short = format!("Neither reaches the required {} with 95% confidence", percent(required));
+    let used = tuned.labelled_examples_used;
+    let mostly_unused = used > 0 && used * 2 < train_labels;
+    let more_data = if mostly_unused {
+        format!("train on all {} labels (the tuned model saw {}) or try a bigger model", count(train_labels as u64), count(used as u64))
+    } else {
+        "add labelled data or try a bigger model".to_string()
+    };
+    let undecided = |vs: &str| {
+        let headline = format!(
+            "Cannot decide yet: {vs}, and the tuned model trained on {} of the {} labels available. \
+             Train on all of them (a full `wick compare`, not --quick, or a larger train.max_minutes) before choosing; {short}.",
+            count(used as u64),
+            count(train_labels as u64)
+        );
+        (Choice::Undecided, "not yet: most labels are unused".to_string(), headline)
+    };
     let Some(c) = paired else {
         // No kept predictions: only the point estimates can speak.
         let (choice, winner) = if tuned.metrics.accuracy > best.metrics.accuracy { (Choice::FineTune, tuned) } else { (prompt, best) };
-        let headline =
-            format!("{short}; the best is {} at {}: add labelled data or try a bigger model.", winner.name, accuracy_text(winner));
+        let headline = format!("{short}; the best is {} at {}: {more_data}.", winner.name, accuracy_text(winner));
         return (choice, "neither reaches it".into(), headline);
     };
     let vs = format!("{} − {} = {}", tuned.name, best.name, difference_text(c));
     if c.a_better() {
         let headline = format!(
-            "Fine-tune: {} ({}) is more accurate than {} ({}): {vs}. {short}: add labelled data or try a bigger model.",
+            "Fine-tune: {} ({}) is more accurate than {} ({}): {vs}. {short}: {more_data}.",
             tuned.name,
             accuracy_text(tuned),
             best.name,
@@ -251,16 +279,19 @@ fn neither_reaches(best: &StrategyRow, tuned: &StrategyRow, paired: Option<&Pair
         return (Choice::FineTune, "neither reaches it; fine-tuning is better".into(), headline);
     }
     if c.a_worse() {
-        let headline = format!(
-            "Prompt with {}: it is more accurate than {}: {vs}. {short}: add labelled data or try a bigger model.",
-            best.name, tuned.name
-        );
+        if mostly_unused {
+            return undecided(&format!("{} is ahead of the under-trained {} ({vs})", best.name, tuned.name));
+        }
+        let headline = format!("Prompt with {}: it is more accurate than {}: {vs}. {short}: {more_data}.", best.name, tuned.name);
         return (prompt, "neither reaches it; prompting is better".into(), headline);
     }
     let resolve = c.examples_to_resolve.map_or_else(
         || "no test set size would separate identical predictions".to_string(),
         |n| format!("about {} test examples would resolve a difference of this size", count(n)),
     );
+    if mostly_unused {
+        return undecided(&format!("indistinguishable at n = {} ({vs}; {resolve})", count(c.n as u64)));
+    }
     let headline = format!(
         "Indistinguishable at n = {}: {vs}; {resolve}. {short}; keep prompting with {} (no training to pay for) or add labelled data.",
         count(c.n as u64),

@@ -20,6 +20,7 @@ h2 { font-size: 19px; margin: 0 0 12px; }
 .verdict { border-radius: 10px; padding: 18px 24px; margin-bottom: 24px; color: #fff; }
 .verdict.prompt { background: var(--prompt); }
 .verdict.finetune { background: var(--tuned); }
+.verdict.undecided { background: #616e7c; }
 .verdict .choice { font-size: 24px; font-weight: 700; }
 .verdict p { margin: 6px 0 0; font-size: 17px; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 20px; margin-bottom: 20px; }
@@ -123,6 +124,8 @@ pub fn render(report: &CompareReport) -> String {
     comparison(report, &mut out);
     paired_tests(report, &mut out);
     choices(report, &mut out);
+    flexibility(report, &mut out);
+    search(report, &mut out);
     decision(report, &mut out);
     matrices(report, &mut out);
     out.push_str("<footer>Made by wick compare. Every number was measured on this data and model; prices are configured.</footer>");
@@ -165,6 +168,7 @@ fn verdict(report: &CompareReport, out: &mut String) {
     let (class, choice) = match &rec.choice {
         Choice::Prompt { strategy } => ("prompt", format!("Recommendation: prompt ({strategy})")),
         Choice::FineTune => ("finetune", "Recommendation: fine-tune (LoRA)".to_string()),
+        Choice::Undecided => ("undecided", "Not decided yet: train on the unused labels first".to_string()),
     };
     let _ = write!(
         out,
@@ -229,6 +233,78 @@ fn choices(report: &CompareReport, out: &mut String) {
     out.push_str("</tbody></table>");
     for note in &report.notes {
         let _ = write!(out, "<p class=\"caption\">{}</p>", escape(note));
+    }
+    out.push_str("</section>");
+}
+
+/// Flexibility: both systems on each shifted set, paired.
+fn flexibility(report: &CompareReport, out: &mut String) {
+    let Some(first) = report.flexibility.first() else { return };
+    let _ = write!(
+        out,
+        "<section class=\"card\"><h2>Flexibility: shifted data</h2><p class=\"caption\">{} (chosen on dev) and the tuned model on the same seeded sample of each set in compare.shifted.</p>\
+         <table><thead><tr><th>shifted set</th><th>n</th><th>prompt [95% CI]</th><th>tuned [95% CI]</th><th>tuned − prompt [95% CI]</th><th>McNemar p</th><th>verdict</th></tr></thead><tbody>",
+        escape(&first.prompt)
+    );
+    for f in &report.flexibility {
+        let c = &f.comparison;
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{} [{:.1}, {:.1}]</td><td>{} [{:.1}, {:.1}]</td><td>{:+.1} [{:+.1}, {:+.1}]</td><td>{}</td><td>{}</td></tr>",
+            escape(&f.name),
+            f.n,
+            percent(f.prompt_accuracy),
+            f.prompt_ci.lo * 100.0,
+            f.prompt_ci.hi * 100.0,
+            percent(f.tuned_accuracy),
+            f.tuned_ci.lo * 100.0,
+            f.tuned_ci.hi * 100.0,
+            c.difference * 100.0,
+            c.interval.lo * 100.0,
+            c.interval.hi * 100.0,
+            super::decide::p_value_text(c.p_value),
+            escape(&super::table::verdict(c))
+        );
+    }
+    out.push_str("</tbody></table></section>");
+}
+
+/// The prompt search: the leader after each stage, then every candidate best first on dev (the
+/// first 40), each with its dev interval, n and whether it was chosen or eliminated.
+fn search(report: &CompareReport, out: &mut String) {
+    let Some(s) = &report.search else { return };
+    out.push_str("<section class=\"card\"><h2>Prompt search on dev</h2><table><thead><tr><th>stage</th><th>candidates tried</th><th>minutes</th><th>best dev accuracy</th><th>leader</th></tr></thead><tbody>");
+    for p in &s.curve {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
+            escape(&p.stage),
+            p.candidates,
+            p.minutes,
+            percent(p.best_dev_accuracy),
+            escape(&p.leader)
+        );
+    }
+    out.push_str("</tbody></table><table class=\"wide\"><thead><tr><th>candidate</th><th>stage</th><th>dev accuracy [95% CI]</th><th>n</th><th>status</th></tr></thead><tbody>");
+    let mut all: Vec<&crate::search::CandidateResult> = s.candidates.iter().collect();
+    all.sort_by(|a, b| b.dev_n.cmp(&a.dev_n).then(b.dev_accuracy.total_cmp(&a.dev_accuracy)));
+    const SHOWN: usize = 40;
+    for c in all.iter().take(SHOWN) {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{} [{}, {}]</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.name),
+            escape(&c.stage),
+            percent(c.dev_accuracy),
+            percent(c.dev_ci.lo),
+            percent(c.dev_ci.hi),
+            c.dev_n,
+            escape(&c.status)
+        );
+    }
+    out.push_str("</tbody></table>");
+    if all.len() > SHOWN {
+        let _ = write!(out, "<p class=\"caption\">{} more candidates, eliminated on smaller dev slices, are in report.json.</p>", all.len() - SHOWN);
     }
     out.push_str("</section>");
 }

@@ -153,11 +153,72 @@ pub struct CompareReport {
     /// consistency sample, what ended training).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Flexibility: the chosen prompt and the tuned model on each shifted data set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flexibility: Vec<ShiftedResult>,
     /// The prompt search on dev, when one ran: its candidates, iteration curve and choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<crate::search::SearchReport>,
     /// When the report was made (RFC 3339, UTC).
     pub generated_at: String,
+}
+
+/// The chosen prompt and the tuned model on the same sample of one shifted data set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShiftedResult {
+    /// The set's name (`compare.shifted`).
+    pub name: String,
+    /// Its file.
+    pub source: String,
+    /// Examples scored.
+    pub n: usize,
+    /// The prompt row scored (the one chosen on dev).
+    pub prompt: String,
+    /// The prompt's accuracy and its 95% Wilson interval.
+    pub prompt_accuracy: f64,
+    /// 95% interval of `prompt_accuracy`.
+    pub prompt_ci: Interval,
+    /// The tuned model's accuracy.
+    pub tuned_accuracy: f64,
+    /// 95% interval of `tuned_accuracy`.
+    pub tuned_ci: Interval,
+    /// Tuned − prompt, paired on the same examples.
+    pub comparison: PairedComparison,
+}
+
+impl CompareReport {
+    /// Add the flexibility results: a decision step that states them (it decides nothing), and,
+    /// when the tuned model is significantly worse than the prompt on a shifted set, a sentence
+    /// in the recommendation saying so.
+    pub fn add_flexibility(&mut self, results: Vec<ShiftedResult>) {
+        if results.is_empty() {
+            return;
+        }
+        let measured: Vec<String> = results
+            .iter()
+            .map(|r| format!("{} (n = {}): {} − {} {}", r.name, r.n, r.comparison.a, r.comparison.b, decide::difference_text(&r.comparison)))
+            .collect();
+        let worse: Vec<&ShiftedResult> = results.iter().filter(|r| r.comparison.a_worse()).collect();
+        let step = DecisionStep {
+            question: "Flexibility: does the tuned model hold up on shifted data as well as the prompt?".into(),
+            measured: measured.join("; "),
+            answer: if worse.is_empty() { "yes (no set significantly worse)".into() } else { format!("no, on {}", worse.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")) },
+            decided: false,
+        };
+        let at = self.recommendation.steps.len().saturating_sub(1);
+        self.recommendation.steps.insert(at, step);
+        if !worse.is_empty() {
+            let losses: Vec<String> = worse
+                .iter()
+                .map(|r| format!("{:.1} points on {} [{:+.1}, {:+.1}]", -r.comparison.difference * 100.0, r.name, r.comparison.interval.lo * 100.0, r.comparison.interval.hi * 100.0))
+                .collect();
+            self.recommendation.headline.push_str(&format!(
+                " Flexibility: the tuned model loses {} against the prompt on shifted data.",
+                losses.join(", ")
+            ));
+        }
+        self.flexibility = results;
+    }
 }
 
 /// What the report is about: the fields of [`CompareReport`] that are not measured per row.
@@ -244,6 +305,7 @@ impl CompareReport {
             selections: Vec::new(),
             notes: Vec::new(),
             search: None,
+            flexibility: Vec::new(),
             generated_at: crate::clock::now_rfc3339(),
         }
     }

@@ -38,6 +38,7 @@ pub(crate) fn comparison_lines(report: &CompareReport) -> Vec<TableLine> {
         line(&format!("Accuracy range across templates{sample}"), &|r| {
             r.consistency.as_ref().map_or_else(|| "-".into(), |c| format!("{}–{}", percent(c.accuracy_min), percent(c.accuracy_max)))
         }),
+        line("Accuracy on shifted data (compare.shifted)", &|r| flexibility_text(report, r)),
         line("Latency (ms/example)", &|r| format!("{:.1}", r.metrics.latency.mean_ms)),
         line("Prompt tokens/request", &|r| format!("{:.0}", r.metrics.prompt_tokens_mean)),
         line("Retrain time when requirements change", &|r| match r.kind {
@@ -50,6 +51,21 @@ pub(crate) fn comparison_lines(report: &CompareReport) -> Vec<TableLine> {
         cost_lines(&mut lines, report, hosted, " (self-hosted)");
     }
     lines
+}
+
+/// A row's accuracy on each shifted set ("imdb 81.0%, yelp 86.3%"): the chosen prompt's and
+/// the tuned model's, "-" for the rows not scored there.
+fn flexibility_text(report: &CompareReport, r: &StrategyRow) -> String {
+    let parts: Vec<String> = report
+        .flexibility
+        .iter()
+        .filter_map(|f| match r.kind {
+            RowKind::FineTuned => Some(format!("{} {}", f.name, percent(f.tuned_accuracy))),
+            RowKind::Prompt if r.name == f.prompt => Some(format!("{} {}", f.name, percent(f.prompt_accuracy))),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() { "-".into() } else { parts.join(", ") }
 }
 
 fn cost_lines(lines: &mut Vec<TableLine>, report: &CompareReport, costs: &CostSummary, suffix: &str) {
@@ -158,6 +174,27 @@ pub fn render(report: &CompareReport) -> String {
     }
     for note in &report.learning_curve_notes {
         out.push_str(&format!("Learning curve: {note}\n"));
+    }
+
+    if !report.flexibility.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(["shifted set", "n", "prompt [95% CI]", "tuned [95% CI]", "tuned − prompt [95% CI]", "McNemar p", "verdict"]);
+        for f in &report.flexibility {
+            let ci = |a: f64, c: crate::stats::Interval| format!("{} [{:.1}, {:.1}]", percent(a), c.lo * 100.0, c.hi * 100.0);
+            let c = &f.comparison;
+            t.add_row(vec![
+                Cell::new(&f.name),
+                right(f.n),
+                right(ci(f.prompt_accuracy, f.prompt_ci)),
+                right(ci(f.tuned_accuracy, f.tuned_ci)),
+                right(format!("{:+.1} [{:+.1}, {:+.1}]", c.difference * 100.0, c.interval.lo * 100.0, c.interval.hi * 100.0)),
+                right(super::decide::p_value_text(c.p_value)),
+                Cell::new(verdict(c)),
+            ]);
+        }
+        let prompt = report.flexibility[0].prompt.as_str();
+        out.push_str(&format!("\nFlexibility: {prompt} (chosen on dev) and the tuned model on the same seeded sample of each shifted set\n{t}\n"));
     }
 
     if let Some(s) = &report.search {
