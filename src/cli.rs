@@ -202,11 +202,15 @@ pub struct ExportArgs {
     /// Run config: needed for an adapter written by Python PEFT (base model and labels).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Dev examples on which the merged model, read back, must give the adapter's answers
+    /// (99.5% of them in f32, 99% in f16; 0: no check).
+    #[arg(long, default_value_t = wick::export::check::CHECK_EXAMPLES, value_name = "N")]
+    pub check_examples: usize,
 }
 
 impl From<ExportArgs> for wick::export::ExportArgs {
     fn from(a: ExportArgs) -> Self {
-        Self { checkpoint: a.checkpoint, out: a.out, format: a.format, dtype: a.dtype, config: a.config }
+        Self { checkpoint: a.checkpoint, out: a.out, format: a.format, dtype: a.dtype, config: a.config, check_examples: a.check_examples }
     }
 }
 

@@ -4,6 +4,8 @@
 //! A linear head is not part of a causal LM, so it is written beside the model as
 //! `score.safetensors` (key `score.weight`, labels in `labels.json`).
 
+pub mod check;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -334,6 +336,8 @@ pub struct ExportArgs {
     pub dtype: String,
     /// Run config: needed for an adapter written by Python PEFT (base model and labels).
     pub config: Option<PathBuf>,
+    /// Dev examples the merged model is checked on against the adapter (0: no check).
+    pub check_examples: usize,
 }
 
 /// Run `wick export`: merge in f32 on the CPU, write, and print what was written.
@@ -345,10 +349,86 @@ pub fn run_export(args: &ExportArgs) -> Result<Vec<PathBuf>> {
     let mut loaded = crate::model::load(&cfg.model.source, DType::F32, &candle_core::Device::Cpu)?;
     let attached = crate::checkpoint::load_adapter(&dir, &mut loaded.model)?;
     eprintln!("{}: {}", dir.display(), attached.check);
-    let head = attached.head.as_ref().map(|weight| LinearHead { weight, labels: &cfg.data.labels });
-    let files = export_merged(&loaded, head, &args.out, format, dtype)?;
+    let (files, agreement) =
+        export_checked(&loaded, attached.head.as_ref(), &cfg, &args.out, format, dtype, args.check_examples, &|_| Ok(()))?;
+    if let Some(a) = agreement {
+        println!(
+            "merged model check: {} dev examples, {:.1}% the same answers as the adapter (at least {:.1}% required), largest label-probability difference {:.1e}",
+            a.examples,
+            a.agreement * 100.0,
+            a.tolerance * 100.0,
+            a.max_prob_diff
+        );
+    }
     for f in &files {
         println!("wrote {}", f.display());
     }
     Ok(files)
+}
+
+/// [`export_merged`] into a staging folder beside `out`; then, when `check_examples` > 0, the
+/// staged model is read back and checked against the adapter model ([`check::check_merged`]),
+/// and moved to `out` only when it passes. A failed check leaves nothing behind.
+/// `before_check` runs on the staged model's path first (the tests corrupt it there).
+#[allow(clippy::too_many_arguments)]
+pub fn export_checked(
+    loaded: &LoadedModel,
+    head: Option<&Tensor>,
+    cfg: &crate::config::Config,
+    out: &Path,
+    format: ExportFormat,
+    dtype: DType,
+    check_examples: usize,
+    before_check: &dyn Fn(&Path) -> Result<()>,
+) -> Result<(Vec<PathBuf>, Option<check::Agreement>)> {
+    if out.exists() && !(out.is_dir() && std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_none()) {
+        return Err(Error::Config(format!("{}: already exists; choose a new output path or remove it", out.display())));
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let name = out.file_name().map_or_else(|| "export".into(), |n| n.to_string_lossy().into_owned());
+    let staging = parent.join(format!(".{name}.check-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    let result = (|| -> Result<(Vec<PathBuf>, Option<check::Agreement>)> {
+        let staged_out = staging.join(&name);
+        let linear = head.map(|weight| LinearHead { weight, labels: &cfg.data.labels });
+        let written = export_merged(loaded, linear, &staged_out, format, dtype)?;
+        let model_path = match (format, staged_out.is_dir()) {
+            (ExportFormat::Gguf, true) => staged_out.join("model.gguf"),
+            _ => staged_out.clone(),
+        };
+        before_check(&model_path)?;
+        let agreement = if check_examples > 0 { Some(check::check_merged(loaded, head, &model_path, cfg, check_examples, dtype)?) } else { None };
+        if let Some(a) = agreement.as_ref().filter(|a| !a.passed()) {
+            return Err(Error::Model(format!(
+                "{}: the merged model gives the adapter's answer on only {:.1}% of {} dev examples (at least {:.1}% required; largest label-probability difference {:.3}); nothing was written",
+                out.display(),
+                a.agreement * 100.0,
+                a.examples,
+                a.tolerance * 100.0,
+                a.max_prob_diff
+            )));
+        }
+        // Move everything written into place: the folder, or the file(s) beside a .gguf path.
+        let mut moved = Vec::new();
+        if staged_out.is_dir() {
+            if out.exists() {
+                std::fs::remove_dir(out).map_err(|e| Error::io(out, e))?;
+            }
+            std::fs::rename(&staged_out, out).map_err(|e| Error::io(out, e))?;
+            moved.extend(written.iter().filter_map(|f| f.strip_prefix(&staged_out).ok()).map(|rel| out.join(rel)));
+        } else {
+            for f in &written {
+                let to = parent.join(f.file_name().unwrap_or_default());
+                std::fs::rename(f, &to).map_err(|e| Error::io(&to, e))?;
+                moved.push(to);
+            }
+        }
+        Ok((moved, agreement))
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result
 }
