@@ -292,6 +292,7 @@ fn cli_evaluates_and_exports_a_peft_folder_given_a_config() {
         wick(&["export", "--checkpoint", d, out_dir.to_str().unwrap(), "--format", "gguf", "--config", c, "--dtype", "f16"]);
     assert!(ok, "{err}");
     assert!(out.contains("model.gguf"), "{out}");
+    assert!(out.contains("merged model check: 200 dev examples"), "the f16 GGUF is checked against the adapter: {out}");
     assert!(out_dir.join("model.gguf").is_file());
 
     // A missing checkpoint folder: the OS error once, with the path.

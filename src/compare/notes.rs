@@ -188,7 +188,8 @@ pub(super) fn search_notes(search: &crate::search::SearchReport) -> Vec<String> 
     let eliminated = search.candidates.iter().filter(|c| c.status.starts_with("eliminated")).count();
     let mut out = vec![format!(
         "Prompt search (dev only): {} candidates, {} candidate-examples scored, {:.1} min; raced on dev slices of {} examples, \
-         dropping a candidate when the leader is ahead with a one-sided paired sign test p < {} (at most {} go on per round); \
+         dropping a candidate when the leader is ahead with a one-sided paired sign test p < {} (at most {} go on per round \
+         where each costs a new pass: not among word sets and calibration, which reuse passes made); \
          {eliminated} eliminated on dev, never scored on test. Dev accuracy across candidates on the first {} examples: \
          min {:.1}%, median {:.1}%, max {:.1}%.",
         search.candidates.len(),

@@ -291,7 +291,9 @@ impl Searcher<'_> {
     fn stage(&mut self, stage: &str, candidates: Vec<Candidate>) -> Result<()> {
         let leader_correct = self.tried[self.leader].correct.clone();
         let slices = self.slices.clone();
-        let rule = self.opts.rule;
+        // Word sets and calibration reuse passes already made: nothing to save by cutting them.
+        let free = matches!(stage, "label words" | "calibration");
+        let rule = if free { DropRule { keep: usize::MAX, ..self.opts.rule } } else { self.opts.rule };
         (self.opts.progress)(&format!("{stage}: {} candidates (leader {:.1}% on dev)", candidates.len(), accuracy(&leader_correct) * 100.0));
         let out = race::race(candidates.len() + 1, &slices, rule, |i, r| {
             if i == 0 { Ok(leader_correct[r].to_vec()) } else { self.correct_on(&candidates[i - 1], r) }

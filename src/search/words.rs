@@ -8,19 +8,25 @@ use crate::model::LoadedModel;
 use crate::prompt::{LabelTokens, Prompter};
 use crate::score::{ScoreOptions, score};
 
-/// Tokens considered per label before the margin ranks them: the most likely under the label.
+/// Tokens considered per label: the most likely under the label.
 const LIKELY: usize = 50;
 
-/// A whole word as one token: a leading space and at least two letters.
+/// Nats by which a candidate's mean log-probability must beat every other label's (twice as
+/// likely): a word the model says as readily for every label tells none apart.
+const MARGIN: f32 = std::f32::consts::LN_2;
+
+/// A whole word as one token: a leading space and at least three letters (shorter pieces are
+/// mostly the starts of longer words, " Un", " Dis").
 pub fn is_word(decoded: &str) -> bool {
     let Some(rest) = decoded.strip_prefix(' ') else { return false };
-    rest.chars().count() >= 2 && rest.chars().all(char::is_alphabetic)
+    rest.chars().count() >= 3 && rest.chars().all(char::is_alphabetic)
 }
 
 /// Up to `n` candidate tokens per label from `class_means[label][token]`, the mean log-probability
 /// of each token after the prompt on that label's examples: among the [`LIKELY`] most likely
-/// tokens that `word` accepts, those whose mean beats every other label's, ranked by that margin.
-/// A token is a candidate of one label at most (the one where it is most likely).
+/// tokens that `word` accepts, those at least [`MARGIN`] more likely than under every other
+/// label, most likely first (LM-BFF ranks by likelihood too; ranking by the margin alone picks
+/// rare word pieces). A token is a candidate of one label at most.
 pub fn rank_candidates(class_means: &[Vec<f32>], word: &dyn Fn(u32) -> bool, n: usize) -> Vec<Vec<u32>> {
     let vocab = class_means.first().map_or(0, Vec::len);
     (0..class_means.len())
@@ -32,9 +38,7 @@ pub fn rank_candidates(class_means: &[Vec<f32>], word: &dyn Fn(u32) -> bool, n: 
                 let others = (0..class_means.len()).filter(|&o| o != c).map(|o| class_means[o][t as usize]);
                 class_means[c][t as usize] - others.fold(f32::NEG_INFINITY, f32::max)
             };
-            let mut ranked: Vec<(u32, f32)> = likely.into_iter().map(|t| (t, margin(t))).filter(|&(_, m)| m > 0.0).collect();
-            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-            ranked.into_iter().take(n).map(|(t, _)| t).collect()
+            likely.into_iter().filter(|&t| margin(t) > MARGIN).take(n).collect()
         })
         .collect()
 }
@@ -79,7 +83,12 @@ mod tests {
         assert_eq!(found[0][0], 7);
         assert_eq!(found[1][0], 11);
         assert!(!found[0].contains(&13) && !found[1].contains(&7) && !found[0].contains(&11));
-        assert!(!found[1].contains(&9), "a token is a candidate of the label where it is most likely only");
-        assert!(is_word(" great") && !is_word("great") && !is_word(" a") && !is_word(" 42"));
+        assert!(!found[0].contains(&9) && !found[1].contains(&9), "a word as likely under both labels tells neither apart");
+        assert_eq!((found[0].len(), found[1].len()), (1, 1), "{found:?}");
+        // Among discriminating words, the likelier comes first.
+        means[0][21] = -1.5;
+        means[1][21] = -5.0;
+        assert_eq!(rank_candidates(&means, &|t| t != 13, 3)[0], [21, 7]);
+        assert!(is_word(" great") && !is_word("great") && !is_word(" Un") && !is_word(" 42"));
     }
 }
