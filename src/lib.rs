@@ -10,6 +10,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod forecast;
 pub mod hub;
 pub mod init;
 pub mod lora;

@@ -182,6 +182,13 @@ fn too_few_labels_means_prompting() {
     assert_eq!(r.choice, Choice::Prompt { strategy: "retrieval".into() });
     assert_eq!(decided_step(&r), 0);
     assert!(r.steps[0].measured.contains("120 labelled train examples"), "{}", r.steps[0].measured);
+    // The curve forecasts about 71% at 120 labels, well under the prompt: the labels question is
+    // answered on this data, not by a fixed threshold.
+    assert_eq!(r.steps[0].question, "Enough labels for fine-tuning to beat the best prompt on this data?");
+    assert!(r.headline.contains("120 labels are available"), "{}", r.headline);
+    // Without a learning curve, the fixed threshold is the fallback.
+    let r = CompareReport::new(header(120), realistic_rows(), Vec::new(), None, &CostConfig::default(), &DecisionConfig::default()).recommendation;
+    assert_eq!(decided_step(&r), 0);
     assert!(r.headline.contains("500"), "{}", r.headline);
 }
 
@@ -711,4 +718,24 @@ fn an_under_trained_tuned_arm_is_no_decision_yet() {
     let r = paired_report(rows(8000), gold, &decision);
     assert_eq!(r.recommendation.choice, Choice::Prompt { strategy: "zero-shot".into() });
     assert!(r.recommendation.headline.starts_with("Indistinguishable at n = 400"));
+}
+
+/// The report forecasts labels from its learning curve: bands at today's labels and 2×, 5×,
+/// 10×, and the held-out check says why it cannot run on two small label counts.
+#[test]
+fn the_report_forecasts_from_its_learning_curve() {
+    let r = build(realistic_rows(), 8530, &CostConfig::default(), &DecisionConfig::default());
+    let f = r.forecast.as_ref().expect("three label counts give a forecast");
+    assert_eq!(f.at_available.labels, 8530);
+    assert_eq!(f.forecast.points.iter().map(|p| p.labels).collect::<Vec<_>>(), [17_060, 42_650, 85_300]);
+    assert!(f.forecast.points.windows(2).all(|w| w[1].accuracy >= w[0].accuracy), "more labels never forecast less");
+    for p in std::iter::once(&f.at_available).chain(&f.forecast.points) {
+        assert!(p.band95.lo <= p.band80.lo && p.band80.lo <= p.accuracy && p.accuracy <= p.band80.hi && p.band80.hi <= p.band95.hi, "{p:?}");
+    }
+    assert!((f.at_available.accuracy - 0.885).abs() < 0.01, "the fit passes near the measured full run: {:?}", f.at_available);
+    assert!(f.held_out.is_none() && f.held_out_note.as_deref().is_some_and(|n| n.contains("needs 3")));
+    let text = report::render_terminal(&r);
+    assert!(text.contains("Labels-needed forecast") && text.contains("Held-out check: not possible"), "{text}");
+    let json = serde_json::to_string(&r).unwrap();
+    assert_eq!(serde_json::from_str::<CompareReport>(&json).unwrap(), r);
 }

@@ -91,6 +91,7 @@ pub fn recommend(
     train_labels: usize,
     cost: &CostReport,
     plateau: Option<&PlateauCheck>,
+    forecast: Option<&super::labels::LabelsForecast>,
     cfg: &DecisionConfig,
 ) -> Recommendation {
     let mut steps = Vec::new();
@@ -103,22 +104,54 @@ pub fn recommend(
     let paired = find_comparison(comparisons, &tuned.name, &best.name);
     let diff = paired.map_or_else(String::new, |c| format!(" ({} − {}: {})", tuned.name, best.name, difference_text(c)));
 
-    let enough = train_labels >= cfg.min_labels;
-    steps.push(DecisionStep {
-        question: format!("At least {} labelled examples to fine-tune on?", count(cfg.min_labels as u64)),
-        measured: format!("{} labelled train examples", count(train_labels as u64)),
-        answer: yes_no(enough),
-        decided: !enough,
-    });
-    if !enough {
-        let headline = format!(
-            "Prompt with {}: {} labelled examples are fewer than the {} needed to fine-tune well ({} accuracy).",
-            best.name,
-            count(train_labels as u64),
-            count(cfg.min_labels as u64),
-            acc(best)
-        );
-        return Recommendation { choice: prompt(), headline, steps };
+    if let Some(f) = forecast {
+        // The labels question answered on this data: the learning curve's forecast, or the
+        // measured run itself when it is already significantly ahead.
+        // It decides only when the curve is confidently below the prompt with the labels there
+        // are (its 80% band's top under the prompt's accuracy); otherwise the walk goes on.
+        let ahead = paired.is_some_and(|c| c.a_better());
+        let enough = ahead || f.crossover.is_some_and(|x| x <= train_labels);
+        let short = f.at_available.band80.hi < f.reference_accuracy && !ahead;
+        let passes = match f.crossover {
+            Some(x) => format!("the tuned model's 80% band passes {} ({}) at about {} labels", best.name, acc(best), count(x as u64)),
+            None => format!("the tuned model's 80% band does not pass {} ({}) within {} labels", best.name, acc(best), count(f.forecast.limit as u64)),
+        };
+        let at = &f.at_available;
+        steps.push(DecisionStep {
+            question: "Enough labels for fine-tuning to beat the best prompt on this data?".into(),
+            measured: format!(
+                "{} labelled train examples, where the forecast is {} [80%: {:.1}, {:.1}]; {passes} (inverse power law fitted to the learning curve){}",
+                count(train_labels as u64),
+                percent(at.accuracy),
+                at.band80.lo * 100.0,
+                at.band80.hi * 100.0,
+                if ahead { format!("; measured with all labels{diff}") } else { String::new() }
+            ),
+            answer: if enough { "yes".into() } else if short { "no".into() } else { "not clear from the curve".into() },
+            decided: short,
+        });
+        if short {
+            let headline = format!("Prompt with {}: on this data, {passes}, and {} labels are available.", best.name, count(train_labels as u64));
+            return Recommendation { choice: prompt(), headline, steps };
+        }
+    } else {
+        let enough = train_labels >= cfg.min_labels;
+        steps.push(DecisionStep {
+            question: format!("At least {} labelled examples to fine-tune on? (no learning curve to forecast from)", count(cfg.min_labels as u64)),
+            measured: format!("{} labelled train examples", count(train_labels as u64)),
+            answer: yes_no(enough),
+            decided: !enough,
+        });
+        if !enough {
+            let headline = format!(
+                "Prompt with {}: {} labelled examples are fewer than the {} needed to fine-tune well ({} accuracy).",
+                best.name,
+                count(train_labels as u64),
+                count(cfg.min_labels as u64),
+                acc(best)
+            );
+            return Recommendation { choice: prompt(), headline, steps };
+        }
     }
 
     let agreement = |r: &StrategyRow| r.consistency.as_ref().map(|c| c.agreement);

@@ -97,6 +97,30 @@ pub fn render(report: &CompareReport) -> String {
         curve_caption.push(' ');
         curve_caption.push_str(note);
     }
+    if let Some(f) = &report.forecast {
+        let fit = &f.forecast.fit;
+        curve_caption.push_str(&format!(
+            " Shaded: the forecast acc(n) = {:.3} − {:.3}·n^−{:.2} with its 80% and 95% bootstrap bands, up to 10× the largest count; {}.",
+            fit.a,
+            fit.b,
+            fit.c,
+            match f.crossover {
+                Some(x) => format!("its 80% band passes {} at about {} labels", f.reference, count(x as u64)),
+                None => format!("its 80% band does not pass {} within {} labels", f.reference, count(f.forecast.limit as u64)),
+            }
+        ));
+        if let Some(h) = &f.held_out {
+            curve_caption.push_str(&format!(
+                " Held-out check: from the points at ≤ 1,000 labels it forecast {} [{:.1}, {:.1}] at {} labels; measured {}{}.",
+                percent(h.forecast.accuracy),
+                h.forecast.band95.lo * 100.0,
+                h.forecast.band95.hi * 100.0,
+                count(h.labels as u64),
+                percent(h.measured),
+                if h.inside95() { "" } else { ", outside the band" }
+            ));
+        }
+    }
     card(&mut out, &learning_curve_chart(report), &curve_caption);
     if let Some(s) = &report.search {
         let (lo, mid, hi) = s.spread();

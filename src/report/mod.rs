@@ -5,6 +5,7 @@
 pub mod cost;
 pub mod decide;
 pub mod html;
+pub mod labels;
 mod svg;
 pub mod table;
 
@@ -153,6 +154,10 @@ pub struct CompareReport {
     /// consistency sample, what ended training).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// How many labels fine-tuning needs here: the learning curve's forecast, when it has
+    /// enough points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<labels::LabelsForecast>,
     /// Flexibility: the chosen prompt and the tuned model on each shifted data set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flexibility: Vec<ShiftedResult>,
@@ -292,7 +297,9 @@ impl CompareReport {
         }
         let comparisons = paired_comparisons(&rows, gold, header.resamples);
         let cost = cost::estimate(&rows, prices);
-        let recommendation = decide::recommend(&rows, &comparisons, header.train_labels_available, &cost, plateau.as_ref(), decision);
+        let forecast = labels::labels_forecast(&learning_curve, &rows, header.train_labels_available, header.test_examples, header.resamples);
+        let recommendation =
+            decide::recommend(&rows, &comparisons, header.train_labels_available, &cost, plateau.as_ref(), forecast.as_ref(), decision);
         Self {
             header,
             rows,
@@ -306,6 +313,7 @@ impl CompareReport {
             notes: Vec::new(),
             search: None,
             flexibility: Vec::new(),
+            forecast,
             generated_at: crate::clock::now_rfc3339(),
         }
     }

@@ -280,8 +280,29 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
     let hi = ((max + 5.0) / 10.0).ceil().min(10.0) * 10.0;
     let step = if hi - lo > 50.0 { 20.0 } else { 10.0 };
     let y = percent_axis(&mut out, lo, hi, step);
-    let (xmin, xmax) = points.iter().fold((f64::INFINITY, 0f64), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (xmin, mut xmax) = points.iter().fold((f64::INFINITY, 0f64), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    if let Some(f) = &report.forecast {
+        xmax = xmax.max(f.forecast.limit as f64);
+    }
     let x = LogScale::new(xmin, xmax, 0.15, LEFT + 12.0, WIDTH - RIGHT - 12.0);
+    if let Some(f) = &report.forecast {
+        // The forecast under the measured points: 95% and 80% bands, then the fitted line.
+        let clamp = |v: f64| y((v * 100.0).clamp(lo, hi));
+        for (band, opacity) in [(0usize, 0.12), (1usize, 0.22)] {
+            let pick = |p: &crate::forecast::ForecastPoint| if band == 0 { p.band95 } else { p.band80 };
+            let upper: Vec<String> = f.forecast.curve.iter().map(|p| format!("{:.1},{:.1}", x.at(p.labels as f64), clamp(pick(p).hi))).collect();
+            let lower: Vec<String> = f.forecast.curve.iter().rev().map(|p| format!("{:.1},{:.1}", x.at(p.labels as f64), clamp(pick(p).lo))).collect();
+            let _ = write!(
+                out,
+                r#"<polygon points="{} {}" fill="{TUNED_COLOUR}" fill-opacity="{opacity}" stroke="none"><title>forecast {}% band</title></polygon>"#,
+                upper.join(" "),
+                lower.join(" "),
+                if band == 0 { 95 } else { 80 }
+            );
+        }
+        let fit: Vec<String> = f.forecast.curve.iter().map(|p| format!("{:.1},{:.1}", x.at(p.labels as f64), clamp(p.accuracy))).collect();
+        let _ = write!(out, r#"<polyline points="{}" fill="none" stroke="{TUNED_COLOUR}" stroke-width="1.5" stroke-dasharray="4 3"/>"#, fit.join(" "));
+    }
     for d in x.decades() {
         line(&mut out, (x.at(d), TOP), (x.at(d), HEIGHT - BOTTOM), GRID, 1.0, Some("2 3"));
     }
@@ -322,7 +343,11 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
         let clashes = best_y.is_some_and(|by| (above - 5.0 - by).abs() < 14.0);
         text(&mut out, px, if clashes { py + 24.0 } else { above }, "middle", 14, INK, &percent(p.accuracy));
     }
-    legend(&mut out, &[(TUNED_COLOUR, "fine-tuned", false), (PROMPT_COLOUR, "best prompt", true)]);
+    if report.forecast.is_some() {
+        legend(&mut out, &[(TUNED_COLOUR, "fine-tuned (band: forecast 80/95%)", false), (PROMPT_COLOUR, "best prompt", true)]);
+    } else {
+        legend(&mut out, &[(TUNED_COLOUR, "fine-tuned", false), (PROMPT_COLOUR, "best prompt", true)]);
+    }
     axis_titles(&mut out, "labelled train examples (log scale); bars: min–max over seeds", "accuracy");
     out.push_str("</svg>");
     out

@@ -175,6 +175,9 @@ pub fn render(report: &CompareReport) -> String {
     for note in &report.learning_curve_notes {
         out.push_str(&format!("Learning curve: {note}\n"));
     }
+    if let Some(f) = &report.forecast {
+        out.push_str(&forecast_section(f));
+    }
 
     if !report.flexibility.is_empty() {
         let mut t = Table::new();
@@ -275,5 +278,45 @@ fn search_section(s: &crate::search::SearchReport) -> String {
             out.push_str(&format!("  … and {} more eliminated candidates in report.json\n", gone.len() - shown));
         }
     }
+    out
+}
+
+/// The labels-needed forecast: the fit's accuracy and bands at today's labels and 2×, 5×, 10×,
+/// the crossover with the best prompt, and the held-out check.
+fn forecast_section(f: &super::labels::LabelsForecast) -> String {
+    let fit = &f.forecast.fit;
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["labels", "forecast accuracy", "80% band", "95% band"]);
+    let band = |b: crate::stats::Interval| format!("{:.1}–{:.1}%", b.lo * 100.0, b.hi * 100.0);
+    for (what, p) in std::iter::once(("today", &f.at_available)).chain(f.forecast.points.iter().map(|p| ("", p))) {
+        let label = if what.is_empty() { format!("{}×: {}", p.labels / f.available.max(1), count(p.labels as u64)) } else { format!("{what}: {}", count(p.labels as u64)) };
+        t.add_row(vec![Cell::new(label), right(percent(p.accuracy)), right(band(p.band80)), right(band(p.band95))]);
+    }
+    let mut out = format!(
+        "\nLabels-needed forecast (acc(n) = {:.3} − {:.3}·n^−{:.2} fitted to the curve's points; bands: {} bootstrap resamples over seeds and test examples; no forecast beyond {} labels, 10× the largest measured)\n{t}\n",
+        fit.a,
+        fit.b,
+        fit.c,
+        count(f.forecast.resamples as u64),
+        count(f.forecast.limit as u64)
+    );
+    out.push_str(&match f.crossover {
+        Some(x) => format!("Crossover: the tuned model's 80% band passes {} ({}) at about {} labels.\n", f.reference, percent(f.reference_accuracy), count(x as u64)),
+        None => format!("Crossover: the tuned model's 80% band does not pass {} ({}) within {} labels.\n", f.reference, percent(f.reference_accuracy), count(f.forecast.limit as u64)),
+    });
+    out.push_str(&match (&f.held_out, &f.held_out_note) {
+        (Some(h), _) => format!(
+            "Held-out check: fitted on the points at ≤ 1,000 labels only, the forecast at {} labels is {} [95%: {:.1}, {:.1}]; measured {}: {}.\n",
+            count(h.labels as u64),
+            percent(h.forecast.accuracy),
+            h.forecast.band95.lo * 100.0,
+            h.forecast.band95.hi * 100.0,
+            percent(h.measured),
+            if h.inside95() { "inside its band" } else { "outside its band: the forecast missed" }
+        ),
+        (None, Some(note)) => format!("Held-out check: not possible: {note}.\n"),
+        (None, None) => String::new(),
+    });
     out
 }
