@@ -36,12 +36,17 @@ fn compare_searches_on_dev_and_the_stored_prompt_reproduces_its_dev_accuracy() -
     assert_eq!(names, ["zero-shot", "prompt (searched)", "fine-tuned (LoRA)"], "only v1 and the chosen prompt go to test");
     let search = &report["search"];
     let candidates = search["candidates"].as_array().unwrap();
-    // The hand-written strategies, 3 variants + 14 bank instructions, word sets, calibration and
+    // The hand-written strategies, 3 variants + 14 bank instructions, calibration and
     // demonstration draws were all tried.
     assert!(candidates.len() > 20, "{} candidates", candidates.len());
-    for stage in ["v1", "hand-written strategies", "instructions", "label words", "calibration", "demonstrations"] {
+    for stage in ["v1", "hand-written strategies", "instructions", "calibration", "demonstrations"] {
         assert!(candidates.iter().any(|c| c["stage"] == stage), "no candidate of stage {stage}");
     }
+    // A random model finds no word twice as likely under one label as under the other: then the
+    // config's words are the only ones, and there are no word sets to race.
+    let words = search["label_word_candidates"].as_array().unwrap();
+    let proposed = words.iter().any(|w| w.as_array().unwrap().len() > 1);
+    assert_eq!(proposed, candidates.iter().any(|c| c["stage"] == "label words"), "{words:?}");
     // The chosen prompt is the best on the whole dev sample among those that reached it.
     let finalists: Vec<&serde_json::Value> = candidates.iter().filter(|c| c["dev_n"] == 60).collect();
     let best = finalists.iter().map(|c| c["dev_accuracy"].as_f64().unwrap()).fold(f64::MIN, f64::max);
@@ -72,6 +77,19 @@ fn compare_searches_on_dev_and_the_stored_prompt_reproduces_its_dev_accuracy() -
     let steps = report["recommendation"]["steps"].as_array().unwrap();
     assert!(steps.iter().any(|s| s["question"].as_str().unwrap().starts_with("Flexibility")), "{steps:?}");
     assert!(html.contains("Flexibility: shifted data"));
+
+    // Answering only when sure: the threshold is chosen on the 60 dev examples, the shares
+    // answered are measured on the 16 test examples, for the chosen prompt and the tuned model.
+    let selective = report["selective"].as_array().unwrap();
+    let rows: Vec<&str> = selective.iter().map(|r| r["row"].as_str().unwrap()).collect();
+    assert_eq!(rows, [best["chosen"].as_str().unwrap(), "fine-tuned (LoRA)"]);
+    for r in selective {
+        assert_eq!((&r["dev_n"], &r["n"]), (&60.into(), &16.into()), "{r}");
+        let coverage = r["coverage"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&coverage));
+        assert_eq!(r["threshold"].is_null(), r["dev_coverage"].as_f64().unwrap() == 0.0, "{r}");
+    }
+    assert!(steps.iter().any(|s| s["question"].as_str().unwrap().starts_with("Answering only when sure")));
 
     // The stored prompt, loaded again, scores the same dev accuracy on the same 60 examples.
     let stored = run_dir.join("search/prompt.toml");

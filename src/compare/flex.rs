@@ -56,7 +56,6 @@ fn score_shifted(
     set: &crate::config::ShiftedSet,
     limit: Option<usize>,
 ) -> anyhow::Result<ShiftedRun> {
-    let c = &cfg.compare;
     let args = crate::eval::DataArgs {
         data: Some(set.path.clone()),
         text_column: set.text_column.clone(),
@@ -68,24 +67,8 @@ fn score_shifted(
     let texts = texts(&eval_set);
     eprintln!("compare: flexibility on {} ({} examples): {prompt} and the tuned model", set.name, count(texts.len() as u64));
     let start = Instant::now();
-    let prompt_run = if prompt == SEARCHED_ROW {
-        let chosen = crate::search::SearchedPrompt::load(&crate::search::prompt_path(cfg))?;
-        crate::search::score_searched(loaded, cfg, &sets.train, &chosen, &texts, c.batch_size)?
-    } else {
-        let strategy: Strategy = prompt.parse()?;
-        let pool = crate::baseline::retrieval_pool(None, cfg);
-        let bopts = BaselineOptions { batch_size: c.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool: pool };
-        let mut baselines = Baselines::new(loaded, cfg, &sets.train, bopts)?;
-        if strategy == Strategy::Retrieval {
-            baselines = prepare_retrieval(baselines, loaded, cfg, c.batch_size, &cfg.run_dir().join("baseline"))?.0;
-        }
-        baselines.predict(strategy, &texts)?
-    };
-    let checkpoint = PathBuf::from(&tuned.checkpoint);
-    let tuned_run = crate::checkpoint::with_adapter(&checkpoint, loaded, |loaded, attached| -> anyhow::Result<_> {
-        let baselines = Baselines::new(loaded, cfg, &[], BaselineOptions { batch_size: c.batch_size, ..BaselineOptions::default() })?;
-        Ok(score_tuned(&baselines, loaded, attached.head.as_ref(), &texts, c.batch_size, false)?.swap_remove(0))
-    })?;
+    let prompt_run = prompt_run(cfg, loaded, sets, prompt, &texts)?;
+    let tuned_run = tuned_run(cfg, loaded, tuned, &texts)?;
     Ok(ShiftedRun {
         name: set.name.clone(),
         source: eval_set.source.clone(),
@@ -127,4 +110,84 @@ pub(super) fn flexibility(runs: &[ShiftedRun], tuned_name: &str, resamples: usiz
             }
         })
         .collect()
+}
+
+/// The prompt row `prompt` (chosen on dev) on `texts`, main template: the searched prompt from its
+/// stored file, or a strategy under the config.
+pub(super) fn prompt_run(cfg: &Config, loaded: &LoadedModel, sets: &Sets, prompt: &str, texts: &[String]) -> anyhow::Result<VariantRun> {
+    let c = &cfg.compare;
+    if prompt == SEARCHED_ROW {
+        let chosen = crate::search::SearchedPrompt::load(&crate::search::prompt_path(cfg))?;
+        return Ok(crate::search::score_searched(loaded, cfg, &sets.train, &chosen, texts, c.batch_size)?);
+    }
+    let strategy: Strategy = prompt.parse()?;
+    let pool = crate::baseline::retrieval_pool(None, cfg);
+    let bopts = BaselineOptions { batch_size: c.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool: pool };
+    let mut baselines = Baselines::new(loaded, cfg, &sets.train, bopts)?;
+    if strategy == Strategy::Retrieval {
+        baselines = prepare_retrieval(baselines, loaded, cfg, c.batch_size, &cfg.run_dir().join("baseline"))?.0;
+    }
+    Ok(baselines.predict(strategy, texts)?)
+}
+
+/// The tuned checkpoint on `texts`, main template; the model is the base model again afterwards.
+pub(super) fn tuned_run(cfg: &Config, loaded: &mut LoadedModel, tuned: &Tuned, texts: &[String]) -> anyhow::Result<VariantRun> {
+    let batch = cfg.compare.batch_size;
+    let checkpoint = PathBuf::from(&tuned.checkpoint);
+    crate::checkpoint::with_adapter(&checkpoint, loaded, |loaded, attached| -> anyhow::Result<_> {
+        let baselines = Baselines::new(loaded, cfg, &[], BaselineOptions { batch_size: batch, ..BaselineOptions::default() })?;
+        Ok(score_tuned(&baselines, loaded, attached.head.as_ref(), texts, batch, false)?.swap_remove(0))
+    })
+}
+
+/// Top-label probabilities and correctness of one system on the dev sample and the test examples.
+#[derive(serde::Deserialize, Serialize)]
+pub(super) struct Confidence {
+    pub(super) row: String,
+    pub(super) dev: (Vec<f32>, Vec<bool>),
+    pub(super) test: (Vec<f32>, Vec<bool>),
+    pub(super) seconds: f64,
+}
+
+fn confidence(run: &VariantRun, gold: &[usize]) -> (Vec<f32>, Vec<bool>) {
+    let conf = run.probs.iter().map(|p| p.iter().copied().fold(0f32, f32::max)).collect();
+    (conf, run.predicted.iter().zip(gold).map(|(p, g)| p == g).collect())
+}
+
+/// Selective prediction's inputs: the prompt chosen on dev and the tuned model, each scored on
+/// the dev sample (where the threshold is chosen) and the test examples (where it is reported).
+pub(super) fn measure_confidence(
+    cfg: &Config,
+    loaded: &mut LoadedModel,
+    sets: &Sets,
+    tuned: &Tuned,
+    prompt: &str,
+    limit: Option<usize>,
+    fresh: bool,
+) -> anyhow::Result<Vec<(Confidence, bool)>> {
+    let out_dir = cfg.run_dir().join("compare");
+    let key = format!(
+        "{}|{}|{prompt}|{limit:?}|dev {}|{}",
+        cfg.prompt_results_hash(),
+        tuned.checkpoint,
+        sets.dev.examples.len(),
+        sets.test.examples.len()
+    );
+    let (dev_texts, test_texts) = (texts(&sets.dev), texts(&sets.test));
+    let (dev_gold, test_gold) = (gold(&sets.dev), gold(&sets.test));
+    let mut out = Vec::new();
+    for (name, row) in [("confidence-prompt", prompt.to_string()), ("confidence-tuned", "fine-tuned (LoRA)".to_string())] {
+        let measured = cached(&out_dir, name, &key, fresh, || -> anyhow::Result<Confidence> {
+            eprintln!("compare: {row} on the dev and test examples (label probabilities for selective prediction)");
+            let start = Instant::now();
+            let (dev, test) = if row == prompt {
+                (prompt_run(cfg, loaded, sets, prompt, &dev_texts)?, prompt_run(cfg, loaded, sets, prompt, &test_texts)?)
+            } else {
+                (tuned_run(cfg, loaded, tuned, &dev_texts)?, tuned_run(cfg, loaded, tuned, &test_texts)?)
+            };
+            Ok(Confidence { dev: confidence(&dev, &dev_gold), test: confidence(&test, &test_gold), row: row.clone(), seconds: start.elapsed().as_secs_f64() })
+        })?;
+        out.push(measured);
+    }
+    Ok(out)
 }

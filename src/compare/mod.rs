@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::baseline::{BaselineOptions, Baselines, Memo, Strategy};
+use crate::baseline::{BaselineOptions, Baselines, Memo, Strategy, VariantRun};
 use crate::config::Config;
 use crate::data::Example;
 use crate::eval::report::{EvalSet, summarize, write_outputs};
@@ -135,6 +135,9 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     let per_example = prompts.iter().find(|p| p.test.method == "zero-shot").map_or(0.0, |p| p.seconds[1] / p.test.n.max(1) as f64);
     let shifted_n = if c.shifted_examples == 0 { 1000 } else { c.shifted_examples };
     let shifted_s = per_example * (1.0 + ADAPTER_SCORING_COST) * (shifted_n * c.shifted.len()) as f64;
+    // Selective prediction scores both systems on the dev sample and the test examples again.
+    let selective_s = per_example * (1.0 + ADAPTER_SCORING_COST) * (sets.dev.examples.len() + sets.test.examples.len()) as f64;
+    let shifted_s = shifted_s + selective_s;
     let share = training_share(cfg, &prompt_seconds, &stages, outside, shifted_s);
     if let Some(s) = &share {
         eprintln!(
@@ -187,6 +190,14 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     for (r, now) in &shifted {
         stages.push(Stage::new(format!("flexibility on {}", r.name), r.seconds, *now));
     }
+    // 3d. Answering only when sure: both systems' label probabilities on dev and test.
+    let confidence = match crate::report::best_prompt(&rows).map(|r| r.name.clone()) {
+        Some(prompt) => measure_confidence(cfg, loaded, &sets, &tuned, &prompt, limit, opts.fresh || trained_now)?,
+        None => Vec::new(),
+    };
+    for (r, now) in &confidence {
+        stages.push(Stage::new(format!("{} on dev and test (selective prediction)", r.row), r.seconds, *now));
+    }
 
     let plateau = match &searched {
         Some(s) => search_plateau(&s.search, cfg.decision.plateau_points),
@@ -208,6 +219,13 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     report.search = searched.map(|s| s.search);
     let runs: Vec<ShiftedRun> = shifted.into_iter().map(|(r, _)| r).collect();
     report.add_flexibility(flexibility(&runs, "fine-tuned (LoRA)", c.resamples));
+    let required = cfg.decision.required_accuracy;
+    report.add_selective(
+        confidence
+            .iter()
+            .map(|(r, _)| crate::report::selective::selective(&r.row, required, (&r.dev.0, &r.dev.1), (&r.test.0, &r.test.1)))
+            .collect(),
+    );
     report.selections = selections(&report, &sets, &tuned, cfg);
     report.notes = notes(cfg, &sets, &tuned, limit, opts, &stages);
     if let Some(s) = &report.search {

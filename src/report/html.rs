@@ -149,6 +149,7 @@ pub fn render(report: &CompareReport) -> String {
     paired_tests(report, &mut out);
     choices(report, &mut out);
     flexibility(report, &mut out);
+    selective(report, &mut out);
     search(report, &mut out);
     decision(report, &mut out);
     matrices(report, &mut out);
@@ -288,6 +289,35 @@ fn flexibility(report: &CompareReport, out: &mut String) {
             c.interval.hi * 100.0,
             super::decide::p_value_text(c.p_value),
             escape(&super::table::verdict(c))
+        );
+    }
+    out.push_str("</tbody></table></section>");
+}
+
+/// Selective prediction: the share each system answers at the required accuracy.
+fn selective(report: &CompareReport, out: &mut String) {
+    let Some(first) = report.selective.first() else { return };
+    let _ = write!(
+        out,
+        "<section class=\"card\"><h2>Answering only when sure</h2><p class=\"caption\">Each system answers when its top label probability reaches the threshold chosen on {} dev examples for at least {} accuracy, and passes the rest to a person.</p>\
+         <table><thead><tr><th>system</th><th>threshold (dev)</th><th>dev answered</th><th>test answered [95% CI]</th><th>accuracy answered [95% CI]</th></tr></thead><tbody>",
+        count(first.dev_n as u64),
+        percent(first.required)
+    );
+    for r in &report.selective {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} [{:.1}, {:.1}]</td><td>{}</td></tr>",
+            escape(&r.row),
+            r.threshold.map_or_else(|| "none reaches it".into(), |x| format!("{x:.3}")),
+            percent(r.dev_coverage),
+            percent(r.coverage),
+            r.coverage_ci.lo * 100.0,
+            r.coverage_ci.hi * 100.0,
+            match (r.accuracy, r.accuracy_ci) {
+                (Some(a), Some(ci)) => format!("{} [{:.1}, {:.1}]", percent(a), ci.lo * 100.0, ci.hi * 100.0),
+                _ => "-".into(),
+            }
         );
     }
     out.push_str("</tbody></table></section>");

@@ -6,6 +6,7 @@ pub mod cost;
 pub mod decide;
 pub mod html;
 pub mod labels;
+pub mod selective;
 mod svg;
 pub mod table;
 
@@ -158,6 +159,9 @@ pub struct CompareReport {
     /// enough points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<labels::LabelsForecast>,
+    /// Answering only when sure: each system's share answered at the required accuracy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selective: Vec<selective::SelectiveResult>,
     /// Flexibility: the chosen prompt and the tuned model on each shifted data set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flexibility: Vec<ShiftedResult>,
@@ -223,6 +227,41 @@ impl CompareReport {
             ));
         }
         self.flexibility = results;
+    }
+}
+
+impl CompareReport {
+    /// Add the selective-prediction results and a decision step that states them (it decides
+    /// nothing: the required-accuracy question keeps its all-requests rule).
+    pub fn add_selective(&mut self, results: Vec<selective::SelectiveResult>) {
+        if results.is_empty() {
+            return;
+        }
+        let shown: Vec<String> = results
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} answers {} [{:.1}, {:.1}] of test requests{}",
+                    r.row,
+                    format::percent(r.coverage),
+                    r.coverage_ci.lo * 100.0,
+                    r.coverage_ci.hi * 100.0,
+                    r.accuracy.map_or_else(String::new, |a| format!(" at {} accuracy", format::percent(a)))
+                )
+            })
+            .collect();
+        let step = DecisionStep {
+            question: format!(
+                "Answering only when sure: what share does each answer at ≥ {} accuracy (threshold chosen on dev)?",
+                format::percent(results[0].required)
+            ),
+            measured: shown.join("; "),
+            answer: "stated, not deciding (the required-accuracy question judges all requests)".into(),
+            decided: false,
+        };
+        let at = self.recommendation.steps.len().saturating_sub(1);
+        self.recommendation.steps.insert(at, step);
+        self.selective = results;
     }
 }
 
@@ -313,6 +352,7 @@ impl CompareReport {
             notes: Vec::new(),
             search: None,
             flexibility: Vec::new(),
+            selective: Vec::new(),
             forecast,
             generated_at: crate::clock::now_rfc3339(),
         }

@@ -200,6 +200,29 @@ pub fn render(report: &CompareReport) -> String {
         out.push_str(&format!("\nFlexibility: {prompt} (chosen on dev) and the tuned model on the same seeded sample of each shifted set\n{t}\n"));
     }
 
+    if !report.selective.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(["system", "threshold (dev)", "dev answered", "test answered [95% CI]", "accuracy answered [95% CI]"]);
+        for r in &report.selective {
+            t.add_row(vec![
+                Cell::new(&r.row),
+                right(r.threshold.map_or_else(|| "none reaches it".into(), |x| format!("{x:.3}"))),
+                right(percent(r.dev_coverage)),
+                right(format!("{} [{:.1}, {:.1}]", percent(r.coverage), r.coverage_ci.lo * 100.0, r.coverage_ci.hi * 100.0)),
+                right(match (r.accuracy, r.accuracy_ci) {
+                    (Some(a), Some(ci)) => format!("{} [{:.1}, {:.1}]", percent(a), ci.lo * 100.0, ci.hi * 100.0),
+                    _ => "-".into(),
+                }),
+            ]);
+        }
+        out.push_str(&format!(
+            "\nAnswering only when sure (answer when the top label probability reaches the threshold chosen on {} dev examples for ≥ {} accuracy; pass the rest to a person)\n{t}\n",
+            count(report.selective[0].dev_n as u64),
+            percent(report.selective[0].required)
+        ));
+    }
+
     if let Some(s) = &report.search {
         out.push_str(&search_section(s));
     }
