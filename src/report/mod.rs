@@ -246,7 +246,11 @@ impl CompareReport {
                     format::percent(r.coverage),
                     r.coverage_ci.lo * 100.0,
                     r.coverage_ci.hi * 100.0,
-                    r.accuracy.map_or_else(String::new, |a| format!(" at {} accuracy", format::percent(a)))
+                    r.accuracy.map_or_else(String::new, |a| format!(
+                        " at {} accuracy{}",
+                        format::percent(a),
+                        if a < r.required { " (below the requirement on test: the dev threshold did not carry over)" } else { "" }
+                    ))
                 )
             })
             .collect();

@@ -85,7 +85,8 @@ fn accuracy(correct: &[bool], m: usize) -> f64 {
 
 /// Run a race of `n` candidates over `slices` (increasing dev prefix sizes). `score(c, range)`
 /// scores candidate `c` on the dev examples in `range` and says which it got right. Candidate 0
-/// is the incumbent: it wins ties.
+/// is the incumbent: it is never dropped (a challenger must beat it on the whole sample) and it
+/// wins ties.
 pub fn race<F>(n: usize, slices: &[usize], rule: DropRule, mut score: F) -> Result<RaceOutcome>
 where
     F: FnMut(usize, Range<usize>) -> Result<Vec<bool>>,
@@ -112,7 +113,7 @@ where
         }
         let mut survivors = Vec::new();
         for &c in &alive {
-            if c == winner {
+            if c == winner || c == 0 {
                 survivors.push(c);
                 continue;
             }
@@ -125,8 +126,9 @@ where
             }
         }
         // Stable: equal accuracies keep their candidate order.
-        survivors.sort_by(|&a, &b| (b == winner).cmp(&(a == winner)).then(acc(b).total_cmp(&acc(a))));
-        for &c in survivors.iter().skip(rule.keep.max(1)) {
+        let kept = |c: usize| c == winner || c == 0;
+        survivors.sort_by(|&a, &b| kept(b).cmp(&kept(a)).then(acc(b).total_cmp(&acc(a))));
+        for &c in survivors.iter().skip(rule.keep.max(1)).filter(|&&c| !kept(c)) {
             dropped[c] = Some((Dropped::Budget, m));
         }
     }
@@ -192,5 +194,20 @@ mod tests {
         assert_eq!(out.winner, 0);
         assert_eq!(out.dropped, [None, Some((Dropped::Budget, 5)), Some((Dropped::Budget, 5))]);
         assert_eq!(out.evaluations, 15 + 5);
+    }
+
+    /// An incumbent behind on the first slice is neither dropped nor cut: a challenger ahead
+    /// early but only tied on the whole sample does not replace it.
+    #[test]
+    fn the_incumbent_stays_to_the_end() {
+        let mut incumbent = vec![false; 20];
+        incumbent.extend(vec![true; 80]);
+        let mut challenger = vec![true; 20];
+        challenger.extend((0..80).map(|i| i >= 20));
+        let other = vec![true; 20].into_iter().chain(vec![false; 80]).collect::<Vec<_>>();
+        let flags = [incumbent, challenger, other];
+        let out = race(3, &[20, 100], DropRule { alpha: 0.05, keep: 1 }, |c, r| Ok(flags[c][r].to_vec())).unwrap();
+        assert_eq!(out.dropped[0], None);
+        assert_eq!(out.winner, 0, "80 right each on the whole sample: the incumbent keeps its place");
     }
 }
