@@ -288,7 +288,7 @@ fn neither_reaches(
     let undecided = |vs: &str| {
         let headline = format!(
             "Cannot decide yet: {vs}, and the tuned model trained on {} of the {} labels available. \
-             Train on all of them (a full `wick compare`, not --quick, or a larger train.max_minutes) before choosing; {short}.",
+             Train on all of them (a full `wick compare`, not --quick, or a larger train.max_minutes) before choosing. {short}.",
             count(used as u64),
             count(train_labels as u64)
         );
