@@ -52,7 +52,8 @@ fn export_keeps_a_merge_that_agrees_and_refuses_a_corrupted_one() -> anyhow::Res
         .to_string();
     assert!(err.contains("nothing was written") && err.contains("corrupted"), "{err}");
     assert!(!bad.exists(), "a refused export leaves no folder");
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())?.flatten().filter(|e| e.file_name().to_string_lossy().contains(".check-")).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(tmp.path())?.flatten().filter(|e| e.file_name().to_string_lossy().contains(".check-")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // The same check runs on a GGUF export (read back with its Q/K rows un-permuted).

@@ -187,7 +187,8 @@ fn too_few_labels_means_prompting() {
     assert_eq!(r.steps[0].question, "Enough labels for fine-tuning to beat the best prompt on this data?");
     assert!(r.headline.contains("120 labels are available"), "{}", r.headline);
     // Without a learning curve, the fixed threshold is the fallback.
-    let r = CompareReport::new(header(120), realistic_rows(), Vec::new(), None, &CostConfig::default(), &DecisionConfig::default()).recommendation;
+    let r = CompareReport::new(header(120), realistic_rows(), Vec::new(), None, &CostConfig::default(), &DecisionConfig::default())
+        .recommendation;
     assert_eq!(decided_step(&r), 0);
     assert!(r.headline.contains("500"), "{}", r.headline);
 }
@@ -730,7 +731,10 @@ fn the_report_forecasts_from_its_learning_curve() {
     assert_eq!(f.forecast.points.iter().map(|p| p.labels).collect::<Vec<_>>(), [17_060, 42_650, 85_300]);
     assert!(f.forecast.points.windows(2).all(|w| w[1].accuracy >= w[0].accuracy), "more labels never forecast less");
     for p in std::iter::once(&f.at_available).chain(&f.forecast.points) {
-        assert!(p.band95.lo <= p.band80.lo && p.band80.lo <= p.accuracy && p.accuracy <= p.band80.hi && p.band80.hi <= p.band95.hi, "{p:?}");
+        assert!(
+            p.band95.lo <= p.band80.lo && p.band80.lo <= p.accuracy && p.accuracy <= p.band80.hi && p.band80.hi <= p.band95.hi,
+            "{p:?}"
+        );
     }
     assert!((f.at_available.accuracy - 0.885).abs() < 0.01, "the fit passes near the measured full run: {:?}", f.at_available);
     assert!(f.held_out.is_none() && f.held_out_note.as_deref().is_some_and(|n| n.contains("needs 3")));

@@ -131,7 +131,9 @@ mod tests {
         assert!(!share.floored);
         // Flexibility's estimate counts after training too.
         let with_flex = training_share(&cfg, &prompts, &before(60.0), 60.0, 120.0).unwrap();
-        assert!((with_flex.after_minutes - share.after_minutes - 2.0).abs() < 1e-9 && (share.minutes - with_flex.minutes - 2.0).abs() < 1e-9);
+        assert!(
+            (with_flex.after_minutes - share.after_minutes - 2.0).abs() < 1e-9 && (share.minutes - with_flex.minutes - 2.0).abs() < 1e-9
+        );
         // Little spent: train.max_minutes caps the share.
         assert_eq!(training_share(&cfg, &prompts, &before(10.0), 0.0, 0.0).unwrap().minutes, 45.0);
         // The budget already spent: the least share, flagged.

@@ -62,8 +62,8 @@ fn score_shifted(
         label_column: set.label_column.clone(),
         label_map: set.label_map_arg(),
     };
-    let (eval_set, _) = crate::eval::report::load_eval_set(cfg, "test", &args, limit, false)
-        .with_context(|| format!("compare.shifted {:?}", set.name))?;
+    let (eval_set, _) =
+        crate::eval::report::load_eval_set(cfg, "test", &args, limit, false).with_context(|| format!("compare.shifted {:?}", set.name))?;
     let texts = texts(&eval_set);
     eprintln!("compare: flexibility on {} ({} examples): {prompt} and the tuned model", set.name, count(texts.len() as u64));
     let start = Instant::now();
@@ -185,7 +185,12 @@ pub(super) fn measure_confidence(
             } else {
                 (tuned_run(cfg, loaded, tuned, &dev_texts)?, tuned_run(cfg, loaded, tuned, &test_texts)?)
             };
-            Ok(Confidence { dev: confidence(&dev, &dev_gold), test: confidence(&test, &test_gold), row: row.clone(), seconds: start.elapsed().as_secs_f64() })
+            Ok(Confidence {
+                dev: confidence(&dev, &dev_gold),
+                test: confidence(&test, &test_gold),
+                row: row.clone(),
+                seconds: start.elapsed().as_secs_f64(),
+            })
         })?;
         out.push(measured);
     }

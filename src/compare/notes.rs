@@ -65,7 +65,11 @@ pub(super) fn selections(report: &CompareReport, sets: &Sets, tuned: &Tuned, cfg
         out.push(Selection { what: "searched prompt".into(), chosen: c.name.clone(), by: raced.clone() });
         out.push(Selection { what: "instruction".into(), chosen: format!("{:?}", c.template), by: raced.clone() });
         out.push(Selection { what: "label words".into(), chosen: words.join(", "), by: raced.clone() });
-        out.push(Selection { what: "calibration applied".into(), chosen: if c.calibrate { "yes" } else { "no" }.into(), by: raced.clone() });
+        out.push(Selection {
+            what: "calibration applied".into(),
+            chosen: if c.calibrate { "yes" } else { "no" }.into(),
+            by: raced.clone(),
+        });
         out.push(Selection {
             what: "demonstrations".into(),
             chosen: match c.family.as_str() {

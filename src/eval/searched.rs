@@ -32,14 +32,21 @@ pub fn run_searched_baseline(args: &BaselineArgs) -> anyhow::Result<(Option<Sear
             dev.truncate(cfg.compare.dev_examples);
         }
         let pool = crate::baseline::retrieval_pool(args.retrieval_pool, &cfg);
-        let bopts = BaselineOptions { batch_size: args.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool: pool };
+        let bopts =
+            BaselineOptions { batch_size: args.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool: pool };
         let mut baselines = Baselines::new(&loaded, &cfg, &train, bopts)?;
         baselines.check(&families)?;
         if families.contains(&Strategy::Retrieval) {
             baselines = prepare_retrieval(baselines, &loaded, &cfg, args.batch_size, &cfg.run_dir().join("baseline"))?.0;
         }
         let minutes = if cfg.compare.search_minutes > 0.0 { cfg.compare.search_minutes } else { SearchOptions::default().minutes };
-        let opts = SearchOptions { minutes, batch_size: args.batch_size, families, progress: |m| eprintln!("search: {m}"), ..SearchOptions::default() };
+        let opts = SearchOptions {
+            minutes,
+            batch_size: args.batch_size,
+            families,
+            progress: |m| eprintln!("search: {m}"),
+            ..SearchOptions::default()
+        };
         eprintln!("search: {} dev examples, stages start within {minutes} minutes", dev.len());
         let report = crate::search::search(&loaded, &cfg, &baselines, &train, &dev, &opts)?;
         report.chosen.save(&prompt_path(&cfg))?;
@@ -58,10 +65,24 @@ pub fn run_searched_baseline(args: &BaselineArgs) -> anyhow::Result<(Option<Sear
     write_outputs(&dir, &report, &set.examples, &run)?;
     if let Some(s) = &search {
         for p in &s.curve {
-            println!("{:<28} {:>4} candidates {:>6.1} min  dev {:.1}%  {}", p.stage, p.candidates, p.minutes, p.best_dev_accuracy * 100.0, p.leader);
+            println!(
+                "{:<28} {:>4} candidates {:>6.1} min  dev {:.1}%  {}",
+                p.stage,
+                p.candidates,
+                p.minutes,
+                p.best_dev_accuracy * 100.0,
+                p.leader
+            );
         }
     }
-    println!("searched prompt {:?} (dev {:.1}% on {}) on {} ({} examples)", prompt.name, prompt.dev_accuracy * 100.0, prompt.dev_examples, set.source, texts.len());
+    println!(
+        "searched prompt {:?} (dev {:.1}% on {}) on {} ({} examples)",
+        prompt.name,
+        prompt.dev_accuracy * 100.0,
+        prompt.dev_examples,
+        set.source,
+        texts.len()
+    );
     println!("{}", render_table(&[TableRow { name: SEARCHED.into(), metrics: &report.metrics, consistency: None }]));
     crate::runs::append(&cfg.output.dir, run_record("baseline", SEARCHED, &cfg, &set.name, &report, dir))?;
     Ok((search, report))
@@ -72,7 +93,10 @@ pub fn run_searched_baseline(args: &BaselineArgs) -> anyhow::Result<(Option<Sear
 pub fn run_eval_searched(args: &EvalArgs) -> anyhow::Result<Report> {
     let (dir, cfg, loaded, head) = load_checkpoint(&args.checkpoint, args.config.as_deref())?;
     if head.is_some() {
-        anyhow::bail!("{}: a linear-head checkpoint has no label words to prompt for; --strategy searched needs a verbalizer checkpoint", dir.display());
+        anyhow::bail!(
+            "{}: a linear-head checkpoint has no label words to prompt for; --strategy searched needs a verbalizer checkpoint",
+            dir.display()
+        );
     }
     let prompt = SearchedPrompt::load(&prompt_path(&cfg))?;
     let (set, train) = load_eval_set(&cfg, &args.split, &args.data_args, args.limit, prompt.family == "retrieval")?;
@@ -93,14 +117,15 @@ pub fn run_eval_searched(args: &EvalArgs) -> anyhow::Result<Report> {
 }
 
 /// `wick predict --strategy searched --config CONFIG`: the stored prompt's label probabilities.
-pub fn predict_searched(cfg_path: &std::path::Path, texts: &[String], batch_size: usize) -> anyhow::Result<(Vec<String>, crate::baseline::VariantRun)> {
+pub fn predict_searched(
+    cfg_path: &std::path::Path,
+    texts: &[String],
+    batch_size: usize,
+) -> anyhow::Result<(Vec<String>, crate::baseline::VariantRun)> {
     let cfg = crate::data::load_config(cfg_path)?;
     let prompt = SearchedPrompt::load(&prompt_path(&cfg))?;
-    let train = if prompt.family == "retrieval" {
-        crate::data::load_splits(&cfg.data, crate::data::ReadMode::Strict)?.0.train
-    } else {
-        Vec::new()
-    };
+    let train =
+        if prompt.family == "retrieval" { crate::data::load_splits(&cfg.data, crate::data::ReadMode::Strict)?.0.train } else { Vec::new() };
     let loaded = load_model(&cfg.model)?;
     let run = score_searched(&loaded, &cfg, &train, &prompt, texts, batch_size).context("scoring the searched prompt")?;
     Ok((cfg.data.labels.clone(), run))

@@ -51,7 +51,14 @@ fn main_template(loaded: &LoadedModel, cfg: &Config, head: Option<&Tensor>, text
 /// Score the first `n` dev examples of `cfg`'s data with `adapter` (the base model with its
 /// adapter attached) and with the merged model at `merged` (an HF folder or a GGUF file), the
 /// same head on both, and compare their answers.
-pub fn check_merged(adapter: &LoadedModel, head: Option<&Tensor>, merged: &Path, cfg: &Config, n: usize, dtype: DType) -> Result<Agreement> {
+pub fn check_merged(
+    adapter: &LoadedModel,
+    head: Option<&Tensor>,
+    merged: &Path,
+    cfg: &Config,
+    n: usize,
+    dtype: DType,
+) -> Result<Agreement> {
     let (splits, _) = crate::data::load_splits(&cfg.data, crate::data::ReadMode::Strict).map_err(|e| {
         Error::Data(format!("the merged-model check needs the run's dev split: {e} (pass --check-examples 0 to skip the check)"))
     })?;

@@ -401,7 +401,8 @@ pub fn export_checked(
             _ => staged_out.clone(),
         };
         before_check(&model_path)?;
-        let agreement = if check_examples > 0 { Some(check::check_merged(loaded, head, &model_path, cfg, check_examples, dtype)?) } else { None };
+        let agreement =
+            if check_examples > 0 { Some(check::check_merged(loaded, head, &model_path, cfg, check_examples, dtype)?) } else { None };
         if let Some(a) = agreement.as_ref().filter(|a| !a.passed()) {
             return Err(Error::Model(format!(
                 "{}: the merged model gives the adapter's answer on only {:.1}% of {} dev examples (at least {:.1}% required; largest label-probability difference {:.3}); nothing was written",

@@ -114,7 +114,12 @@ pub fn recommend(
         let short = f.at_available.band80.hi < f.reference_accuracy && !ahead;
         let passes = match f.crossover {
             Some(x) => format!("the tuned model's 80% band passes {} ({}) at about {} labels", best.name, acc(best), count(x as u64)),
-            None => format!("the tuned model's 80% band does not pass {} ({}) within {} labels", best.name, acc(best), count(f.forecast.limit as u64)),
+            None => format!(
+                "the tuned model's 80% band does not pass {} ({}) within {} labels",
+                best.name,
+                acc(best),
+                count(f.forecast.limit as u64)
+            ),
         };
         let at = &f.at_available;
         steps.push(DecisionStep {
@@ -131,13 +136,17 @@ pub fn recommend(
             decided: short,
         });
         if short {
-            let headline = format!("Prompt with {}: on this data, {passes}, and {} labels are available.", best.name, count(train_labels as u64));
+            let headline =
+                format!("Prompt with {}: on this data, {passes}, and {} labels are available.", best.name, count(train_labels as u64));
             return Recommendation { choice: prompt(), headline, steps };
         }
     } else {
         let enough = train_labels >= cfg.min_labels;
         steps.push(DecisionStep {
-            question: format!("At least {} labelled examples to fine-tune on? (no learning curve to forecast from)", count(cfg.min_labels as u64)),
+            question: format!(
+                "At least {} labelled examples to fine-tune on? (no learning curve to forecast from)",
+                count(cfg.min_labels as u64)
+            ),
             measured: format!("{} labelled train examples", count(train_labels as u64)),
             answer: yes_no(enough),
             decided: !enough,

@@ -4,7 +4,9 @@
 use std::fmt::Write;
 
 use super::format::{count, money, percent, volume};
-use super::svg::{PROMPT_COLOUR, TUNED_COLOUR, accuracy_chart, cost_chart, difference_chart, escape, learning_curve_chart, search_curve_chart};
+use super::svg::{
+    PROMPT_COLOUR, TUNED_COLOUR, accuracy_chart, cost_chart, difference_chart, escape, learning_curve_chart, search_curve_chart,
+};
 use super::table::comparison_lines;
 use super::{Choice, CompareReport, RowKind, StrategyRow};
 
@@ -358,7 +360,11 @@ fn search(report: &CompareReport, out: &mut String) {
     }
     out.push_str("</tbody></table>");
     if all.len() > SHOWN {
-        let _ = write!(out, "<p class=\"caption\">{} more candidates, eliminated on smaller dev slices, are in report.json.</p>", all.len() - SHOWN);
+        let _ = write!(
+            out,
+            "<p class=\"caption\">{} more candidates, eliminated on smaller dev slices, are in report.json.</p>",
+            all.len() - SHOWN
+        );
     }
     out.push_str("</section>");
 }

@@ -83,7 +83,9 @@ pub fn labels_forecast(
             let measured = largest.seed_accuracies.iter().sum::<f64>() / largest.seed_accuracies.len() as f64;
             (Some(HeldOutCheck { labels: largest.labels, measured, forecast: h.points[0].clone() }), None)
         }
-        Some(_) => (None, Some(format!("the full run's {} labels are beyond 10× the points at ≤ {HELD_OUT_FIT_MAX} labels", largest.labels))),
+        Some(_) => {
+            (None, Some(format!("the full run's {} labels are beyond 10× the points at ≤ {HELD_OUT_FIT_MAX} labels", largest.labels)))
+        }
         None => (
             None,
             Some(format!(

@@ -205,13 +205,19 @@ impl CompareReport {
         }
         let measured: Vec<String> = results
             .iter()
-            .map(|r| format!("{} (n = {}): {} − {} {}", r.name, r.n, r.comparison.a, r.comparison.b, decide::difference_text(&r.comparison)))
+            .map(|r| {
+                format!("{} (n = {}): {} − {} {}", r.name, r.n, r.comparison.a, r.comparison.b, decide::difference_text(&r.comparison))
+            })
             .collect();
         let worse: Vec<&ShiftedResult> = results.iter().filter(|r| r.comparison.a_worse()).collect();
         let step = DecisionStep {
             question: "Flexibility: does the tuned model hold up on shifted data as well as the prompt?".into(),
             measured: measured.join("; "),
-            answer: if worse.is_empty() { "yes (no set significantly worse)".into() } else { format!("no, on {}", worse.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")) },
+            answer: if worse.is_empty() {
+                "yes (no set significantly worse)".into()
+            } else {
+                format!("no, on {}", worse.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "))
+            },
             decided: false,
         };
         let at = self.recommendation.steps.len().saturating_sub(1);
@@ -219,12 +225,19 @@ impl CompareReport {
         if !worse.is_empty() {
             let losses: Vec<String> = worse
                 .iter()
-                .map(|r| format!("{:.1} points on {} [{:+.1}, {:+.1}]", -r.comparison.difference * 100.0, r.name, r.comparison.interval.lo * 100.0, r.comparison.interval.hi * 100.0))
+                .map(|r| {
+                    format!(
+                        "{:.1} points on {} [{:+.1}, {:+.1}]",
+                        -r.comparison.difference * 100.0,
+                        r.name,
+                        r.comparison.interval.lo * 100.0,
+                        r.comparison.interval.hi * 100.0
+                    )
+                })
                 .collect();
-            self.recommendation.headline.push_str(&format!(
-                " Flexibility: the tuned model loses {} against the prompt on shifted data.",
-                losses.join(", ")
-            ));
+            self.recommendation
+                .headline
+                .push_str(&format!(" Flexibility: the tuned model loses {} against the prompt on shifted data.", losses.join(", ")));
         }
         self.flexibility = results;
     }
@@ -340,7 +353,8 @@ impl CompareReport {
         }
         let comparisons = paired_comparisons(&rows, gold, header.resamples);
         let cost = cost::estimate(&rows, prices);
-        let forecast = labels::labels_forecast(&learning_curve, &rows, header.train_labels_available, header.test_examples, header.resamples);
+        let forecast =
+            labels::labels_forecast(&learning_curve, &rows, header.train_labels_available, header.test_examples, header.resamples);
         let recommendation =
             decide::recommend(&rows, &comparisons, header.train_labels_available, &cost, plateau.as_ref(), forecast.as_ref(), decision);
         Self {

@@ -62,12 +62,7 @@ fn answered(confidence: &[f32], correct: &[bool], threshold: Option<f32>) -> (us
 }
 
 /// Choose the threshold on dev and measure it on test.
-pub fn selective(
-    row: &str,
-    required: f64,
-    dev: (&[f32], &[bool]),
-    test: (&[f32], &[bool]),
-) -> SelectiveResult {
+pub fn selective(row: &str, required: f64, dev: (&[f32], &[bool]), test: (&[f32], &[bool])) -> SelectiveResult {
     let threshold = choose_threshold(dev.0, dev.1, required);
     let (dev_answered, _) = answered(dev.0, dev.1, threshold);
     let (n_answered, right) = answered(test.0, test.1, threshold);

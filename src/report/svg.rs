@@ -290,8 +290,10 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
         let clamp = |v: f64| y((v * 100.0).clamp(lo, hi));
         for (band, opacity) in [(0usize, 0.12), (1usize, 0.22)] {
             let pick = |p: &crate::forecast::ForecastPoint| if band == 0 { p.band95 } else { p.band80 };
-            let upper: Vec<String> = f.forecast.curve.iter().map(|p| format!("{:.1},{:.1}", x.at(p.labels as f64), clamp(pick(p).hi))).collect();
-            let lower: Vec<String> = f.forecast.curve.iter().rev().map(|p| format!("{:.1},{:.1}", x.at(p.labels as f64), clamp(pick(p).lo))).collect();
+            let upper: Vec<String> =
+                f.forecast.curve.iter().map(|p| format!("{:.1},{:.1}", x.at(p.labels as f64), clamp(pick(p).hi))).collect();
+            let lower: Vec<String> =
+                f.forecast.curve.iter().rev().map(|p| format!("{:.1},{:.1}", x.at(p.labels as f64), clamp(pick(p).lo))).collect();
             let _ = write!(
                 out,
                 r#"<polygon points="{} {}" fill="{TUNED_COLOUR}" fill-opacity="{opacity}" stroke="none"><title>forecast {}% band</title></polygon>"#,
@@ -301,7 +303,11 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
             );
         }
         let fit: Vec<String> = f.forecast.curve.iter().map(|p| format!("{:.1},{:.1}", x.at(p.labels as f64), clamp(p.accuracy))).collect();
-        let _ = write!(out, r#"<polyline points="{}" fill="none" stroke="{TUNED_COLOUR}" stroke-width="1.5" stroke-dasharray="4 3"/>"#, fit.join(" "));
+        let _ = write!(
+            out,
+            r#"<polyline points="{}" fill="none" stroke="{TUNED_COLOUR}" stroke-width="1.5" stroke-dasharray="4 3"/>"#,
+            fit.join(" ")
+        );
     }
     for d in x.decades() {
         line(&mut out, (x.at(d), TOP), (x.at(d), HEIGHT - BOTTOM), GRID, 1.0, Some("2 3"));

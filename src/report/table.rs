@@ -197,7 +197,9 @@ pub fn render(report: &CompareReport) -> String {
             ]);
         }
         let prompt = report.flexibility[0].prompt.as_str();
-        out.push_str(&format!("\nFlexibility: {prompt} (chosen on dev) and the tuned model on the same seeded sample of each shifted set\n{t}\n"));
+        out.push_str(&format!(
+            "\nFlexibility: {prompt} (chosen on dev) and the tuned model on the same seeded sample of each shifted set\n{t}\n"
+        ));
     }
 
     if !report.selective.is_empty() {
@@ -313,7 +315,11 @@ fn forecast_section(f: &super::labels::LabelsForecast) -> String {
     t.set_header(["labels", "forecast accuracy", "80% band", "95% band"]);
     let band = |b: crate::stats::Interval| format!("{:.1}–{:.1}%", b.lo * 100.0, b.hi * 100.0);
     for (what, p) in std::iter::once(("today", &f.at_available)).chain(f.forecast.points.iter().map(|p| ("", p))) {
-        let label = if what.is_empty() { format!("{}×: {}", p.labels / f.available.max(1), count(p.labels as u64)) } else { format!("{what}: {}", count(p.labels as u64)) };
+        let label = if what.is_empty() {
+            format!("{}×: {}", p.labels / f.available.max(1), count(p.labels as u64))
+        } else {
+            format!("{what}: {}", count(p.labels as u64))
+        };
         t.add_row(vec![Cell::new(label), right(percent(p.accuracy)), right(band(p.band80)), right(band(p.band95))]);
     }
     let mut out = format!(
@@ -325,8 +331,18 @@ fn forecast_section(f: &super::labels::LabelsForecast) -> String {
         count(f.forecast.limit as u64)
     );
     out.push_str(&match f.crossover {
-        Some(x) => format!("Crossover: the tuned model's 80% band passes {} ({}) at about {} labels.\n", f.reference, percent(f.reference_accuracy), count(x as u64)),
-        None => format!("Crossover: the tuned model's 80% band does not pass {} ({}) within {} labels.\n", f.reference, percent(f.reference_accuracy), count(f.forecast.limit as u64)),
+        Some(x) => format!(
+            "Crossover: the tuned model's 80% band passes {} ({}) at about {} labels.\n",
+            f.reference,
+            percent(f.reference_accuracy),
+            count(x as u64)
+        ),
+        None => format!(
+            "Crossover: the tuned model's 80% band does not pass {} ({}) within {} labels.\n",
+            f.reference,
+            percent(f.reference_accuracy),
+            count(f.forecast.limit as u64)
+        ),
     });
     out.push_str(&match (&f.held_out, &f.held_out_note) {
         (Some(h), _) => format!(

@@ -62,7 +62,8 @@ pub(super) fn demonstration_candidates(s: &Searcher, base: &Candidate, train: &[
     let bare = prompter.prefix_tokens(&[])?.len();
     let overhead = prompter.prefix_tokens(&[Demo { text: String::new(), label: 0 }])?.len().saturating_sub(bare);
     let sample = &train[..train.len().min(4000)];
-    let lengths: Vec<usize> = sample.iter().map(|e| s.loaded.tokenizer.encode(e.text.as_str(), false).map_or(usize::MAX, |t| t.len())).collect();
+    let lengths: Vec<usize> =
+        sample.iter().map(|e| s.loaded.tokenizer.encode(e.text.as_str(), false).map_or(usize::MAX, |t| t.len())).collect();
     let mut out = Vec::new();
     for per in [1usize, 2, 4] {
         let k = per * n_labels;
@@ -81,7 +82,13 @@ pub(super) fn demonstration_candidates(s: &Searcher, base: &Candidate, train: &[
             let demos = sample_demos(&pool, n_labels, k, seed)?;
             for (o, order) in demo_orders(&demos, s.opts.orders, seed).into_iter().enumerate() {
                 out.push(Candidate {
-                    name: format!("{}, {per} demonstration{} per label (draw {}, order {})", base.name, if per == 1 { "" } else { "s" }, draw + 1, o + 1),
+                    name: format!(
+                        "{}, {per} demonstration{} per label (draw {}, order {})",
+                        base.name,
+                        if per == 1 { "" } else { "s" },
+                        draw + 1,
+                        o + 1
+                    ),
                     demos: order,
                     demos_key: format!("{per}/{draw}/{o}"),
                     ..base.clone()
@@ -91,4 +98,3 @@ pub(super) fn demonstration_candidates(s: &Searcher, base: &Candidate, train: &[
     }
     Ok(out)
 }
-

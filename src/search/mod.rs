@@ -296,14 +296,20 @@ impl Searcher<'_> {
         // Word sets and calibration reuse passes already made: nothing to save by cutting them.
         let free = matches!(stage, "label words" | "calibration");
         let rule = if free { DropRule { keep: usize::MAX, ..self.opts.rule } } else { self.opts.rule };
-        (self.opts.progress)(&format!("{stage}: {} candidates (leader {:.1}% on dev)", candidates.len(), accuracy(&leader_correct) * 100.0));
+        (self.opts.progress)(&format!(
+            "{stage}: {} candidates (leader {:.1}% on dev)",
+            candidates.len(),
+            accuracy(&leader_correct) * 100.0
+        ));
         let out = race::race(candidates.len() + 1, &slices, rule, |i, r| {
             if i == 0 { Ok(leader_correct[r].to_vec()) } else { self.correct_on(&candidates[i - 1], r) }
         })?;
         let free = out.correct[0].len().min(self.n());
         self.evaluations += out.evaluations - free.min(out.evaluations);
         let first = self.tried.len();
-        for ((candidate, correct), dropped) in candidates.into_iter().zip(out.correct.into_iter().skip(1)).zip(out.dropped.into_iter().skip(1)) {
+        for ((candidate, correct), dropped) in
+            candidates.into_iter().zip(out.correct.into_iter().skip(1)).zip(out.dropped.into_iter().skip(1))
+        {
             self.tried.push(Tried { candidate, stage: stage.into(), correct, dropped });
         }
         if out.winner > 0 {
@@ -311,7 +317,12 @@ impl Searcher<'_> {
         }
         self.point(stage);
         let p = &self.curve[self.curve.len() - 1];
-        (self.opts.progress)(&format!("{stage} done at {:.1} min: leader {} ({:.1}% on dev)", p.minutes, p.leader, p.best_dev_accuracy * 100.0));
+        (self.opts.progress)(&format!(
+            "{stage} done at {:.1} min: leader {} ({:.1}% on dev)",
+            p.minutes,
+            p.leader,
+            p.best_dev_accuracy * 100.0
+        ));
         Ok(())
     }
 
@@ -506,7 +517,9 @@ impl Searcher<'_> {
                     Some((Dropped::Behind, m)) => {
                         format!("eliminated on dev at n = {m}: behind the leader (one-sided paired p < {})", self.opts.rule.alpha)
                     }
-                    Some((Dropped::Budget, m)) => format!("eliminated on dev at n = {m}: beyond the {} kept per round", self.opts.rule.keep),
+                    Some((Dropped::Budget, m)) => {
+                        format!("eliminated on dev at n = {m}: beyond the {} kept per round", self.opts.rule.keep)
+                    }
                 };
                 CandidateResult {
                     name: t.candidate.name.clone(),

@@ -45,7 +45,14 @@ pub fn rank_candidates(class_means: &[Vec<f32>], word: &dyn Fn(u32) -> bool, n: 
 
 /// Mean full-vocabulary log-probabilities after `prompter`'s zero-shot prompt, per label, over
 /// up to `per_label` train examples of each label (the first ones of the seeded split).
-pub fn class_means(loaded: &LoadedModel, prompter: &Prompter, train: &[Example], n_labels: usize, per_label: usize, max_len: usize) -> Result<Vec<Vec<f32>>> {
+pub fn class_means(
+    loaded: &LoadedModel,
+    prompter: &Prompter,
+    train: &[Example],
+    n_labels: usize,
+    per_label: usize,
+    max_len: usize,
+) -> Result<Vec<Vec<f32>>> {
     let vocab = loaded.model.cfg.vocab_size;
     let every = LabelTokens { seqs: (0..vocab as u32).map(|t| vec![t]).collect(), mean: false };
     let mut means = vec![vec![0f32; vocab]; n_labels];
