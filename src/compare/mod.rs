@@ -137,8 +137,7 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     let shifted_s = per_example * (1.0 + ADAPTER_SCORING_COST) * (shifted_n * c.shifted.len()) as f64;
     // Selective prediction scores both systems on the dev sample and the test examples again.
     let selective_s = per_example * (1.0 + ADAPTER_SCORING_COST) * (sets.dev.examples.len() + sets.test.examples.len()) as f64;
-    let shifted_s = shifted_s + selective_s;
-    let share = training_share(cfg, &prompt_seconds, &stages, outside, shifted_s);
+    let share = training_share(cfg, &prompt_seconds, &stages, outside, shifted_s + selective_s);
     if let Some(s) = &share {
         eprintln!(
             "compare: {:.1} of the compare.max_minutes = {} budget spent, ~{:.1} min estimated after training: the fine-tuning run gets {:.1} min",
@@ -182,19 +181,19 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
         });
     }
 
-    // 3c. Flexibility: the prompt chosen on dev and the tuned model on the shifted data sets.
-    let shifted = match crate::report::best_prompt(&rows).map(|r| r.name.clone()) {
-        Some(prompt) if !c.shifted.is_empty() => measure_shifted(cfg, loaded, &sets, &tuned, &prompt, opts.fresh || trained_now)?,
-        _ => Vec::new(),
+    // 3c. Flexibility: the prompt chosen on dev and the tuned model on the shifted data sets;
+    // 3d. answering only when sure: both systems' label probabilities on dev and test.
+    let (shifted, confidence) = match crate::report::best_prompt(&rows).map(|r| r.name.clone()) {
+        Some(prompt) => {
+            let fresh = opts.fresh || trained_now;
+            let shifted = if c.shifted.is_empty() { Vec::new() } else { measure_shifted(cfg, loaded, &sets, &tuned, &prompt, fresh)? };
+            (shifted, measure_confidence(cfg, loaded, &sets, &tuned, &prompt, limit, fresh)?)
+        }
+        None => (Vec::new(), Vec::new()),
     };
     for (r, now) in &shifted {
         stages.push(Stage::new(format!("flexibility on {}", r.name), r.seconds, *now));
     }
-    // 3d. Answering only when sure: both systems' label probabilities on dev and test.
-    let confidence = match crate::report::best_prompt(&rows).map(|r| r.name.clone()) {
-        Some(prompt) => measure_confidence(cfg, loaded, &sets, &tuned, &prompt, limit, opts.fresh || trained_now)?,
-        None => Vec::new(),
-    };
     for (r, now) in &confidence {
         stages.push(Stage::new(format!("{} on dev and test (selective prediction)", r.row), r.seconds, *now));
     }
