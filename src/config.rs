@@ -363,6 +363,10 @@ pub struct DecisionConfig {
     /// "As accurate" margin (0 to 1): the tuned model counts as at least as accurate as the best
     /// prompt when the lower bound of the paired 95% interval of (tuned − prompt) is above −margin.
     pub equivalence_margin: f64,
+    /// Whether the application may pass unsure requests to a person: the required-accuracy
+    /// question then compares the share each system answers at that accuracy (threshold chosen
+    /// on dev) instead of its accuracy on all requests.
+    pub abstain: bool,
 }
 
 impl Default for DecisionConfig {
@@ -374,9 +378,13 @@ impl Default for DecisionConfig {
             required_accuracy: 0.90,
             plateau_points: 3.0,
             equivalence_margin: 0.01,
+            abstain: false,
         }
     }
 }
+
+/// Label counts from which a learning-curve point runs one seed (`compare.curve_seeds` below).
+pub const CURVE_SEEDS_BELOW: usize = 500;
 
 /// `[compare]`: what `wick compare` measures, sized to fit a CPU budget.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -395,11 +403,18 @@ pub struct CompareConfig {
     pub retrieval_pool: usize,
     /// Label counts of the extra fine-tuning runs of the learning curve (the full run is the last point).
     pub learning_curve: Vec<usize>,
-    /// Seeds of each learning-curve run below 1,000 labels (a point is their mean with min–max).
+    /// Seeds of each learning-curve run below [`CURVE_SEEDS_BELOW`] labels, where seed variance
+    /// is largest (a point is their mean with min–max); one seed from there on.
     pub curve_seeds: usize,
     /// Epoch budget of each learning-curve run (early stopping and `train.max_minutes` apply as
     /// in the full run); a small subset needs several passes, not the full run's one.
     pub curve_epochs: f64,
+    /// Each learning-curve run chooses its checkpoint on the first this many of the dev sample
+    /// (at most `train.eval_examples`; 0: as the full run).
+    pub curve_dev_examples: usize,
+    /// Each learning-curve point is measured on the first this many test examples (a seeded
+    /// sample: the split is shuffled), the full run's and the best prompt's too (0: all).
+    pub curve_test_examples: usize,
     /// Scoring batch size.
     pub batch_size: usize,
     /// Choices (best prompt strategy, tuned checkpoint) are made on a seeded sample of this many
@@ -431,9 +446,11 @@ impl Default for CompareConfig {
             strategies: ["zero-shot", "few-shot", "calibrated", "retrieval", "cot"].map(String::from).to_vec(),
             tuned_strategies: ["few-shot", "retrieval"].map(String::from).to_vec(),
             retrieval_pool: 2000,
-            learning_curve: vec![100, 1000],
+            learning_curve: vec![50, 100, 200, 500, 1000],
             curve_seeds: 3,
             curve_epochs: 3.0,
+            curve_dev_examples: 250,
+            curve_test_examples: 600,
             batch_size: 16,
             dev_examples: 500,
             consistency_examples: 300,

@@ -19,7 +19,7 @@ fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results
     let cfg = tiny_config(tmp.path(), &model, &format!("{TRAIN}\nmax_steps = 4"));
     let mut text = std::fs::read_to_string(&cfg)?;
     text.push_str(
-        "[compare]\nlimit = 12\nstrategies = [\"zero-shot\", \"few-shot\", \"calibrated\", \"retrieval\"]\nretrieval_pool = 40\nlearning_curve = [8, 20]\nbatch_size = 4\nsearch_minutes = 0\n",
+        "[compare]\nlimit = 12\nstrategies = [\"zero-shot\", \"few-shot\", \"calibrated\", \"retrieval\"]\nretrieval_pool = 40\nlearning_curve = [8, 20]\ncurve_test_examples = 8\nbatch_size = 4\nsearch_minutes = 0\n",
     );
     text = text.replace("[prompt]\n", "[prompt]\nk_shot = 2\n");
     std::fs::write(&cfg, text)?;
@@ -105,7 +105,15 @@ fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results
     assert_eq!(notes.len(), 1);
     assert!(notes[0].as_str().unwrap().starts_with("20 labels not run"), "{notes:?}");
     assert!(!tmp.path().join("ck/run-labels-20").exists());
-    assert_eq!(curve[1]["accuracy"], tuned["metrics"]["accuracy"]);
+    // Every curve point is measured on the first 8 test examples (compare.curve_test_examples):
+    // the curve runs scored only those, and the full run's point is its accuracy on them.
+    assert!(curve.iter().all(|p| p["test_examples"] == 8), "{curve:?}");
+    let gold: Vec<u64> = report["gold"].as_array().unwrap().iter().map(|g| g.as_u64().unwrap()).collect();
+    let predicted: Vec<u64> = tuned["predicted"].as_array().unwrap().iter().map(|g| g.as_u64().unwrap()).collect();
+    let right = (0..8).filter(|&i| predicted[i] == gold[i]).count();
+    assert_eq!(curve[1]["accuracy"].as_f64().unwrap(), right as f64 / 8.0);
+    let curve_run = std::fs::read_dir(tmp.path().join("ck/run-labels-8-seed-42/eval"))?.next().unwrap()?.path();
+    assert_eq!(read_json(&curve_run.join("test/metrics.json"))["metrics"]["n"], 8);
     for seed in [42, 43, 44] {
         assert!(tmp.path().join(format!("ck/run-labels-8-seed-{seed}")).is_dir());
     }

@@ -100,9 +100,16 @@ fn header(train_labels: usize) -> ReportHeader {
 
 fn curve() -> Vec<CurvePoint> {
     vec![
-        CurvePoint { labels: 100, accuracy: 0.705, macro_f1: 0.7, train_time_s: 31.0, seed_accuracies: vec![0.69, 0.705, 0.72] },
-        CurvePoint { labels: 1000, accuracy: 0.82, macro_f1: 0.819, train_time_s: 240.0, seed_accuracies: vec![] },
-        CurvePoint { labels: 8530, accuracy: 0.885, macro_f1: 0.884, train_time_s: 1834.0, seed_accuracies: vec![] },
+        CurvePoint {
+            labels: 100,
+            accuracy: 0.705,
+            macro_f1: 0.7,
+            train_time_s: 31.0,
+            seed_accuracies: vec![0.69, 0.705, 0.72],
+            test_examples: 0,
+        },
+        CurvePoint { labels: 1000, accuracy: 0.82, macro_f1: 0.819, train_time_s: 240.0, seed_accuracies: vec![], test_examples: 0 },
+        CurvePoint { labels: 8530, accuracy: 0.885, macro_f1: 0.884, train_time_s: 1834.0, seed_accuracies: vec![], test_examples: 0 },
     ]
 }
 
@@ -286,6 +293,53 @@ fn required_accuracy_reached_by_neither_says_so() {
     rows[4] = tuned_row(120, 0.9);
     let rec = build(rows, 8530, &quiet, &DecisionConfig { required_accuracy: 0.95, ..DecisionConfig::default() }).recommendation;
     assert_eq!(rec.choice, Choice::Prompt { strategy: "retrieval".into() });
+}
+
+/// One system's selective figures on 200 dev and 200 test examples: on dev the `dev` most
+/// confident are right and the rest wrong (so the threshold keeps exactly those); on test the
+/// `test` most confident clear that threshold, right, and the rest fall below it.
+fn answering(row: &str, dev: usize, test: usize) -> report::selective::SelectiveResult {
+    let dev_conf: Vec<f32> = (0..200).map(|i| 0.99 - i as f32 * 0.002).collect();
+    let dev_ok: Vec<bool> = (0..200).map(|i| i < dev).collect();
+    let test_conf: Vec<f32> = (0..200).map(|i| if i < test { 0.995 } else { 0.1 }).collect();
+    report::selective::selective(row, 0.95, (&dev_conf, &dev_ok), (&test_conf, &vec![true; 200]))
+}
+
+#[test]
+fn with_abstain_the_required_accuracy_question_compares_the_shares_answered() {
+    let quiet = CostConfig { monthly_requests: 1_000, ..CostConfig::default() };
+    let decision = DecisionConfig { required_accuracy: 0.95, ..DecisionConfig::default() };
+    // On all requests neither reaches 95%; the tuned model is the more accurate.
+    let all_requests = build(realistic_rows(), 8530, &quiet, &decision).recommendation;
+    assert_eq!(all_requests.choice, Choice::FineTune);
+    assert!(all_requests.steps.last().unwrap().question.contains("decision.abstain = false"), "the rule is named");
+
+    // Answering only when sure, the tuned model answers 150 of 200, retrieval 60: fine-tune.
+    let with = |prompt: usize, tuned: usize, abstain: bool| {
+        let mut r = build(realistic_rows(), 8530, &quiet, &decision);
+        r.add_selective(vec![answering("retrieval", prompt, prompt), answering("fine-tuned (LoRA)", tuned, tuned)], abstain);
+        r
+    };
+    let r = with(60, 150, true).recommendation;
+    let last = r.steps.last().unwrap();
+    assert!(last.decided && last.question.contains("decision.abstain = true"), "{last:?}");
+    assert_eq!((r.choice.clone(), last.answer.as_str()), (Choice::FineTune, "fine-tuning answers more"));
+    assert!(last.measured.contains("75.0%") && last.measured.contains("30.0%"), "{}", last.measured);
+    assert!(last.measured.contains("90 against 0"), "the paired test counts the requests one answers alone: {}", last.measured);
+    assert_eq!(r.steps.len(), all_requests.steps.len(), "the all-requests step is replaced, not added to");
+
+    // The prompt answers more: prompt. Shares the paired test cannot tell apart: prompt, no training.
+    let r = with(150, 60, true).recommendation;
+    assert_eq!(r.choice, Choice::Prompt { strategy: "retrieval".into() });
+    let r = with(100, 103, true).recommendation;
+    assert_eq!(r.steps.last().unwrap().answer, "indistinguishable shares");
+    assert_eq!(r.choice, Choice::Prompt { strategy: "retrieval".into() });
+
+    // Without abstain the shares are stated and the all-requests rule decides.
+    let r = with(60, 150, false).recommendation;
+    assert_eq!(r.choice, all_requests.choice);
+    assert_eq!(r.steps.len(), all_requests.steps.len() + 1);
+    assert!(!r.steps[r.steps.len() - 2].decided && r.steps.last().unwrap().question.contains("decision.abstain = false"));
 }
 
 /// Gold labels of `n` balanced examples, and predictions right on exactly the examples `right`
@@ -569,7 +623,7 @@ fn degenerate_reports_render_without_panicking() {
     let mut r = CompareReport::new(
         header(0),
         rows,
-        vec![CurvePoint { labels: 0, accuracy: 1.0, macro_f1: 1.0, train_time_s: 0.0, seed_accuracies: vec![] }],
+        vec![CurvePoint { labels: 0, accuracy: 1.0, macro_f1: 1.0, train_time_s: 0.0, seed_accuracies: vec![], test_examples: 0 }],
         None,
         &CostConfig { gpu_hour: 2.0, ..CostConfig::default() },
         &DecisionConfig::default(),
@@ -742,4 +796,45 @@ fn the_report_forecasts_from_its_learning_curve() {
     assert!(text.contains("Labels-needed forecast") && text.contains("Held-out check: not possible"), "{text}");
     let json = serde_json::to_string(&r).unwrap();
     assert_eq!(serde_json::from_str::<CompareReport>(&json).unwrap(), r);
+}
+
+/// A curve measured on the first 100 of 200 test examples: the prompt's line to pass is its
+/// accuracy on those 100, the bands' test noise is 100 examples', and the held-out check reaches
+/// the full run at 10.24× the largest point at ≤ 1,000 labels, saying it is past the 10×.
+#[test]
+fn a_curve_on_a_test_sample_is_compared_with_the_prompt_on_the_same_sample() {
+    // The prompt is right on 60 of the first 100 and on all of the last 100 (80% overall).
+    let (gold, pred) = paired_predictions(200, |i| i >= 100 || i % 5 < 3);
+    let (_, tuned) = paired_predictions(200, |i| i % 10 < 9);
+    let rows = vec![
+        row_with_predictions("zero-shot", RowKind::Prompt, &gold, pred, 0.8),
+        row_with_predictions("fine-tuned (LoRA)", RowKind::FineTuned, &gold, tuned, 0.9),
+    ];
+    let point = |labels: usize, accuracy: f64, seeds: usize| CurvePoint {
+        labels,
+        accuracy,
+        macro_f1: accuracy,
+        train_time_s: 1.0,
+        seed_accuracies: vec![accuracy; seeds],
+        test_examples: 100,
+    };
+    let curve = vec![
+        point(50, 0.70, 3),
+        point(100, 0.75, 3),
+        point(200, 0.79, 3),
+        point(500, 0.83, 1),
+        point(1000, 0.85, 1),
+        point(10_240, 0.88, 1),
+    ];
+    let quiet = CostConfig { monthly_requests: 1_000, ..CostConfig::default() };
+    let header = ReportHeader { test_examples: 200, gold, ..header(10_255) };
+    let r = CompareReport::new(header, rows, curve, None, &quiet, &DecisionConfig::default());
+    let f = r.forecast.as_ref().unwrap();
+    assert_eq!((f.reference_accuracy, f.test_examples), (0.6, 100), "the prompt on the curve's 100 examples, not its 80% on 200");
+    let h = f.held_out.as_ref().expect("four counts at ≤ 1,000 labels fit the held-out check");
+    assert_eq!(h.labels, 10_240);
+    assert!((h.reach - 10.24).abs() < 1e-9 && h.reach_note().contains("10.2×"), "{}", h.reach_note());
+    assert!(h.forecast.band95.lo < h.forecast.accuracy && h.forecast.accuracy < h.forecast.band95.hi);
+    let text = report::render_terminal(&r);
+    assert!(text.contains("on the first 100 test examples") && text.contains("past the 10×"), "{text}");
 }

@@ -157,12 +157,21 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
         dev_accuracy: Some(tuned.best_dev_accuracy),
         ..report_row("fine-tuned (LoRA)".into(), RowKind::FineTuned, &tuned.eval)
     });
+    // The full run's curve point is on the curve's test sample, as the other points are.
+    let sample = curve_test_sample(cfg, &sets.test);
+    let (full_accuracy, full_f1) = if sample < sets.test.examples.len() && tuned.eval.predicted.len() >= sample {
+        let m = Metrics::compute(&gold(&sets.test)[..sample], &tuned.eval.predicted[..sample], &[], &[], &[], &cfg.data.labels);
+        (m.accuracy, m.macro_f1)
+    } else {
+        (tuned.eval.metrics.accuracy, tuned.eval.metrics.macro_f1)
+    };
     curve.push(CurvePoint {
         labels: tuned.labels_seen,
-        accuracy: tuned.eval.metrics.accuracy,
-        macro_f1: tuned.eval.metrics.macro_f1,
+        accuracy: full_accuracy,
+        macro_f1: full_f1,
         train_time_s: tuned.train_seconds,
-        seed_accuracies: vec![tuned.eval.metrics.accuracy],
+        seed_accuracies: vec![full_accuracy],
+        test_examples: sample,
     });
 
     // 3b. The tuned model under prompt strategies: the seed's "combining both". A new checkpoint
@@ -224,6 +233,7 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
             .iter()
             .map(|(r, _)| crate::report::selective::selective(&r.row, required, (&r.dev.0, &r.dev.1), (&r.test.0, &r.test.1)))
             .collect(),
+        cfg.decision.abstain,
     );
     report.selections = selections(&report, &sets, &tuned, cfg);
     report.notes = notes(cfg, &sets, &tuned, limit, opts, &stages);

@@ -355,6 +355,9 @@ pub(super) fn learning_curve(
     let draws = t.max_steps * t.effective_batch();
     let mut curve = Vec::new();
     let mut notes = Vec::new();
+    let sample = curve_test_sample(cfg, &sets.test);
+    let test_sample =
+        EvalSet { name: sets.test.name.clone(), source: sets.test.source.clone(), examples: sets.test.examples[..sample].to_vec() };
     for &n in cfg.compare.learning_curve.iter().filter(|&&n| n > 0 && n < sets.train.len()) {
         if t.max_steps > 0 && n >= draws {
             notes.push(format!(
@@ -366,7 +369,7 @@ pub(super) fn learning_curve(
             ));
             continue;
         }
-        let seeds = if n < 1000 { cfg.compare.curve_seeds } else { 1 };
+        let seeds = if n < crate::config::CURVE_SEEDS_BELOW { cfg.compare.curve_seeds } else { 1 };
         let mut runs: Vec<Tuned> = Vec::new();
         for k in 0..seeds {
             let mut sub = cfg.clone();
@@ -378,10 +381,13 @@ pub(super) fn learning_curve(
             // Early stopping must be able to act within a small subset's few steps.
             let steps_per_epoch = n.div_ceil(t.effective_batch()).max(1);
             sub.train.eval_every = if t.max_steps > 0 { t.max_steps } else { t.eval_every.min(steps_per_epoch) };
-            let key = tuned_key(&sub, limit, 0);
+            if cfg.compare.curve_dev_examples > 0 {
+                sub.train.eval_examples = sub.train.eval_examples.min(cfg.compare.curve_dev_examples);
+            }
+            let key = format!("{}|test sample {sample}", tuned_key(&sub, limit, 0));
             let name = format!("curve-{n}-seed-{}", sub.train.seed);
             let (run, now) =
-                cached(&out_dir, &name, &key, opts.fresh, || train_and_eval(&sub, loaded, Some(n), None, &sets.test, 0, limit))?;
+                cached(&out_dir, &name, &key, opts.fresh, || train_and_eval(&sub, loaded, Some(n), None, &test_sample, 0, limit))?;
             stages.push(Stage::new(
                 format!("learning curve {n} labels, seed {}", sub.train.seed),
                 run.train_seconds + run.eval_seconds,
@@ -396,9 +402,19 @@ pub(super) fn learning_curve(
             macro_f1: mean(&|r| r.eval.metrics.macro_f1),
             train_time_s: mean(&|r| r.train_seconds),
             seed_accuracies: runs.iter().map(|r| r.eval.metrics.accuracy).collect(),
+            test_examples: sample,
         });
     }
     Ok((curve, notes))
+}
+
+/// How many of the first test examples the learning curve is measured on:
+/// `compare.curve_test_examples`, at most the whole split (0: all of it).
+pub(super) fn curve_test_sample(cfg: &Config, test: &EvalSet) -> usize {
+    match cfg.compare.curve_test_examples {
+        0 => test.examples.len(),
+        k => k.min(test.examples.len()),
+    }
 }
 
 /// The prompt search on dev and its chosen prompt on the test examples.

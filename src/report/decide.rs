@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::format::{count, money, percent, volume};
+use super::selective::SelectiveResult;
 use super::{CostReport, PlateauCheck, StrategyRow, best_prompt, find_comparison, tuned};
 use crate::config::DecisionConfig;
 use crate::stats::PairedComparison;
@@ -261,7 +262,7 @@ pub fn recommend(
     };
     steps.push(DecisionStep {
         question: format!(
-            "Accuracy of at least {} required: who reaches it (rule: the 95% interval's lower bound is at least {})?",
+            "{REQUIRED_QUESTION} {} required: who reaches it on all requests (rule: the 95% interval's lower bound is at least {}; decision.abstain = false)?",
             percent(required),
             percent(required)
         ),
@@ -270,6 +271,100 @@ pub fn recommend(
         decided: true,
     });
     Recommendation { choice, headline, steps }
+}
+
+/// How the required-accuracy question starts (the step [`decide_by_coverage`] replaces).
+const REQUIRED_QUESTION: &str = "Accuracy of at least";
+
+/// The required-accuracy question for an application that passes unsure requests to a person
+/// (`decision.abstain = true`): each system answers the test requests whose confidence reaches
+/// the threshold chosen on dev, and the one that answers more of them wins when the paired
+/// exact McNemar test on "answered or not" says so (p < 0.05); equal shares keep prompting,
+/// which needs no training. Replaces the all-requests step when that one decided the walk;
+/// a walk decided earlier is left as it is.
+pub fn decide_by_coverage(rec: &mut Recommendation, prompt: &SelectiveResult, tuned: &SelectiveResult) {
+    let Some(last) = rec.steps.last() else { return };
+    if !last.decided || !last.question.starts_with(REQUIRED_QUESTION) {
+        return;
+    }
+    let required = tuned.required;
+    let shown = |r: &SelectiveResult| {
+        format!(
+            "{} answers {} [{:.1}, {:.1}]{}",
+            r.row,
+            percent(r.coverage),
+            r.coverage_ci.lo * 100.0,
+            r.coverage_ci.hi * 100.0,
+            r.accuracy.map_or_else(|| " (no dev threshold reaches it)".to_string(), |a| format!(" at {} accuracy", percent(a)))
+        )
+    };
+    let (only_tuned, only_prompt) =
+        tuned.answered.iter().zip(&prompt.answered).fold((0, 0), |(b, c), (&t, &p)| (b + usize::from(t && !p), c + usize::from(p && !t)));
+    let p_value = crate::stats::mcnemar_exact(only_tuned, only_prompt);
+    let paired = !tuned.answered.is_empty() && tuned.answered.len() == prompt.answered.len();
+    let measured = format!(
+        "{}; {}{}",
+        shown(tuned),
+        shown(prompt),
+        if paired {
+            format!("; answered by one only: {only_tuned} against {only_prompt}, McNemar p = {}", p_value_text(p_value))
+        } else {
+            String::new()
+        }
+    );
+    let share = |r: &SelectiveResult| percent(r.coverage);
+    let (choice, answer, headline) = if paired && p_value < 0.05 && tuned.coverage > prompt.coverage {
+        (
+            Choice::FineTune,
+            "fine-tuning answers more".to_string(),
+            format!(
+                "Fine-tune: answering only when sure, {} answers {} of requests at ≥ {} accuracy, {} only {}.",
+                tuned.row,
+                share(tuned),
+                percent(required),
+                prompt.row,
+                share(prompt)
+            ),
+        )
+    } else if paired && p_value < 0.05 {
+        (
+            Choice::Prompt { strategy: prompt.row.clone() },
+            "prompting answers more".to_string(),
+            format!(
+                "Prompt with {}: answering only when sure, it answers {} of requests at ≥ {} accuracy, {} only {}.",
+                prompt.row,
+                share(prompt),
+                percent(required),
+                tuned.row,
+                share(tuned)
+            ),
+        )
+    } else {
+        (
+            Choice::Prompt { strategy: prompt.row.clone() },
+            "indistinguishable shares".to_string(),
+            format!(
+                "Prompt with {}: answering only when sure, it answers {} of requests at ≥ {} accuracy and {} {}, indistinguishable; prompting needs no training.",
+                prompt.row,
+                share(prompt),
+                percent(required),
+                tuned.row,
+                share(tuned)
+            ),
+        )
+    };
+    rec.steps.pop();
+    rec.steps.push(DecisionStep {
+        question: format!(
+            "{REQUIRED_QUESTION} {} required, answering only when sure (decision.abstain = true): who answers more requests at it (threshold chosen on dev, shares on test)?",
+            percent(required)
+        ),
+        measured,
+        answer,
+        decided: true,
+    });
+    rec.choice = choice;
+    rec.headline = headline;
 }
 
 /// Neither side reaches the required accuracy: the better one, when the paired test can tell them

@@ -113,11 +113,12 @@ pub fn render(report: &CompareReport) -> String {
         ));
         if let Some(h) = &f.held_out {
             curve_caption.push_str(&format!(
-                " Held-out check: from the points at ≤ 1,000 labels it forecast {} [{:.1}, {:.1}] at {} labels; measured {}{}.",
+                " Held-out check: from the points at ≤ 1,000 labels it forecast {} [{:.1}, {:.1}] at {} labels{}; measured {}{}.",
                 percent(h.forecast.accuracy),
                 h.forecast.band95.lo * 100.0,
                 h.forecast.band95.hi * 100.0,
                 count(h.labels as u64),
+                h.reach_note(),
                 percent(h.measured),
                 if h.inside95() { "" } else { ", outside the band" }
             ));

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{CurvePoint, StrategyRow, best_prompt};
-use crate::forecast::{CurveSample, Forecast, ForecastPoint, forecast};
+use crate::forecast::{CurveSample, Forecast, ForecastPoint, MAX_EXTRAPOLATION, forecast, forecast_within};
 
 /// Label counts up to which the held-out check fits (the full run's point is what it forecasts).
 pub const HELD_OUT_FIT_MAX: usize = 1000;
@@ -22,9 +22,22 @@ pub struct HeldOutCheck {
     pub measured: f64,
     /// What the smaller points forecast there.
     pub forecast: ForecastPoint,
+    /// The full run's labels over the largest fitted count (past [`MAX_EXTRAPOLATION`]: further
+    /// than a user's forecast may reach; the check goes up to twice that).
+    #[serde(default)]
+    pub reach: f64,
 }
 
 impl HeldOutCheck {
+    /// " (10.2× the largest fitted count, past the 10× a forecast may reach)" when it is past.
+    pub fn reach_note(&self) -> String {
+        if self.reach > MAX_EXTRAPOLATION {
+            format!(" ({:.1}× the largest fitted count, past the {MAX_EXTRAPOLATION:.0}× a forecast may reach)", self.reach)
+        } else {
+            String::new()
+        }
+    }
+
     /// Whether the measured point lies in the forecast's 95% band.
     pub fn inside95(&self) -> bool {
         self.forecast.band95.lo <= self.measured && self.measured <= self.forecast.band95.hi
@@ -40,8 +53,11 @@ pub struct LabelsForecast {
     pub available: usize,
     /// The best prompt (chosen on dev) and its test accuracy: the line to pass.
     pub reference: String,
-    /// Its test accuracy.
+    /// Its test accuracy (on the curve's test examples).
     pub reference_accuracy: f64,
+    /// Test examples the curve's points and the reference are measured on.
+    #[serde(default)]
+    pub test_examples: usize,
     /// The forecast at the labels available.
     pub at_available: ForecastPoint,
     /// Fewest labels at which the tuned model's 80% band lies above it (None: not within the limit).
@@ -63,29 +79,52 @@ fn samples(curve: &[CurvePoint]) -> Vec<CurveSample> {
         .collect()
 }
 
-/// The forecast for a report: None without a best prompt or without enough curve points.
+/// The forecast for a report: None without a best prompt or without enough curve points. The
+/// curve's points may be measured on the first `n` test examples only (their `test_examples`);
+/// the best prompt's accuracy, the line to pass, is then taken on the same examples (`gold`
+/// and its kept predictions), and the bands' test noise is that of `n` examples.
 pub fn labels_forecast(
     curve: &[CurvePoint],
     rows: &[StrategyRow],
     available: usize,
-    test_n: usize,
+    gold: &[usize],
     resamples: usize,
 ) -> Option<LabelsForecast> {
     let best = best_prompt(rows)?;
+    let sample = curve.iter().map(|p| p.test_examples).find(|&n| n > 0 && n < gold.len());
+    let (test_n, reference_accuracy) = match sample {
+        Some(n) if best.predicted.len() >= n => {
+            (n, best.predicted[..n].iter().zip(&gold[..n]).filter(|(p, g)| p == g).count() as f64 / n as f64)
+        }
+        _ => (best.metrics.n.max(gold.len()), best.metrics.accuracy),
+    };
     let all = samples(curve);
     let targets = [1, 2, 5, 10].map(|k| k * available.max(1));
     let mut f = forecast(&all, test_n, &targets, resamples, FORECAST_SEED)?;
     let at_available = f.points.iter().position(|p| p.labels == available.max(1)).map(|i| f.points.remove(i))?;
     let largest = all.iter().max_by_key(|s| s.labels)?;
     let small: Vec<CurveSample> = all.iter().filter(|s| s.labels <= HELD_OUT_FIT_MAX && s.labels < largest.labels).cloned().collect();
-    let (held_out, held_out_note) = match forecast(&small, test_n, &[largest.labels], resamples, FORECAST_SEED ^ 1) {
+    let fitted_max = small.iter().map(|s| s.labels).max().unwrap_or(0);
+    let reach = if fitted_max > 0 { largest.labels as f64 / fitted_max as f64 } else { f64::INFINITY };
+    let within = reach.max(MAX_EXTRAPOLATION);
+    let check = if reach <= 2.0 * MAX_EXTRAPOLATION {
+        forecast_within(&small, test_n, &[largest.labels], resamples, FORECAST_SEED ^ 1, within)
+    } else {
+        forecast(&small, test_n, &[], resamples, FORECAST_SEED ^ 1)
+    };
+    let (held_out, held_out_note) = match check {
         Some(h) if !h.points.is_empty() => {
             let measured = largest.seed_accuracies.iter().sum::<f64>() / largest.seed_accuracies.len() as f64;
-            (Some(HeldOutCheck { labels: largest.labels, measured, forecast: h.points[0].clone() }), None)
+            (Some(HeldOutCheck { labels: largest.labels, measured, forecast: h.points[0].clone(), reach }), None)
         }
-        Some(_) => {
-            (None, Some(format!("the full run's {} labels are beyond 10× the points at ≤ {HELD_OUT_FIT_MAX} labels", largest.labels)))
-        }
+        Some(_) => (
+            None,
+            Some(format!(
+                "the full run's {} labels are {reach:.0}× the largest point at ≤ {HELD_OUT_FIT_MAX} labels, beyond the {:.0}× a check may reach",
+                largest.labels,
+                2.0 * MAX_EXTRAPOLATION
+            )),
+        ),
         None => (
             None,
             Some(format!(
@@ -101,7 +140,8 @@ pub fn labels_forecast(
         forecast: f,
         available,
         reference: best.name.clone(),
-        reference_accuracy: best.metrics.accuracy,
+        reference_accuracy,
+        test_examples: test_n,
         held_out,
         held_out_note,
     })

@@ -87,6 +87,9 @@ pub struct CurvePoint {
     /// Test accuracy of each seed's run.
     #[serde(default)]
     pub seed_accuracies: Vec<f64>,
+    /// Test examples the point is measured on: the first this many (0: all of the split).
+    #[serde(default)]
+    pub test_examples: usize,
 }
 
 impl CurvePoint {
@@ -244,10 +247,21 @@ impl CompareReport {
 }
 
 impl CompareReport {
-    /// Add the selective-prediction results and a decision step that states them (it decides
-    /// nothing: the required-accuracy question keeps its all-requests rule).
-    pub fn add_selective(&mut self, results: Vec<selective::SelectiveResult>) {
+    /// Add the selective-prediction results. With `abstain` (`decision.abstain`) they answer the
+    /// required-accuracy question ([`decide::decide_by_coverage`]); otherwise a step states them
+    /// and decides nothing: the required-accuracy question keeps its all-requests rule.
+    pub fn add_selective(&mut self, results: Vec<selective::SelectiveResult>, abstain: bool) {
         if results.is_empty() {
+            return;
+        }
+        let tuned = self.rows.iter().find(|r| r.kind == RowKind::FineTuned).map(|r| r.name.clone());
+        let pair = tuned.and_then(|t| {
+            let tuned = results.iter().find(|r| r.row == t)?;
+            Some((results.iter().find(|r| r.row != t)?, tuned))
+        });
+        if let (true, Some((prompt, tuned))) = (abstain, pair) {
+            decide::decide_by_coverage(&mut self.recommendation, prompt, tuned);
+            self.selective = results;
             return;
         }
         let shown: Vec<String> = results
@@ -353,8 +367,7 @@ impl CompareReport {
         }
         let comparisons = paired_comparisons(&rows, gold, header.resamples);
         let cost = cost::estimate(&rows, prices);
-        let forecast =
-            labels::labels_forecast(&learning_curve, &rows, header.train_labels_available, header.test_examples, header.resamples);
+        let forecast = labels::labels_forecast(&learning_curve, &rows, header.train_labels_available, &header.gold, header.resamples);
         let recommendation =
             decide::recommend(&rows, &comparisons, header.train_labels_available, &cost, plateau.as_ref(), forecast.as_ref(), decision);
         Self {

@@ -31,6 +31,9 @@ pub struct SelectiveResult {
     pub accuracy_ci: Option<Interval>,
     /// Test examples.
     pub n: usize,
+    /// Whether each test example is answered (what the paired test of two systems' shares needs).
+    #[serde(skip)]
+    pub answered: Vec<bool>,
 }
 
 /// The lowest threshold on `confidence` whose answered dev examples are at least `required`
@@ -78,6 +81,7 @@ pub fn selective(row: &str, required: f64, dev: (&[f32], &[bool]), test: (&[f32]
         accuracy: (n_answered > 0).then(|| right as f64 / n_answered as f64),
         accuracy_ci: (n_answered > 0).then(|| wilson(right, n_answered, Z95)),
         n,
+        answered: test.0.iter().map(|&c| threshold.is_some_and(|t| c >= t)).collect(),
     }
 }
 

@@ -168,7 +168,11 @@ pub fn render(report: &CompareReport) -> String {
                 right(duration(p.train_time_s)),
             ]);
         }
-        out.push_str("\nLearning curve (fine-tuned on subsets of the labels; labels = distinct examples trained on)\n");
+        let on = match report.learning_curve.iter().map(|p| p.test_examples).find(|&n| n > 0 && n < report.header.test_examples) {
+            Some(n) => format!("; test accuracy on the first {} test examples, the full run's too", count(n as u64)),
+            None => String::new(),
+        };
+        out.push_str(&format!("\nLearning curve (fine-tuned on subsets of the labels; labels = distinct examples trained on{on})\n"));
         out.push_str(&curve.to_string());
         out.push('\n');
     }
@@ -323,11 +327,12 @@ fn forecast_section(f: &super::labels::LabelsForecast) -> String {
         t.add_row(vec![Cell::new(label), right(percent(p.accuracy)), right(band(p.band80)), right(band(p.band95))]);
     }
     let mut out = format!(
-        "\nLabels-needed forecast (acc(n) = {:.3} − {:.3}·n^−{:.2} fitted to the curve's points; bands: {} bootstrap resamples over seeds and test examples; no forecast beyond {} labels, 10× the largest measured)\n{t}\n",
+        "\nLabels-needed forecast (acc(n) = {:.3} − {:.3}·n^−{:.2} fitted to the curve's points; bands: {} bootstrap resamples over seeds and {} test examples; no forecast beyond {} labels, 10× the largest measured)\n{t}\n",
         fit.a,
         fit.b,
         fit.c,
         count(f.forecast.resamples as u64),
+        count(f.test_examples as u64),
         count(f.forecast.limit as u64)
     );
     out.push_str(&match f.crossover {
@@ -346,8 +351,9 @@ fn forecast_section(f: &super::labels::LabelsForecast) -> String {
     });
     out.push_str(&match (&f.held_out, &f.held_out_note) {
         (Some(h), _) => format!(
-            "Held-out check: fitted on the points at ≤ 1,000 labels only, the forecast at {} labels is {} [95%: {:.1}, {:.1}]; measured {}: {}.\n",
+            "Held-out check: fitted on the points at ≤ 1,000 labels only, the forecast at {} labels{} is {} [95%: {:.1}, {:.1}]; measured {}: {}.\n",
             count(h.labels as u64),
+            h.reach_note(),
             percent(h.forecast.accuracy),
             h.forecast.band95.lo * 100.0,
             h.forecast.band95.hi * 100.0,
