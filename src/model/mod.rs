@@ -66,15 +66,16 @@ pub fn select_device(name: &str) -> Result<Device> {
 }
 
 /// (activations and non-projection weights, projection weights) for a compute dtype on a device:
-/// f16 on the CPU is the f16 path (f16 projections on MKL's hgemm, all else f32), otherwise both
-/// are `dtype`.
+/// f16 and bf16 on the CPU are its half-precision paths (f16 projections on MKL's hgemm, bf16 on
+/// oneDNN, all else f32), otherwise both are `dtype`.
 pub fn storage_dtypes(dtype: DType, device: &Device) -> (DType, DType) {
-    if device.is_cpu() && dtype == DType::F16 { (DType::F32, DType::F16) } else { (dtype, dtype) }
+    if device.is_cpu() && matches!(dtype, DType::F16 | DType::BF16) { (DType::F32, dtype) } else { (dtype, dtype) }
 }
 
 /// The compute dtype for `model.dtype` on `device`: "auto" is f16 on CUDA, f32 on CPU. f16 on the
 /// CPU means f16 projection weights on MKL's hgemm with f32 activations (see `ops::half_gemm`),
-/// so it needs MKL; bf16 on the CPU runs candle's composite ops (slow: no fast bf16 GEMM here).
+/// so it needs MKL; bf16 on the CPU means bf16 projection weights on oneDNN's bf16 GEMM with f32
+/// activations (see `ops::onednn`), so it needs a bf16 CPU and oneDNN.
 pub fn resolve_dtype(name: &str, device: &Device) -> Result<DType> {
     let dtype = match name {
         "auto" if device.is_cuda() => DType::F16,
@@ -82,12 +83,28 @@ pub fn resolve_dtype(name: &str, device: &Device) -> Result<DType> {
         other => parse_dtype(other)?,
     };
     let (activations, projections) = storage_dtypes(dtype, device);
-    if projections != activations && !crate::ops::half_gemm_available() {
+    if projections == DType::F16 && activations != projections && !crate::ops::half_gemm_available() {
         return Err(Error::Config(
             "model.dtype = \"f16\" on the CPU runs the frozen projections on MKL's hgemm, which is not loaded \
              (run scripts/install-mkl, or use f32)"
                 .into(),
         ));
+    }
+    if projections == DType::BF16 && activations != projections {
+        let why = if !crate::ops::onednn::cpu_has_bf16() {
+            Some("this CPU has neither AVX512-BF16 nor AMX-BF16")
+        } else if !crate::ops::bf16_gemm_available() {
+            Some("oneDNN is not loaded (run scripts/install-onednn)")
+        } else if crate::ops::blas::blas().is_none() {
+            Some("no BLAS is loaded for the LoRA factors (run scripts/install-mkl or install-openblas)")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::Config(format!(
+                "model.dtype = \"bf16\" on the CPU runs the frozen projections on oneDNN's bf16 GEMM, but {why}; use f32 or auto"
+            )));
+        }
     }
     Ok(dtype)
 }

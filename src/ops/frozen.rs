@@ -4,6 +4,7 @@ use candle_core::{CpuStorage, Result, Storage, Tensor};
 
 use super::blas::Blas;
 use super::half_gemm::{HalfBounds, dy_w_half, x_wt_half};
+use super::onednn::{dy_w_bf16, x_wt_bf16};
 
 /// x·Wᵀ for a frozen weight W (out, in): the backward returns only the input gradient grad·W.
 ///
@@ -17,10 +18,12 @@ struct FrozenMatmul {
     backward: bool,
 }
 
-/// A frozen weight's data on the CPU: f32 for sgemm, f16 (with its bounds) for hgemm.
+/// A frozen weight's data on the CPU: f32 for sgemm, f16 (with its bounds) for hgemm, bf16 for
+/// oneDNN's bf16 GEMM.
 enum WeightData<'a> {
     F32(&'a [f32]),
     F16(&'a [half::f16], HalfBounds),
+    Bf16(&'a [half::bf16]),
 }
 
 /// Run `f` on the contiguous CPU data of `weight` (f32, or f16 with `bounds`, computed when None).
@@ -36,6 +39,7 @@ fn with_weight<T>(weight: &Tensor, bounds: Option<HalfBounds>, f: impl FnOnce(We
             let w = &v[a..b];
             f(WeightData::F16(w, bounds.unwrap_or_else(|| HalfBounds::of(w, rows, cols))))
         }
+        CpuStorage::BF16(v) => f(WeightData::Bf16(&v[a..b])),
         _ => candle_core::bail!("frozen weight of dtype {:?} has no BLAS path", weight.dtype()),
     })
 }
@@ -47,20 +51,28 @@ pub fn half_bounds(weight: &Tensor) -> Result<Option<HalfBounds>> {
     }
     with_weight(&weight.contiguous()?, None, |w| match w {
         WeightData::F16(_, bounds) => Some(bounds),
-        WeightData::F32(_) => None,
+        WeightData::F32(_) | WeightData::Bf16(_) => None,
     })
 }
 
-/// y (m, out) = x (m, in) · Wᵀ on the BLAS: sgemm for an f32 W, hgemm for an f16 one.
+/// oneDNN for a bf16 weight, or the error that says it is not loaded.
+fn the_onednn() -> Result<&'static super::onednn::OneDnn> {
+    super::onednn::onednn().ok_or_else(|| candle_core::Error::Msg("frozen matmul: bf16 weight but oneDNN is not loaded".into()))
+}
+
+/// y (m, out) = x (m, in) · Wᵀ on the BLAS: sgemm for an f32 W, hgemm for an f16 one, oneDNN's
+/// bf16 GEMM for a bf16 one.
 pub(super) fn blas_x_wt(blas: &Blas, x: &[f32], m: usize, weight: &Tensor, bounds: Option<HalfBounds>) -> Result<Vec<f32>> {
     let (n, k) = weight.dims2()?;
     with_weight(weight, bounds, |w| match w {
-        WeightData::F32(w) => blas.x_wt(x, w, m, k, n),
-        WeightData::F16(w, b) => x_wt_half(blas, x, m, k, w, n, b),
-    })
+        WeightData::F32(w) => Ok(blas.x_wt(x, w, m, k, n)),
+        WeightData::F16(w, b) => Ok(x_wt_half(blas, x, m, k, w, n, b)),
+        WeightData::Bf16(w) => Ok(x_wt_bf16(the_onednn()?, x, m, k, w, n)),
+    })?
 }
 
-/// dx (m, in) = dy (m, out) · W on the BLAS: sgemm for an f32 W, hgemm for an f16 one; added
+/// dx (m, in) = dy (m, out) · W on the BLAS: sgemm for an f32 W, hgemm for an f16 one, oneDNN
+/// for a bf16 one; added
 /// onto `acc` (m × in) when given.
 pub(super) fn blas_dy_w(
     blas: &Blas,
@@ -72,17 +84,18 @@ pub(super) fn blas_dy_w(
 ) -> Result<Vec<f32>> {
     let (n, k) = weight.dims2()?;
     with_weight(weight, bounds, |w| match (w, acc) {
-        (WeightData::F32(w), None) => blas.dy_w(dy, w, m, n, k),
+        (WeightData::F32(w), None) => Ok(blas.dy_w(dy, w, m, n, k)),
         (WeightData::F32(w), Some(mut acc)) => {
             blas.gemm(dy, (m, n), false, w, (n, k), false, 1.0, 1.0, &mut acc);
-            acc
+            Ok(acc)
         }
-        (WeightData::F16(w, b), None) => dy_w_half(blas, dy, m, n, w, k, b),
+        (WeightData::F16(w, b), None) => Ok(dy_w_half(blas, dy, m, n, w, k, b)),
         (WeightData::F16(w, b), Some(mut acc)) => {
             acc.iter_mut().zip(dy_w_half(blas, dy, m, n, w, k, b)).for_each(|(a, v)| *a += v);
-            acc
+            Ok(acc)
         }
-    })
+        (WeightData::Bf16(w), acc) => Ok(dy_w_bf16(the_onednn()?, dy, m, n, w, k, acc)),
+    })?
 }
 
 impl FrozenMatmul {
@@ -216,6 +229,34 @@ mod blas_tests {
         let g = (&y * &probe)?.sum_all()?.backward()?;
         let expected = probe.matmul(&w)?;
         assert!((g.get(x.as_tensor()).unwrap() - expected)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-4);
+        Ok(())
+    }
+
+    /// A bf16 weight (the CPU bf16 path on oneDNN): values and input gradient within bf16
+    /// rounding of the f32 product with the same (rounded) weight, and no weight gradient. On a
+    /// CPU without bf16 (or `WICK_CPU_BF16=off`) the path is not taken and a bf16 weight is refused
+    /// with a clear error instead of a wrong result.
+    #[test]
+    fn bf16_weight_matches_f32_within_bfloat16_precision() -> Result<()> {
+        let x = Var::randn(0f32, 1.0, (37, 53), &Device::Cpu)?;
+        let w16 = Tensor::randn(0f32, 0.2, (29, 53), &Device::Cpu)?.to_dtype(candle_core::DType::BF16)?;
+        let w32 = w16.to_dtype(candle_core::DType::F32)?;
+        if !(crate::ops::bf16_gemm_available() && crate::ops::blas::blas().is_some()) {
+            assert!(!crate::ops::lora_linear_applies(x.as_tensor(), &w16), "no oneDNN: the fused path must not claim a bf16 weight");
+            return Ok(());
+        }
+        let y = frozen_linear(x.as_tensor(), &w16)?;
+        let reference = x.as_tensor().matmul(&w32.t()?)?;
+        let scale = reference.abs()?.max_all()?.to_scalar::<f32>()?;
+        // x is rounded to bf16 (relative 2^-9 per element): the error grows like √k of that.
+        assert!((&y - &reference)?.abs()?.max_all()?.to_scalar::<f32>()? < 2e-2 * scale);
+        let probe = Tensor::randn(0f32, 1.0, (37, 29), &Device::Cpu)?;
+        let g = (&y * &probe)?.sum_all()?.backward()?;
+        let expected = probe.matmul(&w32)?;
+        let scale = expected.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!((g.get(x.as_tensor()).unwrap() - expected)?.abs()?.max_all()?.to_scalar::<f32>()? < 2e-2 * scale);
+        assert!(g.get(&w16).is_none());
+        assert!(crate::ops::lora_linear_applies(x.as_tensor(), &w16));
         Ok(())
     }
 

@@ -176,7 +176,7 @@ impl LoraMatmul {
 }
 
 /// True when [`lora_linear`] can run on the CPU: x, A and B f32 with a BLAS loaded, and W f32,
-/// or f16 with MKL's hgemm.
+/// f16 with MKL's hgemm, or bf16 with oneDNN.
 pub fn lora_linear_applies(x: &Tensor, weight: &Tensor) -> bool {
     use candle_core::DType;
     x.device().is_cpu()
@@ -184,6 +184,7 @@ pub fn lora_linear_applies(x: &Tensor, weight: &Tensor) -> bool {
         && match weight.dtype() {
             DType::F32 => blas().is_some(),
             DType::F16 => super::half_gemm_available(),
+            DType::BF16 => blas().is_some() && super::onednn::bf16_gemm_available(),
             _ => false,
         }
 }

@@ -1,0 +1,317 @@
+//! Training parity with PyTorch + PEFT: from the same tiny Llama, the same initial LoRA adapter
+//! and the same fixed batch, wick's first optimiser steps give the losses and adapter weights that
+//! plain PyTorch + PEFT recorded (`bench/parity_steps.py` → `tests/fixtures/parity/`).
+//!
+//! The model is generated here, deterministically, and never committed; the reference holds its
+//! fingerprint, so a change to the generator fails loudly instead of comparing against numbers
+//! recorded on other weights. The initial adapter is PEFT's own `save_pretrained` output, read
+//! through wick's PEFT reader. Every batch runs under each of wick's training paths (hand-written
+//! backward, autograd, activation checkpointing, gradient accumulation over micro-batches).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+use wick::model::{ArchConfig, Llama};
+use wick::prompt::{LabelTokens, PromptTokens};
+use wick::score::Head;
+use wick::train::batches::Encoded;
+use wick::train::optim::{AdamW, LossScaler, accumulate, global_norm, learning_rate};
+use wick::train::{TrainLoss, micro_batch_loss};
+
+const FIXTURE: &str = "tests/fixtures/parity";
+
+/// Per-step loss: relative difference to the reference. Both sides run the same f32 arithmetic in
+/// a different order (candle/MKL vs PyTorch); PyTorch's own f32 loss differs from its f64 loss by
+/// about 1e-7 relative here (`torch_f32_vs_f64` in reference.json), so 1e-5 leaves room for
+/// another BLAS or CPU while a wrong scale, mask or optimiser constant moves the loss by far more.
+const LOSS_RTOL: f64 = 1e-5;
+
+/// Gradient norm before each update: relative difference to the reference (a difference in the
+/// forward or backward shows here, before the optimiser can blur it).
+const GRAD_NORM_RTOL: f64 = 1e-4;
+
+/// Adapter weights after the last step: largest |wick − reference| over every element of every
+/// tensor, relative to the largest |reference| element. Adam divides each gradient by its own
+/// running size, so f32 noise in the gradients reaches the weights at about lr·(relative noise)
+/// per step; measured differences sit near 1e-7 of max |w|, and a 1% change of lr or ε = 1e-6
+/// instead of 1e-8 moves them past 1e-5.
+const WEIGHT_TOL: f64 = 1e-5;
+
+/// The reference, as `bench/parity_steps.py` writes it.
+#[derive(Debug, Deserialize)]
+struct Reference {
+    versions: HashMap<String, String>,
+    model_fingerprint: String,
+    model_seed: u64,
+    initial_adapter: String,
+    final_weights: String,
+    steps: usize,
+    optimizer: Optimizer,
+    label_ids: Vec<u32>,
+    variants: Vec<Variant>,
+}
+
+/// AdamW as PyTorch ran it.
+#[derive(Debug, Deserialize)]
+struct Optimizer {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    schedule: String,
+    max_grad_norm: Option<f64>,
+}
+
+/// One fixed batch and what PyTorch recorded for it.
+#[derive(Debug, Deserialize)]
+struct Variant {
+    name: String,
+    loss: TrainLoss,
+    /// Tokens every row starts with (wick runs them once, as its training does for a shared prompt).
+    prefix_len: usize,
+    rows: Vec<Vec<u32>>,
+    gold: Vec<usize>,
+    losses: Vec<f64>,
+    grad_norms: Vec<f64>,
+}
+
+/// One of wick's ways to compute a step's gradients; all must give the same numbers.
+struct Mode {
+    name: &'static str,
+    hand_backward: bool,
+    checkpointing: bool,
+    micro_batch: usize,
+}
+
+const MODES: [Mode; 5] = [
+    Mode { name: "hand-written backward", hand_backward: true, checkpointing: false, micro_batch: 4 },
+    Mode { name: "autograd", hand_backward: false, checkpointing: false, micro_batch: 4 },
+    Mode { name: "hand-written backward + checkpointing", hand_backward: true, checkpointing: true, micro_batch: 4 },
+    Mode { name: "autograd + checkpointing", hand_backward: false, checkpointing: true, micro_batch: 4 },
+    Mode { name: "micro-batches of 2, accumulated", hand_backward: true, checkpointing: false, micro_batch: 2 },
+];
+
+/// The tiny Llama's config.json: GQA (4 query, 2 key/value heads), tied embeddings, a small
+/// vocabulary (the test feeds token ids, so no tokenizer is needed).
+fn model_config() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 512,
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
+        "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
+        "max_position_embeddings": 128, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+    })
+}
+
+/// The tiny Llama's weights: uniform values from a fixed hash of (seed, tensor index), so every
+/// machine builds the same bits without an RNG crate's stream.
+fn model_weights(cfg: &ArchConfig, seed: u64) -> HashMap<String, Tensor> {
+    let (v, d, ff) = (cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size);
+    let (q, kv) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+    let mut shapes: Vec<(String, Vec<usize>, f32, f32)> = vec![("model.embed_tokens.weight".into(), vec![v, d], 0.0, 1.0)];
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        // Norm weights around 1 but not 1, so a norm that ignored its weight would show.
+        shapes.push((format!("{p}.input_layernorm.weight"), vec![d], 1.0, 0.2));
+        shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![d], 1.0, 0.2));
+        for (n, o, i_) in [
+            ("self_attn.q_proj", q, d),
+            ("self_attn.k_proj", kv, d),
+            ("self_attn.v_proj", kv, d),
+            ("self_attn.o_proj", d, q),
+            ("mlp.gate_proj", ff, d),
+            ("mlp.up_proj", ff, d),
+            ("mlp.down_proj", d, ff),
+        ] {
+            // Uniform with about twice PyTorch's default std for a Linear, so activations stay O(1).
+            shapes.push((format!("{p}.{n}.weight"), vec![o, i_], 0.0, 2.0 / (i_ as f32).sqrt()));
+        }
+    }
+    shapes.push(("model.norm.weight".into(), vec![d], 1.0, 0.2));
+    shapes
+        .into_iter()
+        .enumerate()
+        .map(|(k, (name, shape, centre, half_width))| {
+            let n = shape.iter().product();
+            let vals = wick::ops::self_check::uniform_values(n, seed.wrapping_mul(1_000).wrapping_add(k as u64));
+            let vals: Vec<f32> = vals.into_iter().map(|x| centre + half_width * x).collect();
+            (name, Tensor::from_vec(vals, shape, &Device::Cpu).unwrap())
+        })
+        .collect()
+}
+
+fn tiny_model(seed: u64) -> Llama {
+    let cfg = ArchConfig::from_hf_json(&model_config().to_string(), "parity model").unwrap();
+    let weights = model_weights(&cfg, seed);
+    Llama::from_tensors(cfg, weights, DType::F32, &Device::Cpu).unwrap()
+}
+
+/// Write the tiny model as an HF folder (config.json + model.safetensors) into
+/// `$WICK_PARITY_DUMP` for `bench/parity_steps.py`, with its fingerprint (fingerprint.txt).
+#[test]
+#[ignore = "writes the model that bench/parity_steps.py records the reference on"]
+fn dump_parity_model() {
+    let dir = PathBuf::from(std::env::var("WICK_PARITY_DUMP").expect("set WICK_PARITY_DUMP=DIR"));
+    let seed: u64 = std::env::var("WICK_PARITY_SEED").map_or(7, |s| s.parse().expect("WICK_PARITY_SEED: an integer"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = ArchConfig::from_hf_json(&model_config().to_string(), "parity model").unwrap();
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&model_config()).unwrap()).unwrap();
+    candle_core::safetensors::save(&model_weights(&cfg, seed), dir.join("model.safetensors")).unwrap();
+    let fingerprint = wick::checkpoint::base_fingerprint(&tiny_model(seed)).unwrap();
+    std::fs::write(dir.join("fingerprint.txt"), format!("{fingerprint}\n{seed}\n")).unwrap();
+    eprintln!("wrote {} (fingerprint {fingerprint}, seed {seed})", dir.display());
+}
+
+fn read_reference() -> Reference {
+    let path = Path::new(FIXTURE).join("reference.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What one run of wick's steps gave.
+struct Run {
+    losses: Vec<f64>,
+    grad_norms: Vec<f64>,
+    weights: Vec<(String, Tensor)>,
+}
+
+/// wick's training step (`train_model`'s loop): forward and backward of each micro-batch,
+/// gradients summed over the batch, unscale/check, the schedule's learning rate, AdamW. No
+/// clipping: the recipe has none (train.max_grad_norm = 0).
+fn run_steps(model: &mut Llama, r: &Reference, variant: &Variant, mode: &Mode) -> Run {
+    let initial = Path::new(FIXTURE).join(&r.initial_adapter);
+    let attached = wick::checkpoint::load_adapter(&initial, model).unwrap();
+    assert!(attached.head.is_none());
+    model.set_hand_backward(mode.hand_backward);
+    model.set_gradient_checkpointing(mode.checkpointing);
+    let mut opt = AdamW::new(model.lora_vars(), r.optimizer.weight_decay).unwrap();
+    // wick's AdamW constants are fixed, not configured: they must be the ones PyTorch ran with.
+    assert_eq!((opt.beta1, opt.beta2, opt.eps), (r.optimizer.betas.0, r.optimizer.betas.1, r.optimizer.eps), "AdamW constants");
+
+    let labels = LabelTokens { seqs: r.label_ids.iter().map(|&id| vec![id]).collect(), mean: false };
+    let head = Head::Verbalizer(&labels);
+    let items: Vec<Encoded> = variant
+        .rows
+        .iter()
+        .zip(&variant.gold)
+        .map(|(row, &label)| {
+            let (prefix, rest) = row.split_at(variant.prefix_len);
+            Encoded { prompt: PromptTokens { prefix: prefix.to_vec(), rest: rest.to_vec() }, label }
+        })
+        .collect();
+    let batch: Vec<&Encoded> = items.iter().collect();
+    let scaler = LossScaler::new(false);
+    let (mut losses, mut grad_norms) = (Vec::new(), Vec::new());
+    for step in 0..r.steps {
+        let mut grads: Vec<Option<Tensor>> = vec![None; opt.vars().len()];
+        let mut loss_sum = 0.0;
+        for micro in batch.chunks(mode.micro_batch) {
+            let (loss, _) = micro_batch_loss(model, head, variant.loss, micro, batch.len()).unwrap();
+            let store = model.backward(&loss).unwrap();
+            accumulate(&mut grads, &store, opt.vars()).unwrap();
+            loss_sum += loss.to_scalar::<f32>().unwrap() as f64;
+        }
+        assert!(scaler.unscale(&mut grads).unwrap(), "non-finite gradients at step {}", step + 1);
+        assert!(grads.iter().all(Option::is_some), "an adapter got no gradient at step {}", step + 1);
+        grad_norms.push(global_norm(&grads).unwrap());
+        let lr = learning_rate(step, r.steps, 0, r.optimizer.lr, 0.0, wick::config::Schedule::Constant);
+        opt.step(&grads, lr).unwrap();
+        losses.push(loss_sum);
+    }
+    let weights = model.lora_vars().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
+    Run { losses, grad_norms, weights }
+}
+
+/// Largest |a − b| with the tensor and element where it is, and the largest |b|.
+struct WeightDiff {
+    max_diff: f64,
+    at: String,
+    max_ref: f64,
+}
+
+fn weight_diff(got: &[(String, Tensor)], want: &HashMap<String, Tensor>, variant: &str) -> WeightDiff {
+    let mut out = WeightDiff { max_diff: 0.0, at: String::new(), max_ref: 0.0 };
+    assert_eq!(got.len(), want.keys().filter(|k| k.starts_with(&format!("{variant}/"))).count(), "{variant}: adapter tensor count");
+    for (key, t) in got {
+        let w = want.get(&format!("{variant}/{key}")).unwrap_or_else(|| panic!("{variant}: the reference lacks {key}"));
+        assert_eq!(t.dims(), w.dims(), "{key}");
+        let a = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = w.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            let d = (*x as f64 - *y as f64).abs();
+            out.max_ref = out.max_ref.max((*y as f64).abs());
+            if d > out.max_diff {
+                out.max_diff = d;
+                out.at = format!("{key}[{i}]: wick {x:e}, PyTorch {y:e}");
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn first_steps_match_pytorch_peft() {
+    let r = read_reference();
+    let mut model = tiny_model(r.model_seed);
+    let fingerprint = wick::checkpoint::base_fingerprint(&model).unwrap();
+    assert_eq!(
+        fingerprint, r.model_fingerprint,
+        "the tiny model is not the one the reference was recorded on: record it again (bench/README.md, parity_steps.py)"
+    );
+    assert_eq!(r.optimizer.schedule, "constant");
+    assert!(r.optimizer.max_grad_norm.is_none(), "the reference clipped gradients; these steps do not");
+    let initial = candle_core::safetensors::load(Path::new(FIXTURE).join(&r.initial_adapter).join("adapter_model.safetensors"), &Device::Cpu)
+        .unwrap();
+    let want = candle_core::safetensors::load(Path::new(FIXTURE).join(&r.final_weights), &Device::Cpu).unwrap();
+    // Hand-written backward where it applies: with a BLAS required, its absence is a failure.
+    let probe = Tensor::zeros((1, 1, model.cfg.hidden_size), DType::F32, &Device::Cpu).unwrap();
+    assert!(
+        model.hand_backward_applies(&probe) || !wick::ops::blas::required_by_env().0,
+        "WICK_REQUIRE_BLAS is set but the hand-written backward does not apply"
+    );
+
+    let mut report = format!("reference: {:?}\n", r.versions);
+    let mut failures = Vec::new();
+    for variant in &r.variants {
+        assert_eq!((variant.losses.len(), variant.grad_norms.len()), (r.steps, r.steps), "{}", variant.name);
+        // The reference must have moved the weights far past the tolerance, or matching it proves nothing.
+        let moved = weight_diff(
+            &initial.iter().map(|(k, t)| (k.clone(), t.clone())).collect::<Vec<_>>(),
+            &want,
+            &variant.name,
+        );
+        assert!(moved.max_diff > 100.0 * WEIGHT_TOL * moved.max_ref, "{}: the reference barely moved ({})", variant.name, moved.max_diff);
+        for mode in &MODES {
+            let run = run_steps(&mut model, &r, variant, mode);
+            let what = format!("{} / {}", variant.name, mode.name);
+            for step in 0..r.steps {
+                let (got, ref_) = (run.losses[step], variant.losses[step]);
+                let rel = (got - ref_).abs() / ref_.abs();
+                let (gn, gref) = (run.grad_norms[step], variant.grad_norms[step]);
+                let grel = (gn - gref).abs() / gref;
+                writeln!(report, "{what} step {}: loss {got:.9} vs {ref_:.9} (rel {rel:.1e}), grad norm rel {grel:.1e}", step + 1).unwrap();
+                if !(rel <= LOSS_RTOL) {
+                    failures.push(format!("{what} step {}: loss {got} vs PyTorch {ref_}: relative difference {rel:.2e} > {LOSS_RTOL:e}", step + 1));
+                }
+                if !(grel <= GRAD_NORM_RTOL) {
+                    failures.push(format!(
+                        "{what} step {}: gradient norm {gn} vs PyTorch {gref}: relative difference {grel:.2e} > {GRAD_NORM_RTOL:e}",
+                        step + 1
+                    ));
+                }
+            }
+            let d = weight_diff(&run.weights, &want, &variant.name);
+            let rel = d.max_diff / d.max_ref;
+            writeln!(report, "{what}: weights after {} steps: max |diff| {:.2e} = {rel:.2e} of max |w| {:.3} ({})", r.steps, d.max_diff, d.max_ref, d.at)
+                .unwrap();
+            if !(rel <= WEIGHT_TOL) {
+                failures.push(format!("{what}: adapter weights after {} steps differ by {rel:.2e} of max |w| > {WEIGHT_TOL:e}; largest at {}", r.steps, d.at));
+            }
+        }
+    }
+    eprintln!("{report}");
+    assert!(failures.is_empty(), "wick's steps differ from PyTorch + PEFT:\n{}", failures.join("\n"));
+}
