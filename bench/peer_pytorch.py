@@ -40,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
+    p.add_argument("--autocast", action="store_true",
+                   help="f32 weights, every step and forward under torch.autocast('cpu', dtype=torch.bfloat16)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--json", action="store_true", help="print exactly one JSON line at the end")
     a = p.parse_args(argv)
@@ -125,9 +127,16 @@ def main():
     ids = (torch.arange(B * T, dtype=torch.long) * 7919 % 40000 + 100).reshape(B, T)
     gold = torch.arange(B, dtype=torch.long) % 2  # 0 = " negative", 1 = " positive", alternating
 
+    import contextlib
+
+    def autocast():
+        # bf16 matmuls on oneDNN with f32 weights and optimizer: PyTorch's own mixed precision.
+        return torch.autocast("cpu", dtype=torch.bfloat16) if args.autocast else contextlib.nullcontext()
+
     def label_logits():
-        hidden = trunk(input_ids=ids, use_cache=False).last_hidden_state  # [B, T, H], normed
-        return hidden[:, -1, :] @ label_rows.t().to(hidden.dtype)  # [B, 2]
+        with autocast():
+            hidden = trunk(input_ids=ids, use_cache=False).last_hidden_state  # [B, T, H], normed
+            return hidden[:, -1, :] @ label_rows.t().to(hidden.dtype)  # [B, 2]
 
     def train_step():
         opt.zero_grad(set_to_none=True)
@@ -200,6 +209,7 @@ def main():
         "steps": args.steps,
         "threads": torch.get_num_threads(),
         "dtype": args.dtype,
+        "autocast": args.autocast,
         "train_step_s": round(step, 6),
         "train_tokens_per_s": round(tokens / step, 3),
         "forward_s": round(fwd, 6),
