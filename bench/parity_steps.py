@@ -98,10 +98,11 @@ def main():
     import torch.nn.functional as F
     import transformers
     from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM
 
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
 
@@ -169,6 +170,12 @@ def main():
         state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
         return losses, norms, state
 
+    start = {k: t.double() for k, t in load_file(str(initial / "adapter_model.safetensors")).items()}
+
+    def norm(a, b):
+        """The L2 norm of a − b over every adapter tensor."""
+        return float(torch.sqrt(sum(((a[k].double() - b[k].double()) ** 2).sum() for k in b)))
+
     finals = {}
     for batch in batches:
         losses, norms, state = train(batch, torch.float32)
@@ -181,6 +188,7 @@ def main():
                 "loss_rel": max(abs(a - b) / abs(b) for a, b in zip(losses, losses64)),
                 "grad_norm_rel": max(abs(a - b) / abs(b) for a, b in zip(norms, norms64)),
                 "weights_rel_to_max_w": max(float((state[k].double() - state64[k]).abs().max()) for k in state) / max_w,
+                "displacement_rel": norm(state, state64) / norm(state64, start),
             },
         )
         for k, t in state.items():
