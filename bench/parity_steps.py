@@ -48,8 +48,14 @@ BATCHES = [
     ("equal", "label_words", 0, [12, 12, 12, 12], [0, 1, 2, 1]),
     ("padded", "label_words", 0, [12, 5, 9, 7], [2, 0, 1, 0]),
     ("prefix", "label_words", 6, [12, 9, 11, 8], [1, 2, 0, 2]),
-    ("vocab", "vocab", 0, [8, 11, 4, 10], [0, 2, 1, 1]),
+    ("vocab", "vocab", 0, [8, 11, 4, 10], [2, 1, 0, 0]),
 ]
+# The reference is recorded only where PyTorch's own f32 rounding does not decide it: its f32 run
+# must agree with its f64 run to a tenth of the Rust test's tolerances (WEIGHT_TOL and
+# DISPLACEMENT_TOL, 1e-4 there). Adam divides each gradient by its own size, so an element whose
+# first gradient is within rounding of zero takes a first step of ±lr either way, whoever computes
+# it; the f32/f64 comparison finds such batches and this script then refuses them.
+CONDITIONING_LIMIT = 1e-5
 
 
 def parse_args():
@@ -57,7 +63,7 @@ def parse_args():
     p.add_argument("--model-dir", help="the tiny model folder (config.json, model.safetensors, fingerprint.txt); default: write one with cargo")
     p.add_argument("--out", default=str(ROOT / "tests/fixtures/parity"))
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--lr", type=float, default=1e-2, help="large enough that a few steps move the adapters measurably")
+    p.add_argument("--lr", type=float, default=1e-3, help="moves the adapters measurably in a few steps without saturating the loss")
     p.add_argument("--seed", type=int, default=0, help="torch seed of the initial adapter and token ids")
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args()
@@ -154,8 +160,8 @@ def main():
         ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])  # right padding, pad id 0 as wick
         mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
         gold = torch.tensor(batch["gold"])
-        losses, norms = [], []
-        for _ in range(args.steps):
+        losses, norms, grads = [], [], None
+        for step in range(args.steps):
             opt.zero_grad(set_to_none=True)
             logits = model(input_ids=ids, attention_mask=mask).logits
             last = logits[torch.arange(len(rows)), lengths - 1]  # the next-token logits after each prompt
@@ -165,10 +171,12 @@ def main():
                 loss = F.cross_entropy(last, label_ids[gold])
             loss.backward()
             norms.append(float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params))))
+            if step == 0:
+                grads = torch.cat([p.grad.double().flatten() for p in params])
             opt.step()
             losses.append(float(loss))
         state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
-        return losses, norms, state
+        return losses, norms, state, grads
 
     start = {k: t.double() for k, t in load_file(str(initial / "adapter_model.safetensors")).items()}
 
@@ -178,8 +186,8 @@ def main():
 
     finals = {}
     for batch in batches:
-        losses, norms, state = train(batch, torch.float32)
-        losses64, norms64, state64 = train(batch, torch.float64)
+        losses, norms, state, grads = train(batch, torch.float32)
+        losses64, norms64, state64, grads64 = train(batch, torch.float64)
         max_w = max(float(t.abs().max()) for t in state64.values())
         batch.update(
             losses=losses,
@@ -189,8 +197,18 @@ def main():
                 "grad_norm_rel": max(abs(a - b) / abs(b) for a, b in zip(norms, norms64)),
                 "weights_rel_to_max_w": max(float((state[k].double() - state64[k]).abs().max()) for k in state) / max_w,
                 "displacement_rel": norm(state, state64) / norm(state64, start),
+                # Step 1 runs both precisions from the same weights: pure rounding. Where the
+                # smallest gradient is near this noise, Adam's first step there is a coin toss.
+                "step1_grad_noise": float((grads - grads64).abs().max()),
+                "step1_min_abs_grad": float(grads64.abs().min()),
             },
         )
+        worst = max(batch["torch_f32_vs_f64"]["weights_rel_to_max_w"], batch["torch_f32_vs_f64"]["displacement_rel"])
+        if worst > CONDITIONING_LIMIT:
+            sys.exit(
+                f"parity: batch {batch['name']!r}: PyTorch f32 and f64 end {worst:.2e} apart (> {CONDITIONING_LIMIT:e}): "
+                "the batch is ill-conditioned for Adam at f32; change its rows or labels"
+            )
         for k, t in state.items():
             finals[f"{batch['name']}/{k}"] = t.contiguous()
         log(f"{batch['name']}: losses {['%.6f' % l for l in losses]}, f32 vs f64 {batch['torch_f32_vs_f64']}")

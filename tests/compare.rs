@@ -5,12 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{TRAIN, tiny_config, tiny_model_dir};
-
-fn read_json(path: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
+use common::{TRAIN, read_json, tiny_config, tiny_model_dir};
 
 #[test]
 fn compare_writes_a_report_that_agrees_with_the_metrics_files_and_reuses_results() -> anyhow::Result<()> {

@@ -7,12 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{TRAIN, tiny_config, tiny_model_dir};
-
-fn read_json(path: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
+use common::{TRAIN, read_json, tiny_config, tiny_model_dir};
 
 #[test]
 fn compare_searches_on_dev_and_the_stored_prompt_reproduces_its_dev_accuracy() -> anyhow::Result<()> {
@@ -105,5 +100,17 @@ fn compare_searches_on_dev_and_the_stored_prompt_reproduces_its_dev_accuracy() -
     let bad = wick().args(["predict", "--strategy", "searched", "--config"]).arg(&cfg).arg("a fine film").output()?;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("{text}"), "{}", String::from_utf8_lossy(&bad.stderr));
+
+    // A compare that reuses the search leaves the edited file as it is, measures the search's
+    // own choice (the same report rows), and says the file differs.
+    let edited = std::fs::read_to_string(&stored)?;
+    let second = wick().arg("compare").arg(&cfg).output()?;
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_eq!(std::fs::read_to_string(&stored)?, edited, "a reused search must not overwrite the user's edits");
+    let again = read_json(&run_dir.join("compare/report.json"));
+    assert_eq!(again["rows"], report["rows"]);
+    assert_eq!(again["flexibility"], report["flexibility"]);
+    let notes: Vec<&str> = again["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert!(notes.iter().any(|n| n.contains("differs from the search's choice")), "{notes:?}");
     Ok(())
 }

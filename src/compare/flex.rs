@@ -25,10 +25,11 @@ pub(super) fn measure_shifted(
     loaded: &mut LoadedModel,
     sets: &Sets,
     tuned: &Tuned,
-    prompt: &str,
+    chosen: &ChosenPrompt,
     fresh: bool,
 ) -> anyhow::Result<Vec<(ShiftedRun, bool)>> {
     let c = &cfg.compare;
+    let prompt = chosen.key();
     let out_dir = cfg.run_dir().join("compare");
     let limit = Some(c.shifted_examples).filter(|&n| n > 0);
     let mut out = Vec::new();
@@ -41,7 +42,7 @@ pub(super) fn measure_shifted(
             serde_json::to_string(set)?
         );
         let name = format!("shifted-{}", set.name);
-        let (run, now) = cached(&out_dir, &name, &key, fresh, || score_shifted(cfg, loaded, sets, tuned, prompt, set, limit))?;
+        let (run, now) = cached(&out_dir, &name, &key, fresh, || score_shifted(cfg, loaded, sets, tuned, chosen, set, limit))?;
         out.push((run, now));
     }
     Ok(out)
@@ -52,10 +53,11 @@ fn score_shifted(
     loaded: &mut LoadedModel,
     sets: &Sets,
     tuned: &Tuned,
-    prompt: &str,
+    chosen: &ChosenPrompt,
     set: &crate::config::ShiftedSet,
     limit: Option<usize>,
 ) -> anyhow::Result<ShiftedRun> {
+    let prompt = chosen.row.as_str();
     let args = crate::eval::DataArgs {
         data: Some(set.path.clone()),
         text_column: set.text_column.clone(),
@@ -67,7 +69,7 @@ fn score_shifted(
     let texts = texts(&eval_set);
     eprintln!("compare: flexibility on {} ({} examples): {prompt} and the tuned model", set.name, count(texts.len() as u64));
     let start = Instant::now();
-    let prompt_run = prompt_run(cfg, loaded, sets, prompt, &texts)?;
+    let prompt_run = prompt_run(cfg, loaded, sets, chosen, &texts)?;
     let tuned_run = tuned_run(cfg, loaded, tuned, &texts)?;
     Ok(ShiftedRun {
         name: set.name.clone(),
@@ -112,15 +114,41 @@ pub(super) fn flexibility(runs: &[ShiftedRun], tuned_name: &str, resamples: usiz
         .collect()
 }
 
-/// The prompt row `prompt` (chosen on dev) on `texts`, main template: the searched prompt from its
-/// stored file, or a strategy under the config.
-pub(super) fn prompt_run(cfg: &Config, loaded: &LoadedModel, sets: &Sets, prompt: &str, texts: &[String]) -> anyhow::Result<VariantRun> {
-    let c = &cfg.compare;
-    if prompt == SEARCHED_ROW {
-        let chosen = crate::search::SearchedPrompt::load(&crate::search::prompt_path(cfg))?;
-        return Ok(crate::search::score_searched(loaded, cfg, &sets.train, &chosen, texts, c.batch_size)?);
+/// The prompt chosen on dev, as the flexibility and selective stages score it: its report row,
+/// and for the searched row the search's stored choice (the one its test row measured, not the
+/// editable `search/prompt.toml`).
+pub(super) struct ChosenPrompt<'a> {
+    /// The report row's name.
+    pub(super) row: String,
+    /// The search's choice, when the row is the searched prompt.
+    pub(super) searched: Option<&'a crate::search::SearchedPrompt>,
+}
+
+impl ChosenPrompt<'_> {
+    /// What the stored results of these stages are keyed on: the row, and the searched prompt
+    /// itself (a new search's choice is measured again).
+    fn key(&self) -> String {
+        match self.searched {
+            Some(p) => format!("{} {}", self.row, serde_json::to_string(p).unwrap_or_default()),
+            None => self.row.clone(),
+        }
     }
-    let strategy: Strategy = prompt.parse()?;
+}
+
+/// The chosen prompt on `texts`, main template: the searched prompt as the search stored it, or
+/// a strategy under the config.
+pub(super) fn prompt_run(
+    cfg: &Config,
+    loaded: &LoadedModel,
+    sets: &Sets,
+    chosen: &ChosenPrompt,
+    texts: &[String],
+) -> anyhow::Result<VariantRun> {
+    let c = &cfg.compare;
+    if let Some(searched) = chosen.searched {
+        return Ok(crate::search::score_searched(loaded, cfg, &sets.train, searched, texts, c.batch_size)?);
+    }
+    let strategy: Strategy = chosen.row.parse()?;
     let pool = crate::baseline::retrieval_pool(None, cfg);
     let bopts = BaselineOptions { batch_size: c.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool: pool };
     let mut baselines = Baselines::new(loaded, cfg, &sets.train, bopts)?;
@@ -161,13 +189,14 @@ pub(super) fn measure_confidence(
     loaded: &mut LoadedModel,
     sets: &Sets,
     tuned: &Tuned,
-    prompt: &str,
+    chosen: &ChosenPrompt,
     limit: Option<usize>,
     fresh: bool,
 ) -> anyhow::Result<Vec<(Confidence, bool)>> {
     let out_dir = cfg.run_dir().join("compare");
+    let (prompt, prompt_key) = (chosen.row.as_str(), chosen.key());
     let key = format!(
-        "{}|{}|{prompt}|{limit:?}|dev {}|{}",
+        "{}|{}|{prompt_key}|{limit:?}|dev {}|{}",
         cfg.prompt_results_hash(),
         tuned.checkpoint,
         sets.dev.examples.len(),
@@ -181,7 +210,7 @@ pub(super) fn measure_confidence(
             eprintln!("compare: {row} on the dev and test examples (label probabilities for selective prediction)");
             let start = Instant::now();
             let (dev, test) = if row == prompt {
-                (prompt_run(cfg, loaded, sets, prompt, &dev_texts)?, prompt_run(cfg, loaded, sets, prompt, &test_texts)?)
+                (prompt_run(cfg, loaded, sets, chosen, &dev_texts)?, prompt_run(cfg, loaded, sets, chosen, &test_texts)?)
             } else {
                 (tuned_run(cfg, loaded, tuned, &dev_texts)?, tuned_run(cfg, loaded, tuned, &test_texts)?)
             };

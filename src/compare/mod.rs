@@ -99,13 +99,21 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     }
     let prompts: Vec<PromptResult> = prompts.into_iter().map(|(p, _)| p).collect();
     let mut rows: Vec<StrategyRow> = prompts.iter().map(|p| prompt_row(p, cfg, pool)).collect();
+    let mut edited_prompt_note = None;
     let searched = if searching {
         let key = search_key(cfg, &sets, limit, &strategies);
         let (s, now): (Searched, bool) =
             cached(&out_dir, "search", &key, opts.fresh, || search_and_score(cfg, loaded, &strategies, &sets, limit))?;
+        // The file is the user's to edit: a reused search never overwrites it, and the report
+        // says when it no longer holds the search's choice.
         let path = crate::search::prompt_path(cfg);
-        if !now || !path.exists() {
+        if !path.exists() {
             s.search.chosen.save(&path)?;
+        } else if crate::search::SearchedPrompt::load(&path).ok().as_ref() != Some(&s.search.chosen) {
+            edited_prompt_note = Some(format!(
+                "{} differs from the search's choice (edited by hand?): the \"{SEARCHED_ROW}\" row, flexibility and selective prediction measure the search's choice; `wick baseline --strategy searched` scores the file",
+                path.display()
+            ));
         }
         stages.push(Stage::new("prompt search (dev)", s.seconds[0], now));
         stages.push(Stage::new("searched prompt (test)", s.seconds[1], now));
@@ -193,10 +201,12 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     // 3c. Flexibility: the prompt chosen on dev and the tuned model on the shifted data sets;
     // 3d. answering only when sure: both systems' label probabilities on dev and test.
     let (shifted, confidence) = match crate::report::best_prompt(&rows).map(|r| r.name.clone()) {
-        Some(prompt) => {
+        Some(row) => {
             let fresh = opts.fresh || trained_now;
-            let shifted = if c.shifted.is_empty() { Vec::new() } else { measure_shifted(cfg, loaded, &sets, &tuned, &prompt, fresh)? };
-            (shifted, measure_confidence(cfg, loaded, &sets, &tuned, &prompt, limit, fresh)?)
+            let searched_choice = searched.as_ref().filter(|_| row == SEARCHED_ROW).map(|s| &s.search.chosen);
+            let chosen = ChosenPrompt { row, searched: searched_choice };
+            let shifted = if c.shifted.is_empty() { Vec::new() } else { measure_shifted(cfg, loaded, &sets, &tuned, &chosen, fresh)? };
+            (shifted, measure_confidence(cfg, loaded, &sets, &tuned, &chosen, limit, fresh)?)
         }
         None => (Vec::new(), Vec::new()),
     };
@@ -240,6 +250,7 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     if let Some(s) = &report.search {
         report.notes.extend(search_notes(s));
     }
+    report.notes.extend(edited_prompt_note);
     if !tuned_prompts.is_empty() {
         report.notes.push(
             "tuned + prompt rows: the tuned checkpoint under those prompts with the base model's demonstrations \

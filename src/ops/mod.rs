@@ -22,8 +22,8 @@ pub use attention::{inference_attention, inference_attention_applies, inference_
 pub use bmm::{batched_matmul, batched_matmul_applies, batched_matmul_backward};
 pub use frozen::{frozen_linear, frozen_linear_backward, frozen_linear_bounded, half_bounds};
 pub use half_gemm::{HalfBounds, half_gemm_available};
-pub use onednn::bf16_gemm_available;
 pub use lora_linear::{DropoutMask, lora_linear, lora_linear_applies, lora_linear_backward, lora_linear_forward};
+pub use onednn::bf16_gemm_available;
 
 use candle_core::{D, DType, Result, Tensor};
 

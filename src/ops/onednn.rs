@@ -20,8 +20,7 @@ use rayon::prelude::*;
 /// dnnl_gemm_bf16bf16f32(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc): row-major
 /// C (M × N) = alpha · op(A) · op(B) + beta · C, A and B bf16 (as u16 bits), C f32; returns a
 /// dnnl_status_t (0: success).
-type GemmBf16 =
-    unsafe extern "C" fn(c_char, c_char, i64, i64, i64, f32, *const u16, i64, *const u16, i64, f32, *mut f32, i64) -> i32;
+type GemmBf16 = unsafe extern "C" fn(c_char, c_char, i64, i64, i64, f32, *const u16, i64, *const u16, i64, f32, *mut f32, i64) -> i32;
 /// libgomp's omp_set_num_threads: the calling thread's OpenMP team size.
 type OmpSetNumThreads = unsafe extern "C" fn(i32);
 

@@ -104,3 +104,9 @@ run_name = "run"
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// A JSON file written by wick, parsed (a missing or bad file fails the test, naming it).
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
