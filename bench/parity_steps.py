@@ -15,8 +15,9 @@ It writes into --out (tests/fixtures/parity):
   initial/adapter_config.json, initial/adapter_model.safetensors  the starting adapter (PEFT's files)
   final.safetensors   every batch's adapter after the last step, keys "<batch>/<PEFT key>"
   reference.json      token ids, label ids, hyper-parameters, per-step losses and gradient norms,
-                      versions, the model's fingerprint, and the same run in f64 minus the f32 run
-                      (`torch_f32_vs_f64`: PyTorch's own rounding, the scale of the test's tolerances)
+                      versions, the model's fingerprint, and how far the same steps in f64 end from
+                      the f32 ones (`torch_f32_vs_f64`: PyTorch's own rounding, against which the
+                      test's tolerances are set; a batch where it is large is refused)
 
 Run it from the venv scripts/setup-peer builds; without --model-dir it writes the model itself
 with cargo (CARGO_TARGET_DIR as set, else ~/.cache/wick/target):
@@ -137,6 +138,8 @@ def main():
             if "lora_B" in name:
                 p.copy_((torch.rand(p.shape, generator=gen, dtype=torch.float32) * 2 - 1) * B_SCALE)
     init.peft_config["default"].base_model_name_or_path = "wick parity tiny Llama (tests/peft_train_parity.rs)"
+    # PEFT keeps target_modules as a set (hash order): a sorted list writes the same file every time.
+    init.peft_config["default"].target_modules = sorted(init.peft_config["default"].target_modules)
     initial = out / "initial"
     shutil.rmtree(initial, ignore_errors=True)
     init.save_pretrained(initial)
