@@ -831,6 +831,10 @@ fn a_curve_on_a_test_sample_is_compared_with_the_prompt_on_the_same_sample() {
     let r = CompareReport::new(header, rows, curve, None, &quiet, &DecisionConfig::default());
     let f = r.forecast.as_ref().unwrap();
     assert_eq!((f.reference_accuracy, f.test_examples), (0.6, 100), "the prompt on the curve's 100 examples, not its 80% on 200");
+    // 10,255 labels available and 10,240 trained on: 10× today's labels is still forecast.
+    assert_eq!(f.forecast.points.iter().map(|p| p.labels).collect::<Vec<_>>(), [20_510, 51_275, 102_550]);
+    let step = &r.recommendation.steps[0];
+    assert!(step.measured.contains("60.0% on the curve's 100 test examples"), "{}", step.measured);
     let h = f.held_out.as_ref().expect("four counts at ≤ 1,000 labels fit the held-out check");
     assert_eq!(h.labels, 10_240);
     assert!((h.reach - 10.24).abs() < 1e-9 && h.reach_note().contains("10.2×"), "{}", h.reach_note());

@@ -113,14 +113,18 @@ pub fn recommend(
         let ahead = paired.is_some_and(|c| c.a_better());
         let enough = ahead || f.crossover.is_some_and(|x| x <= train_labels);
         let short = f.at_available.band80.hi < f.reference_accuracy && !ahead;
+        // The line to pass is the prompt on the curve's own test examples (a sample of them when
+        // compare.curve_test_examples is below the split).
+        let line = if f.test_examples > 0 && f.test_examples < best.metrics.n {
+            format!("{} on the curve's {} test examples", percent(f.reference_accuracy), count(f.test_examples as u64))
+        } else {
+            percent(f.reference_accuracy)
+        };
         let passes = match f.crossover {
-            Some(x) => format!("the tuned model's 80% band passes {} ({}) at about {} labels", best.name, acc(best), count(x as u64)),
-            None => format!(
-                "the tuned model's 80% band does not pass {} ({}) within {} labels",
-                best.name,
-                acc(best),
-                count(f.forecast.limit as u64)
-            ),
+            Some(x) => format!("the tuned model's 80% band passes {} ({line}) at about {} labels", best.name, count(x as u64)),
+            None => {
+                format!("the tuned model's 80% band does not pass {} ({line}) within {} labels", best.name, count(f.forecast.limit as u64))
+            }
         };
         let at = &f.at_available;
         steps.push(DecisionStep {

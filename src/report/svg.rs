@@ -269,12 +269,15 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
         return out;
     }
     let best = report.best_prompt();
+    // The line to pass: the best prompt on the curve's test examples (the forecast's reference),
+    // which are a sample of the split when compare.curve_test_examples is below it.
+    let prompt_line = best.map(|b| report.forecast.as_ref().map_or(b.metrics.accuracy, |f| f.reference_accuracy));
     let ranges: Vec<(f64, f64)> = report.learning_curve.iter().map(|p| p.accuracy_range()).collect();
     let accs = points
         .iter()
         .map(|p| p.1)
         .chain(ranges.iter().flat_map(|&(lo, hi)| [lo * 100.0, hi * 100.0]))
-        .chain(best.map(|b| b.metrics.accuracy * 100.0));
+        .chain(prompt_line.map(|a| a * 100.0));
     let (min, max) = accs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), a| (lo.min(a), hi.max(a)));
     let lo = ((min - 5.0) / 10.0).floor().max(0.0) * 10.0;
     let hi = ((max + 5.0) / 10.0).ceil().min(10.0) * 10.0;
@@ -315,10 +318,10 @@ pub(crate) fn learning_curve_chart(report: &CompareReport) -> String {
     for &(labels, _) in &points {
         text(&mut out, x.at(labels), HEIGHT - BOTTOM + 20.0, "middle", 13, MUTED, &count(labels as u64));
     }
-    let best_y = best.map(|b| y(b.metrics.accuracy * 100.0));
+    let best_y = prompt_line.map(|a| y(a * 100.0));
     if let (Some(b), Some(by)) = (best, best_y) {
         line(&mut out, (LEFT, by), (WIDTH - RIGHT, by), PROMPT_COLOUR, 2.0, Some("7 5"));
-        let label = format!("best prompt ({}): {}", b.name, percent(b.metrics.accuracy));
+        let label = format!("best prompt ({}): {}", b.name, percent(prompt_line.unwrap_or(b.metrics.accuracy)));
         // Left end: the curve usually starts low on the left and climbs past the line on the right.
         // Above the line, unless a point sits just above it under the label (a first point a
         // point or two over the prompt): then below it.

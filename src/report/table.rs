@@ -327,7 +327,7 @@ fn forecast_section(f: &super::labels::LabelsForecast) -> String {
         t.add_row(vec![Cell::new(label), right(percent(p.accuracy)), right(band(p.band80)), right(band(p.band95))]);
     }
     let mut out = format!(
-        "\nLabels-needed forecast (acc(n) = {:.3} − {:.3}·n^−{:.2} fitted to the curve's points; bands: {} bootstrap resamples over seeds and {} test examples; no forecast beyond {} labels, 10× the largest measured)\n{t}\n",
+        "\nLabels-needed forecast (acc(n) = {:.3} − {:.3}·n^−{:.2} fitted to the curve's points; bands: {} bootstrap resamples over seeds and {} test examples; no forecast beyond {} labels, 10× the largest count measured or today's, if larger by a rounding)\n{t}\n",
         fit.a,
         fit.b,
         fit.c,
