@@ -95,7 +95,7 @@ pub fn render(report: &CompareReport) -> String {
     );
     let mut curve_caption =
         "Each point is a LoRA run that trained on that many distinct labels; the dashed line is the best prompt.".to_string();
-    if let Some(n) = report.learning_curve.iter().map(|p| p.test_examples).find(|&n| n > 0 && n < report.header.test_examples) {
+    if let Some(n) = super::curve_test_sample(&report.learning_curve, report.header.test_examples) {
         curve_caption.push_str(&format!(
             " Points and line are test accuracy on the first {} test examples (the full run's point and the prompt too).",
             count(n as u64)

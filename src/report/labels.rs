@@ -91,7 +91,7 @@ pub fn labels_forecast(
     resamples: usize,
 ) -> Option<LabelsForecast> {
     let best = best_prompt(rows)?;
-    let sample = curve.iter().map(|p| p.test_examples).find(|&n| n > 0 && n < gold.len());
+    let sample = super::curve_test_sample(curve, gold.len());
     let (test_n, reference_accuracy) = match sample {
         Some(n) if best.predicted.len() >= n => {
             (n, best.predicted[..n].iter().zip(&gold[..n]).filter(|(p, g)| p == g).count() as f64 / n as f64)

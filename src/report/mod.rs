@@ -92,6 +92,13 @@ pub struct CurvePoint {
     pub test_examples: usize,
 }
 
+/// The number of first test examples the curve's points are measured on, when that is a sample
+/// of a split of `split_n` examples (`compare.curve_test_examples` below it); None when they are
+/// on all of it.
+pub fn curve_test_sample(curve: &[CurvePoint], split_n: usize) -> Option<usize> {
+    curve.iter().map(|p| p.test_examples).find(|&n| n > 0 && n < split_n)
+}
+
 impl CurvePoint {
     /// The lowest and highest accuracy over seeds (the mean when only one seed ran).
     pub fn accuracy_range(&self) -> (f64, f64) {

@@ -168,7 +168,7 @@ pub fn render(report: &CompareReport) -> String {
                 right(duration(p.train_time_s)),
             ]);
         }
-        let on = match report.learning_curve.iter().map(|p| p.test_examples).find(|&n| n > 0 && n < report.header.test_examples) {
+        let on = match super::curve_test_sample(&report.learning_curve, report.header.test_examples) {
             Some(n) => format!("; test accuracy on the first {} test examples, the full run's too", count(n as u64)),
             None => String::new(),
         };
