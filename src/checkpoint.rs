@@ -9,9 +9,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -59,28 +58,10 @@ pub struct AdapterConfig {
 /// The resolved run: config plus the base weights' fingerprint (checked on load and resume).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// Fingerprint of the base weights ([`base_fingerprint`]).
+    /// Fingerprint of the base weights ([`Llama::fingerprint`]).
     pub base_fingerprint: String,
     /// The full config the adapter was trained with.
     pub config: Config,
-}
-
-/// A stable fingerprint of the frozen weights: names, shapes and a sample of values of every
-/// tensor. The same weights give the same fingerprint whether read from GGUF or an exported folder.
-pub fn base_fingerprint(model: &Llama) -> Result<String> {
-    let mut h = Sha256::new();
-    for (name, t) in model.named_weights() {
-        h.update(name.as_bytes());
-        h.update(format!("{:?}", t.dims()).as_bytes());
-        let flat = t.flatten_all().and_then(|f| f.to_dtype(DType::F32)).map_err(|e| Error::Model(format!("{name}: {e}")))?;
-        let n = flat.elem_count();
-        let take = n.min(512);
-        for part in [flat.narrow(0, 0, take), flat.narrow(0, n - take, take)] {
-            let v: Vec<f32> = part.and_then(|p| p.to_vec1()).map_err(|e| Error::Model(format!("{name}: {e}")))?;
-            v.iter().for_each(|x| h.update(x.to_le_bytes()));
-        }
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Save the adapters (and linear head, if any) of `model` into `dir` in PEFT's format.
@@ -142,7 +123,7 @@ pub fn has_run_record(dir: &Path) -> bool {
 pub fn load_adapter(dir: &Path, model: &mut Llama) -> Result<AttachedAdapter> {
     let run = if has_run_record(dir) { Some(read_run(dir)?) } else { None };
     if let Some(run) = &run {
-        let fingerprint = base_fingerprint(model)?;
+        let fingerprint = model.fingerprint();
         if run.base_fingerprint != fingerprint {
             return Err(Error::Model(format!(
                 "{}: this checkpoint was trained on another base model ({}); load it with that model",

@@ -98,6 +98,11 @@ pub struct EvalArgs {
     /// config's compare.retrieval_pool; 0: the whole train split).
     #[arg(long, value_name = "N", requires = "strategy")]
     pub retrieval_pool: Option<usize>,
+    /// Compute dtype of the base model, instead of the checkpoint's model.dtype: f32, bf16 (the
+    /// CPU's oneDNN path), f16 or auto. The checkpoint's fingerprint is of the unrounded weights,
+    /// so an adapter trained in f32 is scored on the bf16 path as it is.
+    #[arg(long)]
+    pub dtype: Option<String>,
 }
 
 impl From<EvalArgs> for wick::eval::EvalArgs {
@@ -113,6 +118,7 @@ impl From<EvalArgs> for wick::eval::EvalArgs {
             skip_cache_check: a.skip_cache_check,
             strategy: a.strategy,
             retrieval_pool: a.retrieval_pool,
+            dtype: a.dtype,
         }
     }
 }

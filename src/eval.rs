@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::baseline::{
     BaselineOptions, Baselines, CONTENT_FREE, CacheCheck, DEMO_ORDERS, Memo, RetrievalIndex, Strategy, StrategyRun, VariantRun,
 };
-use crate::checkpoint::{base_fingerprint, load_adapter, read_run, resolve_checkpoint_dir};
+use crate::checkpoint::{load_adapter, read_run, resolve_checkpoint_dir};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::{TableRow, render_detail, render_table};
@@ -84,6 +84,8 @@ pub struct EvalArgs {
     /// With --strategy retrieval: retrieve from a seeded sample of N train examples (default: the
     /// config's compare.retrieval_pool; 0: the whole train split).
     pub retrieval_pool: Option<usize>,
+    /// Compute dtype of the base model, replacing the checkpoint's `model.dtype`.
+    pub dtype: Option<String>,
 }
 
 /// `wick predict`: label texts with a checkpoint or a prompt-only strategy.
@@ -126,7 +128,11 @@ pub fn cached_index(
     dir: &Path,
 ) -> Result<(RetrievalIndex, RetrievalInfo)> {
     let mut h = Sha256::new();
-    h.update(base_fingerprint(&loaded.model)?.as_bytes());
+    h.update(loaded.model.fingerprint().as_bytes());
+    // The fingerprint is the weights' before rounding; a half-precision path embeds differently.
+    if loaded.model.projection_dtype() != loaded.model.dtype() {
+        h.update(format!("{:?}", loaded.model.projection_dtype()).as_bytes());
+    }
     h.update(cfg.train.max_seq_len.to_le_bytes());
     for t in texts {
         h.update(t.as_bytes());
@@ -422,9 +428,16 @@ pub(crate) fn run_record(kind: &str, name: &str, cfg: &Config, split: &str, r: &
 /// head, if any. A wick checkpoint brings its own config (`override_cfg` then replaces only the
 /// data and output sections); an adapter written by Python PEFT takes everything (model,
 /// prompt, labels) from `override_cfg`.
-fn load_checkpoint(checkpoint: &Path, override_cfg: Option<&Path>) -> anyhow::Result<(PathBuf, Config, LoadedModel, Option<Tensor>)> {
+fn load_checkpoint(
+    checkpoint: &Path,
+    override_cfg: Option<&Path>,
+    dtype: Option<&str>,
+) -> anyhow::Result<(PathBuf, Config, LoadedModel, Option<Tensor>)> {
     let dir = resolve_checkpoint_dir(checkpoint)?;
-    let cfg = crate::checkpoint::run_config(&dir, override_cfg)?;
+    let mut cfg = crate::checkpoint::run_config(&dir, override_cfg)?;
+    if let Some(dtype) = dtype {
+        cfg.model.dtype = dtype.to_string();
+    }
     let mut loaded = load_model(&cfg.model)?;
     let attached = load_adapter(&dir, &mut loaded.model)?;
     eprintln!("{}: {}", dir.display(), attached.check);
@@ -483,7 +496,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
         }
         return tuned::run_eval_strategy(args, name.parse()?);
     }
-    let (dir, cfg, loaded, head) = load_checkpoint(&args.checkpoint, args.config.as_deref())?;
+    let (dir, cfg, loaded, head) = load_checkpoint(&args.checkpoint, args.config.as_deref(), args.dtype.as_deref())?;
     let (set, _) = load_eval_set(&cfg, &args.split, &args.data_args, args.limit, false)?;
     let opts = BaselineOptions { batch_size: args.batch_size, ..BaselineOptions::default() };
     let baselines = Baselines::new(&loaded, &cfg, &[], opts)?;
@@ -557,7 +570,7 @@ pub fn run_predict(args: &PredictArgs) -> anyhow::Result<()> {
     let texts = predict_texts(args)?;
     let (labels, run) = match (&args.checkpoint, &args.strategy) {
         (Some(ckpt), None) => {
-            let (_, cfg, loaded, head) = load_checkpoint(ckpt, args.config.as_deref())?;
+            let (_, cfg, loaded, head) = load_checkpoint(ckpt, args.config.as_deref(), None)?;
             let baselines =
                 Baselines::new(&loaded, &cfg, &[], BaselineOptions { batch_size: args.batch_size, ..BaselineOptions::default() })?;
             let run = score_tuned(&baselines, &loaded, head.as_ref(), &texts, args.batch_size, false)?;

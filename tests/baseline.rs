@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use wick::baseline::{BaselineOptions, Baselines, Strategy, calibrate, demo_orders, sample_demos};
-use wick::checkpoint::{RUN_FILE, RunRecord, base_fingerprint, save_adapter};
+use wick::checkpoint::{RUN_FILE, RunRecord, save_adapter};
 use wick::config::Config;
 use wick::data::Example;
 use wick::eval::report::parse_label_map;
@@ -288,6 +288,7 @@ fn baseline_args(config: PathBuf, strategy: &str) -> BaselineArgs {
         batch_size: 4,
         calibrate_on: "zero-shot".into(),
         retrieval_pool: None,
+        dtype: None,
         skip_cache_check: false,
         search: false,
     }
@@ -339,7 +340,7 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
     let config = write_run(dir.path(), "");
     let mut cfg = wick::data::load_config(&config)?;
     let mut loaded = load();
-    let fingerprint = base_fingerprint(&loaded.model)?;
+    let fingerprint = loaded.model.fingerprint().to_string();
     // A fresh adapter (B = 0) leaves the model unchanged, so eval must equal zero-shot.
     loaded.model.add_lora(&["all-linear".into()], 4, 8.0, 0.0, 1)?;
     let ckpt = dir.path().join("out/t/step-3");
@@ -355,6 +356,7 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
         skip_cache_check: false,
         strategy: None,
         retrieval_pool: None,
+        dtype: None,
     })?;
     run_baseline(&baseline_args(config.clone(), "zero-shot"))?;
     let read = |p: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(dir.path().join(p)).unwrap()).unwrap() };
@@ -380,6 +382,7 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
         skip_cache_check: false,
         strategy: None,
         retrieval_pool: None,
+        dtype: None,
     })?;
     let eval = read("out/t/eval/step-4/test/metrics.json");
     assert_eq!(eval["method"], "linear");
@@ -400,6 +403,7 @@ fn eval_scores_checkpoints_and_refuses_another_base() -> anyhow::Result<()> {
         skip_cache_check: false,
         strategy: None,
         retrieval_pool: None,
+        dtype: None,
     })
     .unwrap_err();
     let msg = format!("{err:#}");

@@ -102,3 +102,32 @@ fn without_bf16_instructions_bf16_is_refused_in_one_line_and_auto_stays_f32() ->
     assert!(ok, "auto falls back to f32 on a CPU without bf16: {err}");
     Ok(())
 }
+
+#[test]
+fn a_checkpoint_trained_in_f32_loads_on_the_bf16_path() -> anyhow::Result<()> {
+    if !bf16_ready() {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let model_dir = tiny_model_dir(tmp.path(), 4);
+    let source = model_dir.to_str().unwrap();
+    let f32_model = wick::model::load(source, DType::F32, &Device::Cpu)?.model;
+    let named = f32_model.named_weights();
+    let recomputed = wick::model::llama::fingerprint_of(named.iter().map(|(n, t)| (n.as_str(), t)))?;
+    assert_eq!(f32_model.fingerprint(), recomputed, "the fingerprint is the hash of the weights as named_weights lists them");
+    let mut bf16 = wick::model::load(source, DType::BF16, &Device::Cpu)?.model;
+    assert_eq!(bf16.fingerprint(), f32_model.fingerprint(), "the fingerprint is taken before the projections are rounded");
+    let rounded = bf16.named_weights();
+    let of_rounded = wick::model::llama::fingerprint_of(rounded.iter().map(|(n, t)| (n.as_str(), t)))?;
+    assert_ne!(of_rounded, recomputed, "the rounded weights hash differently, so the test can tell");
+
+    let mut cfg = wick::data::load_config(&tiny_config(tmp.path(), &model_dir, TRAIN))?;
+    (cfg.lora.r, cfg.lora.alpha) = (4, 8.0);
+    let mut trained = f32_model;
+    trained.add_lora(&["all-linear".into()], 4, 8.0, 0.0, 3)?;
+    let ckpt = tmp.path().join("ckpt");
+    wick::checkpoint::save_adapter(&ckpt, &trained, None, &cfg, trained.fingerprint())?;
+    let attached = wick::checkpoint::load_adapter(&ckpt, &mut bf16)?;
+    assert!(attached.check.contains("fingerprint matches"), "{}", attached.check);
+    Ok(())
+}

@@ -184,7 +184,7 @@ fn dump_parity_model() {
     let cfg = ArchConfig::from_hf_json(&model_config().to_string(), "parity model").unwrap();
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&model_config()).unwrap()).unwrap();
     candle_core::safetensors::save(&model_weights(&cfg, seed), dir.join("model.safetensors")).unwrap();
-    let fingerprint = wick::checkpoint::base_fingerprint(&tiny_model(seed)).unwrap();
+    let fingerprint = tiny_model(seed).fingerprint().to_string();
     std::fs::write(dir.join("fingerprint.txt"), format!("{fingerprint}\n{seed}\n")).unwrap();
     eprintln!("wrote {} (fingerprint {fingerprint}, seed {seed})", dir.display());
 }
@@ -297,7 +297,7 @@ fn weight_diff(got: &[(String, Tensor)], want: &HashMap<String, Tensor>, initial
 fn first_steps_match_pytorch_peft() {
     let r = read_reference();
     let mut model = tiny_model(r.model_seed);
-    let fingerprint = wick::checkpoint::base_fingerprint(&model).unwrap();
+    let fingerprint = model.fingerprint().to_string();
     assert_eq!(
         fingerprint, r.model_fingerprint,
         "the tiny model is not the one the reference was recorded on: record it again (bench/README.md, parity_steps.py)"

@@ -91,7 +91,7 @@ pub fn run_searched_baseline(args: &BaselineArgs) -> anyhow::Result<(Option<Sear
 /// `wick eval --checkpoint DIR --strategy searched`: the tuned model (verbalizer head) under the
 /// stored searched prompt of its config's run.
 pub fn run_eval_searched(args: &EvalArgs) -> anyhow::Result<Report> {
-    let (dir, cfg, loaded, head) = load_checkpoint(&args.checkpoint, args.config.as_deref())?;
+    let (dir, cfg, loaded, head) = load_checkpoint(&args.checkpoint, args.config.as_deref(), args.dtype.as_deref())?;
     if head.is_some() {
         anyhow::bail!(
             "{}: a linear-head checkpoint has no label words to prompt for; --strategy searched needs a verbalizer checkpoint",

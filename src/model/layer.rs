@@ -24,18 +24,22 @@ pub(super) struct DecoderLayer {
     pub(super) down_proj: LoraLinear,
 }
 
+/// (block, name) of the seven projections, in PEFT's module order.
+pub(super) const PROJECTIONS: [(&str, &str); 7] = [
+    ("self_attn", "q_proj"),
+    ("self_attn", "k_proj"),
+    ("self_attn", "v_proj"),
+    ("self_attn", "o_proj"),
+    ("mlp", "gate_proj"),
+    ("mlp", "up_proj"),
+    ("mlp", "down_proj"),
+];
+
 impl DecoderLayer {
-    /// (block, name, projection) of the seven projections, in PEFT's module order.
+    /// (block, name, projection) of the seven projections, in [`PROJECTIONS`]' order.
     pub(super) fn projections(&self) -> [(&'static str, &'static str, &LoraLinear); 7] {
-        [
-            ("self_attn", "q_proj", &self.q_proj),
-            ("self_attn", "k_proj", &self.k_proj),
-            ("self_attn", "v_proj", &self.v_proj),
-            ("self_attn", "o_proj", &self.o_proj),
-            ("mlp", "gate_proj", &self.gate_proj),
-            ("mlp", "up_proj", &self.up_proj),
-            ("mlp", "down_proj", &self.down_proj),
-        ]
+        let p = [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj, &self.gate_proj, &self.up_proj, &self.down_proj];
+        std::array::from_fn(|i| (PROJECTIONS[i].0, PROJECTIONS[i].1, p[i]))
     }
 
     /// The seven projections, mutable, in the same order.

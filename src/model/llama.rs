@@ -96,6 +96,8 @@ pub struct Llama {
     hand_backward: bool,
     /// Adapter gradients that layer ops computed in the backward (see [`Llama::backward`]).
     pub(super) layer_op_grads: super::layer_op::SideGrads,
+    /// [`fingerprint_of`] the weights as read, before the compute dtype rounds any of them.
+    fingerprint: String,
 }
 
 /// Inputs of one forward pass over a right-padded batch.
@@ -116,6 +118,7 @@ impl Llama {
         device: &Device,
     ) -> crate::error::Result<Self> {
         use crate::error::Error;
+        let fingerprint = fingerprint_of(canonical_names(&cfg).iter().filter_map(|n| tensors.get(n).map(|t| (n.as_str(), t))))?;
         let (dtype, projection_dtype) = super::storage_dtypes(dtype, device);
         let mut take = |name: &str, shape: &[usize], dtype: DType| -> crate::error::Result<Tensor> {
             let t = tensors.remove(name).ok_or_else(|| Error::Model(format!("weights lack tensor {name}")))?;
@@ -170,7 +173,15 @@ impl Llama {
             gradient_checkpointing: false,
             hand_backward: true,
             layer_op_grads: Default::default(),
+            fingerprint,
         })
+    }
+
+    /// A stable fingerprint of the frozen weights as read (GGUF or folder alike), before the
+    /// CPU's f16/bf16 paths round the projections: a checkpoint trained on the f32 weights
+    /// loads on the bf16 path, which computes with the same weights rounded.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Device of the weights.
@@ -532,4 +543,44 @@ fn project(hidden: &Tensor, rows: &Tensor) -> Result<Tensor> {
         *last = rows.dim(0)?;
     }
     frozen_linear(&hidden.reshape(((), d))?, rows)?.reshape(out_dims)?.to_dtype(DType::F32)
+}
+
+/// The HF names of a model's weights in the order [`Llama::named_weights`] lists them.
+fn canonical_names(cfg: &ArchConfig) -> Vec<String> {
+    let mut names = vec!["model.embed_tokens.weight".to_string()];
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        names.push(format!("{p}.input_layernorm.weight"));
+        names.push(format!("{p}.post_attention_layernorm.weight"));
+        for (block, name) in super::layer::PROJECTIONS {
+            names.push(format!("{p}.{block}.{name}.weight"));
+            if cfg.attention_bias && block == "self_attn" && name != "o_proj" {
+                names.push(format!("{p}.{block}.{name}.bias"));
+            }
+        }
+    }
+    names.push("model.norm.weight".into());
+    if !cfg.tie_word_embeddings {
+        names.push("lm_head.weight".into());
+    }
+    names
+}
+
+/// Hash of named weights: every name, shape, and the first and last 512 values (as f32).
+pub fn fingerprint_of<'a>(named: impl IntoIterator<Item = (&'a str, &'a Tensor)>) -> crate::error::Result<String> {
+    use sha2::{Digest, Sha256};
+    let err = |name: &str, e: candle_core::Error| crate::error::Error::Model(format!("{name}: {e}"));
+    let mut h = Sha256::new();
+    for (name, t) in named {
+        h.update(name.as_bytes());
+        h.update(format!("{:?}", t.dims()).as_bytes());
+        let flat = t.flatten_all().and_then(|f| f.to_dtype(DType::F32)).map_err(|e| err(name, e))?;
+        let n = flat.elem_count();
+        let take = n.min(512);
+        for part in [flat.narrow(0, 0, take), flat.narrow(0, n - take, take)] {
+            let v: Vec<f32> = part.and_then(|p| p.to_vec1()).map_err(|e| err(name, e))?;
+            v.iter().for_each(|x| h.update(x.to_le_bytes()));
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -206,7 +206,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
 
     loaded.model.clear_lora().map_err(candle("detaching adapters"))?;
     loaded.model.set_gradient_checkpointing(cfg.train.gradient_checkpointing);
-    let fingerprint = checkpoint::base_fingerprint(&loaded.model)?;
+    let fingerprint = loaded.model.fingerprint().to_string();
     if let Some(dir) = &resume_dir {
         let saved = checkpoint::read_run(dir)?;
         state::check_resumable(&saved.config, cfg, &saved.base_fingerprint, &fingerprint, dir)?;
