@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
+use wick::model::config::WeightRole;
 use wick::model::{ArchConfig, Llama};
 use wick::prompt::{LabelTokens, PromptTokens};
 use wick::score::Head;
@@ -130,34 +131,20 @@ fn model_config() -> serde_json::Value {
 /// The tiny Llama's weights: uniform values from a fixed hash of (seed, tensor index), so every
 /// machine builds the same bits without an RNG crate's stream.
 fn model_weights(cfg: &ArchConfig, seed: u64) -> HashMap<String, Tensor> {
-    let (v, d, ff) = (cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size);
-    let (q, kv) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
     // Embeddings (tied to the output) small enough that the first logits are O(1): the loss then
-    // falls over the steps instead of saturating at the first one.
-    let mut shapes: Vec<(String, Vec<usize>, f32, f32)> = vec![("model.embed_tokens.weight".into(), vec![v, d], 0.0, 0.25)];
-    for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        // Norm weights around 1 but not 1, so a norm that ignored its weight would show.
-        shapes.push((format!("{p}.input_layernorm.weight"), vec![d], 1.0, 0.2));
-        shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![d], 1.0, 0.2));
-        for (n, o, i_) in [
-            ("self_attn.q_proj", q, d),
-            ("self_attn.k_proj", kv, d),
-            ("self_attn.v_proj", kv, d),
-            ("self_attn.o_proj", d, q),
-            ("mlp.gate_proj", ff, d),
-            ("mlp.up_proj", ff, d),
-            ("mlp.down_proj", d, ff),
-        ] {
-            // Uniform with about twice PyTorch's default std for a Linear, so activations stay O(1).
-            shapes.push((format!("{p}.{n}.weight"), vec![o, i_], 0.0, 2.0 / (i_ as f32).sqrt()));
-        }
-    }
-    shapes.push(("model.norm.weight".into(), vec![d], 1.0, 0.2));
-    shapes
+    // falls over the steps instead of saturating at the first one. Norm weights around 1 but not
+    // 1, so a norm that ignored its weight would show. Projections uniform with about twice
+    // PyTorch's default std for a Linear, so activations stay O(1).
+    cfg.weight_shapes()
         .into_iter()
         .enumerate()
-        .map(|(k, (name, shape, centre, half_width))| {
+        .map(|(k, (name, shape, role))| {
+            let (centre, half_width) = match role {
+                WeightRole::Embedding => (0.0, 0.25),
+                WeightRole::Norm => (1.0, 0.2),
+                WeightRole::Projection => (0.0, 2.0 / (shape[1] as f32).sqrt()),
+                WeightRole::Bias | WeightRole::LmHead => unreachable!("the parity model is tied and has no biases"),
+            };
             let n = shape.iter().product();
             let vals = wick::ops::self_check::uniform_values(n, seed.wrapping_mul(1_000).wrapping_add(k as u64));
             let vals: Vec<f32> = vals.into_iter().map(|x| centre + half_width * x).collect();

@@ -4,41 +4,19 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
+use wick::model::config::WeightRole;
 use wick::model::{ArchConfig, Batch, Llama};
 
 fn random_weights(cfg: &ArchConfig, seed: u64) -> candle_core::Result<HashMap<String, Tensor>> {
     let dev = Device::Cpu;
     dev.set_seed(seed).ok();
-    let (d, v, ff) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
-    let (q, kv) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
     let mut m = HashMap::new();
-    let mut put = |name: String, shape: &[usize], std: f32| -> candle_core::Result<()> {
+    for (name, shape, role) in cfg.weight_shapes() {
+        let std = match role {
+            WeightRole::Embedding | WeightRole::Norm => 1.0,
+            WeightRole::Projection | WeightRole::Bias | WeightRole::LmHead => 0.2,
+        };
         m.insert(name, Tensor::randn(0f32, std, shape, &dev)?);
-        Ok(())
-    };
-    put("model.embed_tokens.weight".into(), &[v, d], 1.0)?;
-    put("model.norm.weight".into(), &[d], 1.0)?;
-    if !cfg.tie_word_embeddings {
-        put("lm_head.weight".into(), &[v, d], 0.2)?;
-    }
-    for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        put(format!("{p}.input_layernorm.weight"), &[d], 1.0)?;
-        put(format!("{p}.post_attention_layernorm.weight"), &[d], 1.0)?;
-        for (n, o, i_) in [
-            ("self_attn.q_proj", q, d),
-            ("self_attn.k_proj", kv, d),
-            ("self_attn.v_proj", kv, d),
-            ("self_attn.o_proj", d, q),
-            ("mlp.gate_proj", ff, d),
-            ("mlp.up_proj", ff, d),
-            ("mlp.down_proj", d, ff),
-        ] {
-            put(format!("{p}.{n}.weight"), &[o, i_], 0.2)?;
-            if cfg.attention_bias && n.starts_with("self_attn") && n != "self_attn.o_proj" {
-                put(format!("{p}.{n}.bias"), &[o], 0.2)?;
-            }
-        }
     }
     Ok(m)
 }

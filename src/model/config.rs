@@ -72,7 +72,72 @@ fn first_id(v: &Option<serde_json::Value>) -> Option<u32> {
     }
 }
 
+/// (block, name) of a decoder layer's seven projections, in PEFT's module order.
+pub const PROJECTIONS: [(&str, &str); 7] = [
+    ("self_attn", "q_proj"),
+    ("self_attn", "k_proj"),
+    ("self_attn", "v_proj"),
+    ("self_attn", "o_proj"),
+    ("mlp", "gate_proj"),
+    ("mlp", "up_proj"),
+    ("mlp", "down_proj"),
+];
+
+/// What a weight tensor of the decoder is, for code that makes or checks weights by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightRole {
+    /// The token embedding (and the tied LM head).
+    Embedding,
+    /// An RMSNorm weight.
+    Norm,
+    /// A projection matrix (out, in).
+    Projection,
+    /// A q/k/v projection's bias (Qwen2).
+    Bias,
+    /// The untied LM head.
+    LmHead,
+}
+
 impl ArchConfig {
+    /// (out, in) features of the projection `name` ("q_proj", ..., "down_proj").
+    pub fn projection_shape(&self, name: &str) -> (usize, usize) {
+        let (d, ff) = (self.hidden_size, self.intermediate_size);
+        let (q, kv) = (self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim);
+        match name {
+            "q_proj" => (q, d),
+            "k_proj" | "v_proj" => (kv, d),
+            "o_proj" => (d, q),
+            "gate_proj" | "up_proj" => (ff, d),
+            "down_proj" => (d, ff),
+            other => panic!("{other:?} is not one of the seven projections"),
+        }
+    }
+
+    /// Every weight's HF name, shape and role, in the order [`crate::model::Llama::named_weights`]
+    /// lists them: the embedding; per layer its two norms, then the projections (each followed
+    /// by its bias, if any); the final norm; the untied LM head.
+    pub fn weight_shapes(&self) -> Vec<(String, Vec<usize>, WeightRole)> {
+        let (d, v) = (self.hidden_size, self.vocab_size);
+        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, d], WeightRole::Embedding)];
+        for i in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.input_layernorm.weight"), vec![d], WeightRole::Norm));
+            out.push((format!("{p}.post_attention_layernorm.weight"), vec![d], WeightRole::Norm));
+            for (block, name) in PROJECTIONS {
+                let (o, i) = self.projection_shape(name);
+                out.push((format!("{p}.{block}.{name}.weight"), vec![o, i], WeightRole::Projection));
+                if self.attention_bias && block == "self_attn" && name != "o_proj" {
+                    out.push((format!("{p}.{block}.{name}.bias"), vec![o], WeightRole::Bias));
+                }
+            }
+        }
+        out.push(("model.norm.weight".into(), vec![d], WeightRole::Norm));
+        if !self.tie_word_embeddings {
+            out.push(("lm_head.weight".into(), vec![v, d], WeightRole::LmHead));
+        }
+        out
+    }
+
     /// Parse HF `config.json` text; `origin` names the file in errors.
     pub fn from_hf_json(text: &str, origin: &str) -> Result<Self> {
         let hf: HfConfig = serde_json::from_str(text).map_err(|e| Error::Model(format!("{origin}: {e}")))?;

@@ -5,7 +5,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::config::ArchConfig;
+use super::config::{ArchConfig, PROJECTIONS};
 use crate::lora::{DropoutRng, HandState, LoraLinear};
 use crate::ops::fused::{biased_softmax, masked_softmax, rms_norm, swiglu};
 use crate::ops::{Rotary, batched_matmul, inference_attention, inference_attention_applies};
@@ -23,17 +23,6 @@ pub(super) struct DecoderLayer {
     pub(super) up_proj: LoraLinear,
     pub(super) down_proj: LoraLinear,
 }
-
-/// (block, name) of the seven projections, in PEFT's module order.
-pub(super) const PROJECTIONS: [(&str, &str); 7] = [
-    ("self_attn", "q_proj"),
-    ("self_attn", "k_proj"),
-    ("self_attn", "v_proj"),
-    ("self_attn", "o_proj"),
-    ("mlp", "gate_proj"),
-    ("mlp", "up_proj"),
-    ("mlp", "down_proj"),
-];
 
 impl DecoderLayer {
     /// (block, name, projection) of the seven projections, in [`PROJECTIONS`]' order.

@@ -118,7 +118,8 @@ impl Llama {
         device: &Device,
     ) -> crate::error::Result<Self> {
         use crate::error::Error;
-        let fingerprint = fingerprint_of(canonical_names(&cfg).iter().filter_map(|n| tensors.get(n).map(|t| (n.as_str(), t))))?;
+        let names = cfg.weight_shapes();
+        let fingerprint = fingerprint_of(names.iter().filter_map(|(n, _, _)| tensors.get(n).map(|t| (n.as_str(), t))))?;
         let (dtype, projection_dtype) = super::storage_dtypes(dtype, device);
         let mut take = |name: &str, shape: &[usize], dtype: DType| -> crate::error::Result<Tensor> {
             let t = tensors.remove(name).ok_or_else(|| Error::Model(format!("weights lack tensor {name}")))?;
@@ -543,27 +544,6 @@ fn project(hidden: &Tensor, rows: &Tensor) -> Result<Tensor> {
         *last = rows.dim(0)?;
     }
     frozen_linear(&hidden.reshape(((), d))?, rows)?.reshape(out_dims)?.to_dtype(DType::F32)
-}
-
-/// The HF names of a model's weights in the order [`Llama::named_weights`] lists them.
-fn canonical_names(cfg: &ArchConfig) -> Vec<String> {
-    let mut names = vec!["model.embed_tokens.weight".to_string()];
-    for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        names.push(format!("{p}.input_layernorm.weight"));
-        names.push(format!("{p}.post_attention_layernorm.weight"));
-        for (block, name) in super::layer::PROJECTIONS {
-            names.push(format!("{p}.{block}.{name}.weight"));
-            if cfg.attention_bias && block == "self_attn" && name != "o_proj" {
-                names.push(format!("{p}.{block}.{name}.bias"));
-            }
-        }
-    }
-    names.push("model.norm.weight".into());
-    if !cfg.tie_word_embeddings {
-        names.push("lm_head.weight".into());
-    }
-    names
 }
 
 /// Hash of named weights: every name, shape, and the first and last 512 values (as f32).

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::model::config::WeightRole;
 use crate::model::{ArchConfig, Llama};
 use crate::ops::self_check::uniform_values;
 use crate::train::optim::{AdamW, LossScaler, clip_grad_norm, global_norm};
@@ -73,37 +74,18 @@ pub fn tolerances(dtype: DType) -> (f64, f64) {
 /// standard deviation 0.02 (HF's initializer_range), norm weights 1 ± 0.1, biases ±0.01. Made on
 /// the CPU in f32, so every device starts from the same bits.
 pub fn random_weights(cfg: &ArchConfig, seed: u64) -> candle_core::Result<HashMap<String, Tensor>> {
-    let mut shapes: Vec<(String, Vec<usize>, f32, f32)> = Vec::new();
-    let (d, ff, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-    let (q, kv) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
     // Uniform on [-a, a) has standard deviation a/√3.
     let matrix = 0.02 * 3f32.sqrt();
-    shapes.push(("model.embed_tokens.weight".into(), vec![v, d], matrix, 0.0));
-    for i in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        for (name, out, inp) in [
-            ("self_attn.q_proj", q, d),
-            ("self_attn.k_proj", kv, d),
-            ("self_attn.v_proj", kv, d),
-            ("self_attn.o_proj", d, q),
-            ("mlp.gate_proj", ff, d),
-            ("mlp.up_proj", ff, d),
-            ("mlp.down_proj", d, ff),
-        ] {
-            shapes.push((format!("{p}.{name}.weight"), vec![out, inp], matrix, 0.0));
-            if cfg.attention_bias && matches!(name, "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj") {
-                shapes.push((format!("{p}.{name}.bias"), vec![out], 0.01, 0.0));
-            }
-        }
-        shapes.push((format!("{p}.input_layernorm.weight"), vec![d], 0.1, 1.0));
-        shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![d], 0.1, 1.0));
-    }
-    shapes.push(("model.norm.weight".into(), vec![d], 0.1, 1.0));
-    if !cfg.tie_word_embeddings {
-        shapes.push(("lm_head.weight".into(), vec![v, d], matrix, 0.0));
-    }
-    let mut out = HashMap::with_capacity(shapes.len());
-    for (i, (name, shape, scale, offset)) in shapes.into_iter().enumerate() {
+    let shapes = cfg.weight_shapes().into_iter().map(|(name, shape, role)| {
+        let (scale, offset) = match role {
+            WeightRole::Embedding | WeightRole::Projection | WeightRole::LmHead => (matrix, 0.0),
+            WeightRole::Norm => (0.1, 1.0),
+            WeightRole::Bias => (0.01, 0.0),
+        };
+        (name, shape, scale, offset)
+    });
+    let mut out = HashMap::new();
+    for (i, (name, shape, scale, offset)) in shapes.enumerate() {
         let values: Vec<f32> =
             uniform_values(shape.iter().product(), seed ^ (i as u64 + 1)).into_iter().map(|x| offset + scale * x).collect();
         out.insert(name, Tensor::from_vec(values, shape, &Device::Cpu)?);
