@@ -6,10 +6,12 @@ pub mod report;
 mod searched;
 mod tuned;
 
+pub use report::Summarized;
 pub use searched::{SEARCHED, run_eval_searched, run_searched_baseline};
 pub use tuned::tuned_strategy_runs;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -155,7 +157,7 @@ pub fn cached_index(
             return Ok((RetrievalIndex { embeddings: emb }, info));
         }
     }
-    eprintln!("building the retrieval index of {} train texts (cached in {} afterwards)", texts.len(), dir.display());
+    tracing::info!("building the retrieval index of {} train texts (cached in {} afterwards)", texts.len(), dir.display());
     let start = Instant::now();
     let index = RetrievalIndex::build(&loaded.model, &loaded.tokenizer, texts, batch_size, cfg.train.max_seq_len)?;
     let seconds = start.elapsed().as_secs_f64();
@@ -218,11 +220,11 @@ pub fn prepare_retrieval<'a>(
     Ok((baselines.with_index(index), info))
 }
 
-fn print_cache(name: &str, c: &CacheCheck) {
-    println!(
+fn cache_line(name: &str, c: &CacheCheck) -> String {
+    format!(
         "prefix cache ({name}): {} examples, {} shared prefix tokens, max |cached - uncached| = {:.1e}, {:.1} vs {:.1} examples/s ({:.2}x)",
         c.examples, c.prefix_tokens, c.max_abs_diff, c.cached_examples_per_s, c.uncached_examples_per_s, c.speedup
-    );
+    )
 }
 
 /// What a report is of: the command, the strategy or head, and the checkpoint (eval).
@@ -335,13 +337,14 @@ fn check_flags(limit: Option<usize>, batch_size: usize) -> anyhow::Result<()> {
 
 /// `wick baseline CONFIG`: score each strategy on a split or file and write its outputs under
 /// `run_dir/baseline/<strategy>/<split-or-file-stem>/`.
-pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
+pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Summarized<Vec<Report>>> {
     check_flags(args.limit, args.batch_size)?;
     if args.search || args.strategy == SEARCHED {
         if args.strategy != SEARCHED && args.strategy != "all" {
             anyhow::bail!("--search scores the searched prompt; leave --strategy out or give --strategy searched");
         }
-        return Ok(vec![run_searched_baseline(args)?.1]);
+        let searched = run_searched_baseline(args)?;
+        return Ok(Summarized { value: vec![searched.value.1], summary: searched.summary });
     }
     let cfg = crate::data::load_config(&args.config)?;
     let strategies = Strategy::parse_list(&args.strategy)?;
@@ -377,7 +380,7 @@ pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
     for &strategy in &strategies {
         let orders = strategy == Strategy::FewShot || (strategy == Strategy::Calibrated && calibrate_on == Strategy::FewShot);
         let extra = if orders { format!(" (+{} demonstration orders)", DEMO_ORDERS - 1) } else { String::new() };
-        eprintln!("{strategy}: {} examples of {} x {} templates{extra}", texts.len(), set.source, baselines.prompters().len());
+        tracing::info!("{strategy}: {} examples of {} x {} templates{extra}", texts.len(), set.source, baselines.prompters().len());
         let run = baselines.run_strategy(strategy, &texts, &mut memo)?;
         let base = if strategy == Strategy::Calibrated { calibrate_on } else { strategy };
         if !args.skip_cache_check
@@ -391,20 +394,19 @@ pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<Vec<Report>> {
             strategy_report(&run, &set, args.limit, &cfg, &loaded, calibrate_on, retrieval.as_ref(), checks.get(base.name()).cloned())?;
         let dir = base_dir.join(strategy.name()).join(&set.name);
         write_outputs(&dir, &report, &set.examples, &run.variants[0])?;
-        eprintln!("  {:.1}s, wrote {}", run.seconds, dir.display());
+        tracing::info!("  {:.1}s, wrote {}", run.seconds, dir.display());
         reports.push(report);
     }
     let rows: Vec<TableRow> =
         reports.iter().map(|r| TableRow { name: r.method.clone(), metrics: &r.metrics, consistency: r.consistency.as_ref() }).collect();
-    println!("{} on {} ({} examples)", cfg.model.source, set.source, texts.len());
-    println!("{}", render_table(&rows));
+    let mut summary = format!("{} on {} ({} examples)\n{}\n", cfg.model.source, set.source, texts.len(), render_table(&rows));
     for (name, c) in &checks {
-        print_cache(name, c);
+        let _ = writeln!(summary, "{}", cache_line(name, c));
     }
     let runs =
         reports.iter().map(|r| run_record("baseline", &r.method, &cfg, &set.name, r, base_dir.join(&r.method).join(&set.name))).collect();
     crate::runs::append_all(&cfg.output.dir, runs)?;
-    Ok(reports)
+    Ok(Summarized { value: reports, summary })
 }
 
 /// The runs.jsonl line of one baseline strategy or checkpoint evaluation.
@@ -440,7 +442,7 @@ fn load_checkpoint(
     }
     let mut loaded = load_model(&cfg.model)?;
     let attached = load_adapter(&dir, &mut loaded.model)?;
-    eprintln!("{}: {}", dir.display(), attached.check);
+    tracing::info!("{}: {}", dir.display(), attached.check);
     let head = attached.head;
     if let Some(h) = &head
         && h.dims() != [cfg.data.labels.len(), loaded.model.cfg.hidden_size]
@@ -488,7 +490,7 @@ pub fn score_tuned(
 
 /// `wick eval --checkpoint DIR`: score a checkpoint on a split or file and write its outputs
 /// under `run_dir/eval/<checkpoint-step>/<split-or-file-stem>/`.
-pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
+pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Summarized<Report>> {
     check_flags(args.limit, args.batch_size)?;
     if let Some(name) = &args.strategy {
         if name == SEARCHED {
@@ -503,7 +505,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
     let texts: Vec<String> = set.examples.iter().map(|e| e.text.clone()).collect();
     let method = if head.is_some() { "linear" } else { "verbalizer" };
     let templates = if args.main_template_only { 1 } else { baselines.prompters().len() };
-    eprintln!("{} ({method}): {} examples of {} x {templates} templates", dir.display(), texts.len(), set.source);
+    tracing::info!("{} ({method}): {} examples of {} x {templates} templates", dir.display(), texts.len(), set.source);
     let start = Instant::now();
     let variants = score_tuned(&baselines, &loaded, head.as_ref(), &texts, args.batch_size, !args.main_template_only)?;
     let seconds = start.elapsed().as_secs_f64();
@@ -513,26 +515,23 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<Report> {
     let report = Report { prefix_cache, ..scored_report(of, &set, args.limit, &cfg, &loaded, &variants, seconds)? };
     let out = cfg.run_dir().join("eval").join(&step).join(&set.name);
     write_outputs(&out, &report, &set.examples, &variants[0])?;
-    println!("{} ({method}) on {} ({} examples)", dir.display(), set.source, texts.len());
-    println!(
-        "{}",
-        render_table(&[TableRow {
-            name: format!("{step} ({method})"),
-            metrics: &report.metrics,
-            consistency: report.consistency.as_ref()
-        }])
-    );
-    println!("{}", render_detail(&report.metrics));
+    let table = render_table(&[TableRow {
+        name: format!("{step} ({method})"),
+        metrics: &report.metrics,
+        consistency: report.consistency.as_ref(),
+    }]);
+    let mut summary =
+        format!("{} ({method}) on {} ({} examples)\n{table}\n{}\n", dir.display(), set.source, texts.len(), render_detail(&report.metrics));
     if let Some(c) = &report.prefix_cache {
-        print_cache("verbalizer", c);
+        let _ = writeln!(summary, "{}", cache_line("verbalizer", c));
     }
-    eprintln!("wrote {}", out.display());
+    tracing::info!("wrote {}", out.display());
     let whole_test = args.split == "test" && args.data_args.data.is_none() && args.limit.is_none();
     if whole_test && crate::checkpoint::has_run_record(&dir) {
         update_card_test(&dir, &report.metrics)?;
     }
     crate::runs::append(&cfg.output.dir, run_record("eval", &dir.display().to_string(), &cfg, &set.name, &report, out))?;
-    Ok(report)
+    Ok(Summarized { value: report, summary })
 }
 
 /// Rewrite a wick checkpoint's model card with its test metrics (the whole test split, once).
@@ -565,8 +564,8 @@ fn predict_texts(args: &PredictArgs) -> anyhow::Result<Vec<String>> {
     Ok(texts)
 }
 
-/// `wick predict`: print the predicted label and its probability for each text.
-pub fn run_predict(args: &PredictArgs) -> anyhow::Result<()> {
+/// `wick predict`: one line per text, its predicted label, that label's probability and the text.
+pub fn run_predict(args: &PredictArgs) -> anyhow::Result<String> {
     let texts = predict_texts(args)?;
     let (labels, run) = match (&args.checkpoint, &args.strategy) {
         (Some(ckpt), None) => {
@@ -608,9 +607,10 @@ pub fn run_predict(args: &PredictArgs) -> anyhow::Result<()> {
     };
     let main = run.first().context("no prompt was scored")?;
     let width = labels.iter().map(String::len).max().unwrap_or(0);
+    let mut lines = String::new();
     for ((text, &pred), probs) in texts.iter().zip(&main.predicted).zip(&main.probs) {
         let label = labels.get(pred).map_or("?", String::as_str);
-        println!("{label:<width$}  {:.3}  {text}", probs.get(pred).copied().unwrap_or(0.0));
+        let _ = writeln!(lines, "{label:<width$}  {:.3}  {text}", probs.get(pred).copied().unwrap_or(0.0));
     }
-    Ok(())
+    Ok(lines)
 }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 mod cli;
+mod logging;
 
 /// Prompt or fine-tune? wick measures both on your data and model.
 #[derive(Parser)]
@@ -162,10 +163,7 @@ fn main() -> ExitCode {
     let process_start = std::time::Instant::now();
     wick::ops::blas::configure_blas();
     wick::ops::keep_freed_memory();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WICK_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     let cli = Cli::parse();
     wick::ops::self_check::set_strict(cli.strict_kernels);
     match run(cli, process_start) {
@@ -236,7 +234,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
             println!("{}", wick::report::render_terminal(&report));
             println!("wrote {} and {} ({:.0}s)", paths.json.display(), paths.html.display(), started.elapsed().as_secs_f64());
         }
-        Command::Export(args) => drop(wick::export::run_export(&args.into())?),
+        Command::Export(args) => print!("{}", wick::export::run_export(&args.into())?.summary),
         Command::Runs { config } => {
             let cfg = wick::data::load_config(&config)?;
             let records = wick::runs::read_all(&cfg.output.dir)?;
@@ -268,9 +266,9 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<ExitCode> 
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Baseline(args) => drop(wick::eval::run_baseline(&args.into())?),
-        Command::Eval(args) => drop(wick::eval::run_eval(&args.into())?),
-        Command::Predict(args) => wick::eval::run_predict(&args.into())?,
+        Command::Baseline(args) => print!("{}", wick::eval::run_baseline(&args.into())?.summary),
+        Command::Eval(args) => print!("{}", wick::eval::run_eval(&args.into())?.summary),
+        Command::Predict(args) => print!("{}", wick::eval::run_predict(&args.into())?),
         Command::Train(args) => {
             let mut cfg = wick::data::load_config(&args.config)?;
             if let Some(n) = args.max_steps {

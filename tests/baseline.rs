@@ -288,7 +288,6 @@ fn baseline_args(config: PathBuf, strategy: &str) -> BaselineArgs {
         batch_size: 4,
         calibrate_on: "zero-shot".into(),
         retrieval_pool: None,
-        dtype: None,
         skip_cache_check: false,
         search: false,
     }

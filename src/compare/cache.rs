@@ -36,7 +36,7 @@ pub(super) fn reuse<T: DeserializeOwned>(dir: &Path, name: &str, key: &str, fres
     let path = dir.join(format!("{name}.json"));
     let stored = serde_json::from_str::<Stored<T>>(&std::fs::read_to_string(&path).ok()?).ok()?;
     (stored.key == key).then(|| {
-        eprintln!("compare: reusing {name} from {}", path.display());
+        tracing::info!("compare: reusing {name} from {}", path.display());
         stored.value
     })
 }

@@ -67,7 +67,7 @@ fn score_shifted(
     let (eval_set, _) =
         crate::eval::report::load_eval_set(cfg, "test", &args, limit, false).with_context(|| format!("compare.shifted {:?}", set.name))?;
     let texts = texts(&eval_set);
-    eprintln!("compare: flexibility on {} ({} examples): {prompt} and the tuned model", set.name, count(texts.len() as u64));
+    tracing::info!("compare: flexibility on {} ({} examples): {prompt} and the tuned model", set.name, count(texts.len() as u64));
     let start = Instant::now();
     let prompt_run = prompt_run(cfg, loaded, sets, chosen, &texts)?;
     let tuned_run = tuned_run(cfg, loaded, tuned, &texts)?;
@@ -207,7 +207,7 @@ pub(super) fn measure_confidence(
     let mut out = Vec::new();
     for (name, row) in [("confidence-prompt", prompt.to_string()), ("confidence-tuned", "fine-tuned (LoRA)".to_string())] {
         let measured = cached(&out_dir, name, &key, fresh, || -> anyhow::Result<Confidence> {
-            eprintln!("compare: {row} on the dev and test examples (label probabilities for selective prediction)");
+            tracing::info!("compare: {row} on the dev and test examples (label probabilities for selective prediction)");
             let start = Instant::now();
             let (dev, test) = if row == prompt {
                 (prompt_run(cfg, loaded, sets, chosen, &dev_texts)?, prompt_run(cfg, loaded, sets, chosen, &test_texts)?)

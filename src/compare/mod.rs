@@ -147,9 +147,12 @@ pub fn compare(cfg: &Config, loaded: &mut LoadedModel, opts: &CompareOptions) ->
     let selective_s = per_example * (1.0 + ADAPTER_SCORING_COST) * (sets.dev.examples.len() + sets.test.examples.len()) as f64;
     let share = training_share(cfg, &prompt_seconds, &stages, outside, shifted_s + selective_s);
     if let Some(s) = &share {
-        eprintln!(
+        tracing::info!(
             "compare: {:.1} of the compare.max_minutes = {} budget spent, ~{:.1} min estimated after training: the fine-tuning run gets {:.1} min",
-            s.before_minutes, s.budget_minutes, s.after_minutes, s.minutes
+            s.before_minutes,
+            s.budget_minutes,
+            s.after_minutes,
+            s.minutes
         );
     }
     let (tuned, trained_now): (Tuned, bool) =

@@ -156,10 +156,10 @@ pub(super) fn measure_prompts(
             retrieval_info = Some(info);
         }
         let result = {
-            eprintln!("compare: {s} on {} dev examples (choice)", count(dev_texts.len() as u64));
+            tracing::info!("compare: {s} on {} dev examples (choice)", count(dev_texts.len() as u64));
             let dev_run = baselines.run_main(s, &dev_texts, &mut memo_dev)?;
             let dev = summarize(&dev_run.variants, &dev_gold, labels).context("no prompt was scored")?.0;
-            eprintln!(
+            tracing::info!(
                 "compare: {s} dev accuracy {:.4} ({:.0} s); now {} test examples",
                 dev.accuracy,
                 dev_run.seconds,
@@ -167,7 +167,7 @@ pub(super) fn measure_prompts(
             );
             let test_run = baselines.run_main(s, &test_texts, &mut memo_test)?;
             memo_sample.extend_from_prefix(&memo_test, n);
-            eprintln!("compare: {s} test done ({:.0} s); consistency on {} test examples", test_run.seconds, count(n as u64));
+            tracing::info!("compare: {s} test done ({:.0} s); consistency on {} test examples", test_run.seconds, count(n as u64));
             let sample_run = baselines.run_strategy(s, &test_texts[..n], &mut memo_sample)?;
             let mut test = strategy_report(&test_run, &sets.test, limit, cfg, loaded, Strategy::ZeroShot, retrieval_info.as_ref(), None)?;
             let on_sample = strategy_report(&sample_run, &sample, limit, cfg, loaded, Strategy::ZeroShot, None, None)?;
@@ -229,14 +229,14 @@ pub(super) fn train_and_eval(
         let method = if head.is_some() { "linear" } else { "verbalizer" };
         let baselines = Baselines::new(loaded, cfg, &[], BaselineOptions { batch_size: batch, ..BaselineOptions::default() })?;
         let test_texts = texts(test);
-        eprintln!("compare: {} ({method}) on {} test examples", checkpoint.display(), count(test_texts.len() as u64));
+        tracing::info!("compare: {} ({method}) on {} test examples", checkpoint.display(), count(test_texts.len() as u64));
         let start = Instant::now();
         let main = score_tuned(&baselines, loaded, head, &test_texts, batch, false)?;
         let seconds = start.elapsed().as_secs_f64();
         let of = ReportOf { command: "eval", method, checkpoint: Some(checkpoint.display().to_string()) };
         let mut report = scored_report(of, test, limit, cfg, loaded, &main, seconds)?;
         if consistency_n > 0 {
-            eprintln!("compare: tuned model, every template on {} test examples (consistency)", count(consistency_n as u64));
+            tracing::info!("compare: tuned model, every template on {} test examples (consistency)", count(consistency_n as u64));
             let sample = score_tuned(&baselines, loaded, head, &test_texts[..consistency_n], batch, true)?;
             let sample_gold = &gold(test)[..consistency_n];
             if let Some((_, templates, consistency)) = summarize(&sample, sample_gold, &cfg.data.labels) {
@@ -313,7 +313,7 @@ pub(super) fn measure_tuned_prompts(
         let pool = crate::baseline::retrieval_pool(None, cfg);
         let bopts =
             BaselineOptions { batch_size: c.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool: pool };
-        eprintln!("compare: tuned + {} on {} test examples", c.tuned_strategies.join(" / "), count(sets.test.examples.len() as u64));
+        tracing::info!("compare: tuned + {} on {} test examples", c.tuned_strategies.join(" / "), count(sets.test.examples.len() as u64));
         let (runs, retrieval) = tuned_strategy_runs(loaded, cfg, &checkpoint, &sets.train, &texts(&sets.test), &missing, bopts)?;
         let step = checkpoint.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
         for run in runs {
@@ -467,10 +467,10 @@ pub(super) fn search_and_score(
         minutes: c.search_minutes,
         batch_size: c.batch_size,
         families,
-        progress: |m| eprintln!("compare: search: {m}"),
+        progress: |m| tracing::info!("compare: search: {m}"),
         ..crate::search::SearchOptions::default()
     };
-    eprintln!(
+    tracing::info!(
         "compare: prompt search on {} dev examples (stages start within compare.search_minutes = {})",
         count(sets.dev.examples.len() as u64),
         c.search_minutes
@@ -479,7 +479,7 @@ pub(super) fn search_and_score(
     let search = crate::search::search(loaded, cfg, &baselines, &sets.train, &sets.dev.examples, &opts)?;
     let search_s = start.elapsed().as_secs_f64();
     search.chosen.save(&crate::search::prompt_path(cfg))?;
-    eprintln!(
+    tracing::info!(
         "compare: search chose {:?} (dev {:.1}%) from {} candidates in {:.1} min; now {} test examples",
         search.chosen.name,
         search.chosen.dev_accuracy * 100.0,

@@ -288,6 +288,16 @@ struct PredictionLine<'a> {
     reasoning: Option<&'a str>,
 }
 
+/// A command's result and the lines the command line shows for it: the library composes the
+/// summary and never prints it.
+#[derive(Debug)]
+pub struct Summarized<T> {
+    /// What the command measured or wrote.
+    pub value: T,
+    /// The lines to show (stdout), each ending in a newline.
+    pub summary: String,
+}
+
 /// Write `metrics.json` and `predictions.jsonl` (one line per example) into `dir`, atomically.
 pub fn write_outputs(dir: &Path, report: &Report, examples: &[Example], main: &VariantRun) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

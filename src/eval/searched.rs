@@ -2,11 +2,12 @@
 //! `wick baseline/predict --strategy searched` (the base model under the stored prompt) and
 //! `wick eval --checkpoint DIR --strategy searched` (the tuned model under it).
 
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use anyhow::Context;
 
-use super::report::{load_eval_set, write_outputs};
+use super::report::{Summarized, load_eval_set, write_outputs};
 use super::{BaselineArgs, EvalArgs, ReportOf, load_checkpoint, load_model, prepare_retrieval, run_record, scored_report};
 use crate::baseline::{BaselineOptions, Baselines, Strategy};
 use crate::eval::Report;
@@ -19,7 +20,7 @@ pub const SEARCHED: &str = "searched";
 /// `wick baseline CONFIG --search` and/or `--strategy searched`: search the prompt on the dev
 /// sample (`compare.dev_examples` of dev; with --search), then score the stored prompt on the
 /// split or file and write its outputs under `run_dir/baseline/searched/<split-or-file-stem>/`.
-pub fn run_searched_baseline(args: &BaselineArgs) -> anyhow::Result<(Option<SearchReport>, Report)> {
+pub fn run_searched_baseline(args: &BaselineArgs) -> anyhow::Result<Summarized<(Option<SearchReport>, Report)>> {
     let cfg = crate::data::load_config(&args.config)?;
     let (set, train) = load_eval_set(&cfg, &args.split, &args.data_args, args.limit, true)?;
     let loaded = load_model(&cfg.model)?;
@@ -44,13 +45,13 @@ pub fn run_searched_baseline(args: &BaselineArgs) -> anyhow::Result<(Option<Sear
             minutes,
             batch_size: args.batch_size,
             families,
-            progress: |m| eprintln!("search: {m}"),
+            progress: |m| tracing::info!("search: {m}"),
             ..SearchOptions::default()
         };
-        eprintln!("search: {} dev examples, stages start within {minutes} minutes", dev.len());
+        tracing::info!("search: {} dev examples, stages start within {minutes} minutes", dev.len());
         let report = crate::search::search(&loaded, &cfg, &baselines, &train, &dev, &opts)?;
         report.chosen.save(&prompt_path(&cfg))?;
-        eprintln!("search: wrote {}", prompt_path(&cfg).display());
+        tracing::info!("search: wrote {}", prompt_path(&cfg).display());
         Some(report)
     } else {
         None
@@ -63,9 +64,11 @@ pub fn run_searched_baseline(args: &BaselineArgs) -> anyhow::Result<(Option<Sear
     let report = scored_report(of, &set, args.limit, &cfg, &loaded, std::slice::from_ref(&run), start.elapsed().as_secs_f64())?;
     let dir = cfg.run_dir().join("baseline").join(SEARCHED).join(&set.name);
     write_outputs(&dir, &report, &set.examples, &run)?;
+    let mut summary = String::new();
     if let Some(s) = &search {
         for p in &s.curve {
-            println!(
+            let _ = writeln!(
+                summary,
                 "{:<28} {:>4} candidates {:>6.1} min  dev {:.1}%  {}",
                 p.stage,
                 p.candidates,
@@ -75,7 +78,8 @@ pub fn run_searched_baseline(args: &BaselineArgs) -> anyhow::Result<(Option<Sear
             );
         }
     }
-    println!(
+    let _ = writeln!(
+        summary,
         "searched prompt {:?} (dev {:.1}% on {}) on {} ({} examples)",
         prompt.name,
         prompt.dev_accuracy * 100.0,
@@ -83,14 +87,14 @@ pub fn run_searched_baseline(args: &BaselineArgs) -> anyhow::Result<(Option<Sear
         set.source,
         texts.len()
     );
-    println!("{}", render_table(&[TableRow { name: SEARCHED.into(), metrics: &report.metrics, consistency: None }]));
+    let _ = writeln!(summary, "{}", render_table(&[TableRow { name: SEARCHED.into(), metrics: &report.metrics, consistency: None }]));
     crate::runs::append(&cfg.output.dir, run_record("baseline", SEARCHED, &cfg, &set.name, &report, dir))?;
-    Ok((search, report))
+    Ok(Summarized { value: (search, report), summary })
 }
 
 /// `wick eval --checkpoint DIR --strategy searched`: the tuned model (verbalizer head) under the
 /// stored searched prompt of its config's run.
-pub fn run_eval_searched(args: &EvalArgs) -> anyhow::Result<Report> {
+pub fn run_eval_searched(args: &EvalArgs) -> anyhow::Result<Summarized<Report>> {
     let (dir, cfg, loaded, head) = load_checkpoint(&args.checkpoint, args.config.as_deref(), args.dtype.as_deref())?;
     if head.is_some() {
         anyhow::bail!(
@@ -109,11 +113,11 @@ pub fn run_eval_searched(args: &EvalArgs) -> anyhow::Result<Report> {
     let step = dir.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
     let out = cfg.run_dir().join("eval").join(&step).join(SEARCHED).join(&set.name);
     write_outputs(&out, &report, &set.examples, &run)?;
-    println!("{} under the searched prompt on {} ({} examples)", dir.display(), set.source, texts.len());
-    println!("{}", render_table(&[TableRow { name: method.into(), metrics: &report.metrics, consistency: None }]));
+    let table = render_table(&[TableRow { name: method.into(), metrics: &report.metrics, consistency: None }]);
+    let summary = format!("{} under the searched prompt on {} ({} examples)\n{table}\n", dir.display(), set.source, texts.len());
     let name = format!("{} + searched", dir.display());
     crate::runs::append(&cfg.output.dir, run_record("eval", &name, &cfg, &set.name, &report, out))?;
-    Ok(report)
+    Ok(Summarized { value: report, summary })
 }
 
 /// `wick predict --strategy searched --config CONFIG`: the stored prompt's label probabilities.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::report::{RetrievalInfo, load_eval_set, write_outputs};
+use super::report::{RetrievalInfo, Summarized, load_eval_set, write_outputs};
 use super::{EvalArgs, Report, load_model, prepare_retrieval, run_record, strategy_report};
 use crate::baseline::{BaselineOptions, Baselines, Memo, Strategy, StrategyRun, check_k_shot};
 use crate::checkpoint::{resolve_checkpoint_dir, run_config, with_adapter};
@@ -31,7 +31,7 @@ pub fn tuned_strategy_runs(
 ) -> anyhow::Result<(Vec<StrategyRun>, Option<RetrievalInfo>)> {
     // A linear head has no label words to prompt for: refused before any scoring.
     with_adapter(dir, loaded, |_, attached| {
-        eprintln!("{}: {}", dir.display(), attached.check);
+        tracing::info!("{}: {}", dir.display(), attached.check);
         match attached.head {
             Some(_) => anyhow::bail!("{}: prompt strategies score label words, and this checkpoint has a linear head", dir.display()),
             None => Ok(()),
@@ -43,7 +43,7 @@ pub fn tuned_strategy_runs(
         let base = Baselines::new(loaded, cfg, train, opts)?;
         let (base, mut info) = prepare_retrieval(base, loaded, cfg, opts.batch_size, &cfg.run_dir().join("baseline"))?;
         info.train_size = train.len();
-        eprintln!("{}: the base model's neighbours of {} examples ({} retriever)", dir.display(), texts.len(), info.retriever);
+        tracing::info!("{}: the base model's neighbours of {} examples ({} retriever)", dir.display(), texts.len(), info.retriever);
         memo = Memo::with_neighbours(base.neighbours(texts)?);
         retrieval = Some(info);
     }
@@ -52,7 +52,7 @@ pub fn tuned_strategy_runs(
         let templates = if opts.all_variants { baselines.prompters().len() } else { 1 };
         let mut runs = Vec::with_capacity(strategies.len());
         for &s in strategies {
-            eprintln!("{} + {s}: {} examples x {templates} templates", dir.display(), texts.len());
+            tracing::info!("{} + {s}: {} examples x {templates} templates", dir.display(), texts.len());
             runs.push(baselines.run_strategy(s, texts, &mut memo)?);
         }
         Ok(runs)
@@ -62,7 +62,7 @@ pub fn tuned_strategy_runs(
 
 /// Score the checkpoint of `args` under `strategy` and write its outputs under
 /// `run_dir/eval/<step>/<strategy>/<split>/`.
-pub fn run_eval_strategy(args: &EvalArgs, strategy: Strategy) -> anyhow::Result<Report> {
+pub fn run_eval_strategy(args: &EvalArgs, strategy: Strategy) -> anyhow::Result<Summarized<Report>> {
     if strategy == Strategy::ZeroShot {
         anyhow::bail!("--strategy zero-shot is what `wick eval` does without --strategy");
     }
@@ -86,11 +86,11 @@ pub fn run_eval_strategy(args: &EvalArgs, strategy: Strategy) -> anyhow::Result<
     let step = dir.file_name().map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
     let out = cfg.run_dir().join("eval").join(&step).join(strategy.name()).join(&set.name);
     write_outputs(&out, &report, &set.examples, &run.variants[0]).context("writing outputs")?;
-    println!("{} + {strategy} on {} ({} examples)", dir.display(), set.source, texts.len());
     let name = format!("{step} + {strategy}");
-    println!("{}", render_table(&[TableRow { name, metrics: &report.metrics, consistency: report.consistency.as_ref() }]));
-    eprintln!("wrote {}", out.display());
+    let table = render_table(&[TableRow { name, metrics: &report.metrics, consistency: report.consistency.as_ref() }]);
+    let summary = format!("{} + {strategy} on {} ({} examples)\n{table}\n", dir.display(), set.source, texts.len());
+    tracing::info!("wrote {}", out.display());
     let record = run_record("eval", &format!("{} + {strategy}", dir.display()), &cfg, &set.name, &report, out);
     crate::runs::append(&cfg.output.dir, record)?;
-    Ok(report)
+    Ok(Summarized { value: report, summary })
 }

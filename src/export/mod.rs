@@ -7,6 +7,7 @@
 pub mod check;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
@@ -341,18 +342,20 @@ pub struct ExportArgs {
 }
 
 /// Run `wick export`: merge in f32 on the CPU, write, and print what was written.
-pub fn run_export(args: &ExportArgs) -> Result<Vec<PathBuf>> {
+pub fn run_export(args: &ExportArgs) -> Result<crate::eval::Summarized<Vec<PathBuf>>> {
     let format: ExportFormat = args.format.parse()?;
     let dtype = parse_export_dtype(&args.dtype)?;
     let dir = crate::checkpoint::resolve_checkpoint_dir(&args.checkpoint)?;
     let cfg = crate::checkpoint::run_config(&dir, args.config.as_deref())?;
     let mut loaded = crate::model::load(&cfg.model.source, DType::F32, &candle_core::Device::Cpu)?;
     let attached = crate::checkpoint::load_adapter(&dir, &mut loaded.model)?;
-    eprintln!("{}: {}", dir.display(), attached.check);
+    tracing::info!("{}: {}", dir.display(), attached.check);
     let (files, agreement) =
         export_checked(&loaded, attached.head.as_ref(), &cfg, &args.out, format, dtype, args.check_examples, &|_| Ok(()))?;
+    let mut summary = String::new();
     if let Some(a) = agreement {
-        println!(
+        let _ = writeln!(
+            summary,
             "merged model check: {} dev examples, {:.1}% the same answers as the adapter (at least {:.1}% required), largest label-probability difference {:.1e}",
             a.examples,
             a.agreement * 100.0,
@@ -361,9 +364,9 @@ pub fn run_export(args: &ExportArgs) -> Result<Vec<PathBuf>> {
         );
     }
     for f in &files {
-        println!("wrote {}", f.display());
+        let _ = writeln!(summary, "wrote {}", f.display());
     }
-    Ok(files)
+    Ok(crate::eval::Summarized { value: files, summary })
 }
 
 /// [`export_merged`] into a staging folder beside `out`; then, when `check_examples` > 0, the

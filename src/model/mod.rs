@@ -48,10 +48,10 @@ pub fn select_device(name: &str) -> Result<Device> {
             if cfg!(feature = "cuda") {
                 match Device::new_cuda(0) {
                     Ok(d) => return Ok(d),
-                    Err(e) => eprintln!("wick: no usable CUDA GPU ({}); running on CPU", e.to_string().lines().next().unwrap_or("")),
+                    Err(e) => tracing::info!("wick: no usable CUDA GPU ({}); running on CPU", e.to_string().lines().next().unwrap_or("")),
                 }
             } else {
-                eprintln!("wick: built without the `cuda` feature; running on CPU");
+                tracing::info!("wick: built without the `cuda` feature; running on CPU");
             }
             Ok(Device::Cpu)
         }

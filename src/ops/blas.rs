@@ -132,7 +132,7 @@ fn open(path: &str) -> Option<Blas> {
     } else {
         "unknown".into()
     };
-    tracing::info!("frozen projections use {path} ({core}{})", if hgemm.is_some() { ", with hgemm" } else { "" });
+    tracing::info!("wick: frozen projections use {path} ({core}{})", if hgemm.is_some() { ", with hgemm" } else { "" });
     Some(Blas { _lib: lib, sgemm, hgemm, core, path: path.to_string(), split_rows })
 }
 

@@ -97,7 +97,7 @@ fn open(path: &str) -> Option<OneDnn> {
     let gemm = unsafe { lib.get::<GemmBf16>(b"dnnl_gemm_bf16bf16f32\0") }.map(|s| *s).ok()?;
     // libgomp is a dependency of Debian's build: the handle's lookup finds it there.
     let omp_set_num_threads = unsafe { lib.get::<OmpSetNumThreads>(b"omp_set_num_threads\0") }.map(|s| *s).ok();
-    tracing::info!("bf16 frozen projections use {path} (oneDNN)");
+    tracing::info!("wick: bf16 frozen projections use {path} (oneDNN)");
     Some(OneDnn { _lib: lib, gemm, omp_set_num_threads, path: path.to_string() })
 }
 

@@ -126,13 +126,13 @@ pub fn trusted(kernel: Kernel, device: &Device, dtype: DType, check: impl FnOnce
             } else {
                 map.insert(key, v.clone());
                 if let Some(why) = &v {
-                    let line = format!(
-                        "wick: warning: the fused {} kernel on {} ({dtype:?}) {why}; using candle's composite ops for it for the rest of this run",
+                    let message = format!(
+                        "the fused {} kernel on {} ({dtype:?}) {why}; using candle's composite ops for it for the rest of this run",
                         kernel.name(),
                         device_name(device)
                     );
-                    eprintln!("{line}");
-                    WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                    tracing::warn!("{message}");
+                    WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).push(format!("wick: warning: {message}"));
                 }
                 v
             }

@@ -227,7 +227,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
     let dev_examples = if t.eval_examples > 0 { &splits.dev[..t.eval_examples.min(splits.dev.len())] } else { &splits.dev[..] };
     let (dev_set, _) = encode(&prompter, dev_examples, t.max_seq_len)?;
     if truncated > 0 {
-        eprintln!(
+        tracing::info!(
             "wick: {truncated} of {} train prompts were longer than train.max_seq_len = {} and were cut",
             train_set.len(),
             t.max_seq_len
@@ -288,7 +288,7 @@ pub fn train_model(cfg: &Config, loaded: &mut model::LoadedModel, opts: &TrainOp
         // A schedule fitted to the time budget stays as fitted; otherwise the config decides.
         let total_steps = if saved.budget_sized { saved.total_steps.min(planned_steps) } else { planned_steps };
         st = TrainerState { total_steps, ..saved };
-        eprintln!("wick: resuming from {} (step {} of {total_steps})", dir.display(), st.step);
+        tracing::info!("wick: resuming from {} (step {} of {total_steps})", dir.display(), st.step);
     }
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     let metrics_path = run_dir.join("metrics.jsonl");
