@@ -7,7 +7,7 @@ mod searched;
 mod tuned;
 
 pub use report::Summarized;
-pub use searched::{SEARCHED, run_eval_searched, run_searched_baseline};
+pub use searched::{SEARCHED, run_eval_searched, run_searched_baseline, search_prompt};
 pub use tuned::tuned_strategy_runs;
 
 use std::collections::BTreeMap;

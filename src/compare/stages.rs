@@ -455,18 +455,9 @@ pub(super) fn search_and_score(
 ) -> anyhow::Result<Searched> {
     let c = &cfg.compare;
     let base_dir = cfg.run_dir().join("baseline");
-    let families: Vec<Strategy> = strategies.iter().copied().filter(|&s| s != Strategy::ZeroShot).collect();
-    let pool = crate::baseline::retrieval_pool(None, cfg);
-    let bopts = BaselineOptions { batch_size: c.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool: pool };
-    let mut baselines = Baselines::new(loaded, cfg, &sets.train, bopts)?;
-    baselines.check(&families)?;
-    if families.contains(&Strategy::Retrieval) {
-        baselines = prepare_retrieval(baselines, loaded, cfg, c.batch_size, &base_dir)?.0;
-    }
     let opts = crate::search::SearchOptions {
         minutes: c.search_minutes,
         batch_size: c.batch_size,
-        families,
         progress: |m| tracing::info!("compare: search: {m}"),
         ..crate::search::SearchOptions::default()
     };
@@ -476,9 +467,9 @@ pub(super) fn search_and_score(
         c.search_minutes
     );
     let start = Instant::now();
-    let search = crate::search::search(loaded, cfg, &baselines, &sets.train, &sets.dev.examples, &opts)?;
+    let pool = crate::baseline::retrieval_pool(None, cfg);
+    let search = crate::eval::search_prompt(loaded, cfg, &sets.train, &sets.dev.examples, strategies, pool, opts)?;
     let search_s = start.elapsed().as_secs_f64();
-    search.chosen.save(&crate::search::prompt_path(cfg))?;
     tracing::info!(
         "compare: search chose {:?} (dev {:.1}%) from {} candidates in {:.1} min; now {} test examples",
         search.chosen.name,

@@ -10,8 +10,11 @@ use anyhow::Context;
 use super::report::{Summarized, load_eval_set, write_outputs};
 use super::{BaselineArgs, EvalArgs, ReportOf, load_checkpoint, load_model, prepare_retrieval, run_record, scored_report};
 use crate::baseline::{BaselineOptions, Baselines, Strategy};
+use crate::config::Config;
+use crate::data::Example;
 use crate::eval::Report;
 use crate::metrics::{TableRow, render_table};
+use crate::model::LoadedModel;
 use crate::search::{SearchOptions, SearchReport, SearchedPrompt, prompt_path, score_searched};
 
 /// The name `--strategy` gives the stored searched prompt.
@@ -26,31 +29,17 @@ pub fn run_searched_baseline(args: &BaselineArgs) -> anyhow::Result<Summarized<(
     let loaded = load_model(&cfg.model)?;
     let search = if args.search {
         let strategies: Vec<Strategy> = cfg.compare.strategies.iter().map(|s| s.parse()).collect::<crate::error::Result<_>>()?;
-        let families: Vec<Strategy> = strategies.into_iter().filter(|&s| s != Strategy::ZeroShot).collect();
         let (splits, _) = crate::data::load_splits(&cfg.data, crate::data::ReadMode::Strict)?;
         let mut dev = splits.dev;
         if cfg.compare.dev_examples > 0 {
             dev.truncate(cfg.compare.dev_examples);
         }
         let pool = crate::baseline::retrieval_pool(args.retrieval_pool, &cfg);
-        let bopts =
-            BaselineOptions { batch_size: args.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool: pool };
-        let mut baselines = Baselines::new(&loaded, &cfg, &train, bopts)?;
-        baselines.check(&families)?;
-        if families.contains(&Strategy::Retrieval) {
-            baselines = prepare_retrieval(baselines, &loaded, &cfg, args.batch_size, &cfg.run_dir().join("baseline"))?.0;
-        }
         let minutes = if cfg.compare.search_minutes > 0.0 { cfg.compare.search_minutes } else { SearchOptions::default().minutes };
-        let opts = SearchOptions {
-            minutes,
-            batch_size: args.batch_size,
-            families,
-            progress: |m| tracing::info!("search: {m}"),
-            ..SearchOptions::default()
-        };
+        let opts =
+            SearchOptions { minutes, batch_size: args.batch_size, progress: |m| tracing::info!("search: {m}"), ..SearchOptions::default() };
         tracing::info!("search: {} dev examples, stages start within {minutes} minutes", dev.len());
-        let report = crate::search::search(&loaded, &cfg, &baselines, &train, &dev, &opts)?;
-        report.chosen.save(&prompt_path(&cfg))?;
+        let report = search_prompt(&loaded, &cfg, &train, &dev, &strategies, pool, opts)?;
         tracing::info!("search: wrote {}", prompt_path(&cfg).display());
         Some(report)
     } else {
@@ -90,6 +79,30 @@ pub fn run_searched_baseline(args: &BaselineArgs) -> anyhow::Result<Summarized<(
     let _ = writeln!(summary, "{}", render_table(&[TableRow { name: SEARCHED.into(), metrics: &report.metrics, consistency: None }]));
     crate::runs::append(&cfg.output.dir, run_record("baseline", SEARCHED, &cfg, &set.name, &report, dir))?;
     Ok(Summarized { value: (search, report), summary })
+}
+
+/// Search the prompt on `dev` among the hand-written families of `strategies` (all but
+/// zero-shot, which is always the first candidate) and store the choice as the run's
+/// `search/prompt.toml`. `opts.families` is set from `strategies`.
+pub fn search_prompt(
+    loaded: &LoadedModel,
+    cfg: &Config,
+    train: &[Example],
+    dev: &[Example],
+    strategies: &[Strategy],
+    retrieval_pool: Option<usize>,
+    opts: SearchOptions,
+) -> anyhow::Result<SearchReport> {
+    let families: Vec<Strategy> = strategies.iter().copied().filter(|&s| s != Strategy::ZeroShot).collect();
+    let bopts = BaselineOptions { batch_size: opts.batch_size, calibrate_on: Strategy::ZeroShot, all_variants: false, retrieval_pool };
+    let mut baselines = Baselines::new(loaded, cfg, train, bopts)?;
+    baselines.check(&families)?;
+    if families.contains(&Strategy::Retrieval) {
+        baselines = prepare_retrieval(baselines, loaded, cfg, opts.batch_size, &cfg.run_dir().join("baseline"))?.0;
+    }
+    let report = crate::search::search(loaded, cfg, &baselines, train, dev, &SearchOptions { families, ..opts })?;
+    report.chosen.save(&prompt_path(cfg))?;
+    Ok(report)
 }
 
 /// `wick eval --checkpoint DIR --strategy searched`: the tuned model (verbalizer head) under the
