@@ -178,6 +178,12 @@ pub fn run_selftest(args: &SelftestArgs) -> Result<SelftestReport> {
     if args.write_expected.is_some() && !device.is_cpu() {
         return Err(Error::Config("--write-expected records the CPU's figures: use it with --device cpu".into()));
     }
+    // Every flag is read before the first check runs: a bad one costs nothing.
+    let sizes = match &args.speed_sizes {
+        Some(s) => parse_sizes(s)?,
+        None if device.is_cuda() => vec![(16, 64), (64, 512)],
+        None => Vec::new(),
+    };
     let expected: Option<Expected> = match &args.expected {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -275,11 +281,6 @@ pub fn run_selftest(args: &SelftestArgs) -> Result<SelftestReport> {
     }
 
     // 3. Speed.
-    let sizes = match &args.speed_sizes {
-        Some(s) => parse_sizes(s)?,
-        None if device.is_cuda() => vec![(16, 64), (64, 512)],
-        None => Vec::new(),
-    };
     let mut speed = Vec::new();
     let mut matmul = None;
     if !sizes.is_empty() {
