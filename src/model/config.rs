@@ -113,6 +113,11 @@ impl ArchConfig {
         }
     }
 
+    /// True when the projection `name` has a bias: q/k/v on models with `attention_bias` (Qwen2).
+    pub fn projection_has_bias(&self, name: &str) -> bool {
+        self.attention_bias && matches!(name, "q_proj" | "k_proj" | "v_proj")
+    }
+
     /// Every weight's HF name, shape and role, in the order [`crate::model::Llama::named_weights`]
     /// lists them: the embedding; per layer its two norms, then the projections (each followed
     /// by its bias, if any); the final norm; the untied LM head.
@@ -126,7 +131,7 @@ impl ArchConfig {
             for (block, name) in PROJECTIONS {
                 let (o, i) = self.projection_shape(name);
                 out.push((format!("{p}.{block}.{name}.weight"), vec![o, i], WeightRole::Projection));
-                if self.attention_bias && block == "self_attn" && name != "o_proj" {
+                if self.projection_has_bias(name) {
                     out.push((format!("{p}.{block}.{name}.bias"), vec![o], WeightRole::Bias));
                 }
             }

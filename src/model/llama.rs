@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::config::ArchConfig;
+use super::config::{ArchConfig, PROJECTIONS};
 use super::layer::{AttentionMask, DecoderLayer, Projector, attention_inputs, attention_output, attention_scale, layer_forward};
 use crate::lora::{DropoutRng, LoraLinear, expand_targets};
 use crate::ops::fused::rms_norm;
@@ -128,35 +128,28 @@ impl Llama {
             }
             t.to_device(device).and_then(|t| t.to_dtype(dtype)).map_err(|e| Error::Model(format!("tensor {name}: {e}")))
         };
-        let (d, v, ff) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
-        let (q_dim, kv_dim) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+        let (d, v) = (cfg.hidden_size, cfg.vocab_size);
         let embed_tokens = take("model.embed_tokens.weight", &[v, d], dtype)?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let mut lin = |name: &str, out: usize, inp: usize, bias: bool| -> crate::error::Result<LoraLinear> {
-                let w = take(&format!("{p}.{name}.weight"), &[out, inp], projection_dtype)?;
-                let b = if bias { Some(take(&format!("{p}.{name}.bias"), &[out], dtype)?) } else { None };
-                LoraLinear::new(w, b).map_err(|e| Error::Model(format!("{p}.{name}: {e}")))
+            let mut lin = |block: &str, name: &str| -> crate::error::Result<LoraLinear> {
+                let (out, inp) = cfg.projection_shape(name);
+                let w = take(&format!("{p}.{block}.{name}.weight"), &[out, inp], projection_dtype)?;
+                let b = if cfg.projection_has_bias(name) { Some(take(&format!("{p}.{block}.{name}.bias"), &[out], dtype)?) } else { None };
+                LoraLinear::new(w, b).map_err(|e| Error::Model(format!("{p}.{block}.{name}: {e}")))
             };
-            let bias = cfg.attention_bias;
-            let q_proj = lin("self_attn.q_proj", q_dim, d, bias)?;
-            let k_proj = lin("self_attn.k_proj", kv_dim, d, bias)?;
-            let v_proj = lin("self_attn.v_proj", kv_dim, d, bias)?;
-            let o_proj = lin("self_attn.o_proj", d, q_dim, false)?;
-            let gate_proj = lin("mlp.gate_proj", ff, d, false)?;
-            let up_proj = lin("mlp.up_proj", ff, d, false)?;
-            let down_proj = lin("mlp.down_proj", d, ff, false)?;
+            let [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj] = PROJECTIONS.map(|(block, name)| lin(block, name));
             layers.push(DecoderLayer {
+                q_proj: q_proj?,
+                k_proj: k_proj?,
+                v_proj: v_proj?,
+                o_proj: o_proj?,
+                gate_proj: gate_proj?,
+                up_proj: up_proj?,
+                down_proj: down_proj?,
                 input_layernorm: take(&format!("{p}.input_layernorm.weight"), &[d], dtype)?,
                 post_attention_layernorm: take(&format!("{p}.post_attention_layernorm.weight"), &[d], dtype)?,
-                q_proj,
-                k_proj,
-                v_proj,
-                o_proj,
-                gate_proj,
-                up_proj,
-                down_proj,
             });
         }
         let norm = take("model.norm.weight", &[d], dtype)?;
